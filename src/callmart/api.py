@@ -1,0 +1,194 @@
+"""The library API: create the mart, queue periods, run a load, read the control table."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from functools import partial
+from datetime import date, datetime, timedelta
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy.exc import DBAPIError
+
+from . import control
+from ._errors import CallmartError, DatabaseError, MartNotReady
+from .config import create_engine, default_source_dir, mask, parse_url, scrub
+from .declare import Dimension, Mart
+from .dimension import load_dimension
+from .fact import load_period
+from .mart import MART
+from .metric import refresh_after_events
+from .progress import Reporter, SilentReporter, StepResult
+from .schema import SCHEMA_VERSION, Schema
+
+__all__ = ["Callmart", "RunSummary"]
+
+
+@dataclass
+class RunSummary:
+    """Every step of one run, in order."""
+
+    started: datetime
+    steps: list[StepResult] = field(default_factory=list)
+
+    @property
+    def failed(self) -> list[StepResult]:
+        """Steps that did not load."""
+        return [s for s in self.steps if s.status != control.DONE]
+
+    @property
+    def ok(self) -> bool:
+        """Whether every step loaded."""
+        return not self.failed
+
+
+class Callmart:
+    """One mart in one database, fed from one folder of extracts."""
+
+    def __init__(
+        self,
+        database_url: str | None = None,
+        source_dir: Path | str | None = None,
+        reporter: Reporter | None = None,
+        mart: Mart = MART,
+    ) -> None:
+        self.url = parse_url(database_url)
+        self.source_dir = Path(source_dir) if source_dir else default_source_dir()
+        self.reporter: Reporter = reporter or SilentReporter()
+        self.schema = Schema(mart)
+        self.engine = create_engine(self.url)
+
+    @property
+    def where(self) -> str:
+        """The database URL, password hidden."""
+        return mask(self.url)
+
+    def close(self) -> None:
+        """Release the database connections."""
+        self.engine.dispose()
+
+    def __enter__(self) -> Callmart:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sa.Connection]:
+        """A transaction whose database errors become one-line errors without the password."""
+        try:
+            with self.engine.begin() as conn:
+                yield conn
+        except DBAPIError as error:
+            raise DatabaseError(self._describe(error)) from error
+
+    def _describe(self, error: BaseException) -> str:
+        if isinstance(error, CallmartError):
+            return str(error)
+        if isinstance(error, DBAPIError):
+            detail = str(error.orig).strip().splitlines()[0] if error.orig is not None else str(error)
+            if error.connection_invalidated or "connect" in detail.lower():
+                return scrub(f"cannot use the database {self.where}: {detail}", self.url)
+            return scrub(f"database error: {detail}", self.url)
+        return scrub(f"{type(error).__name__}: {error}".splitlines()[0], self.url)
+
+    def init(self) -> None:
+        """Create the mart's tables and default members; running it again changes nothing."""
+        with self._transaction() as conn:
+            self.schema.create(conn)
+
+    def _check_ready(self, conn: sa.Connection) -> None:
+        if not sa.inspect(conn).has_table("dm_schema"):
+            raise MartNotReady(f"{self.where} holds no callmart mart yet; run `callmart init` first")
+        version = conn.execute(sa.select(self.schema["dm_schema"].c.version)).scalar()
+        if version != SCHEMA_VERSION:
+            raise MartNotReady(f"the mart in {self.where} has schema version {version}, this callmart needs "
+                               f"{SCHEMA_VERSION}; run `callmart init` to upgrade it")
+
+    def enqueue(
+        self, first: date | None = None, last: date | None = None, force: bool = False, fact_table: str | None = None
+    ) -> dict[str, int]:
+        """Queue one pending period per day in [first, last); by default yesterday."""
+        if first is None:
+            first = date.today() - timedelta(days=1)
+        if last is None:
+            last = first + timedelta(days=1)
+        periods = control.daily_periods(first, last)
+        table = fact_table or self.schema.mart.facts[0].name
+        self.schema.mart.fact(table)
+        with self._transaction() as conn:
+            self._check_ready(conn)
+            return control.enqueue(conn, self.schema, table, periods, force)
+
+    def status(self) -> list[dict[str, object]]:
+        """The control table, oldest period first."""
+        with self._transaction() as conn:
+            self._check_ready(conn)
+            return control.listing(conn, self.schema)
+
+    def run(self) -> RunSummary:
+        """Load every dimension, then every pending period oldest first; a failed period does not stop the rest."""
+        summary = RunSummary(started=datetime.now().replace(microsecond=0))
+        with self._transaction() as conn:
+            self._check_ready(conn)
+            periods = control.pending(conn, self.schema)
+        for dim in self.schema.mart.dimensions:
+            summary.steps.append(self._timed(dim.name, partial(self._load_dimension, dim=dim)))
+        for period in periods:
+            summary.steps.append(self._run_period(period, summary.started))
+        return summary
+
+    def _load_dimension(self, conn: sa.Connection, dim: Dimension) -> StepResult:
+        """Merge one dimension, then refresh the metrics whose events it holds."""
+        result = load_dimension(conn, self.schema, dim, self.source_dir, self._progress(dim.name))
+        for fact in self.schema.mart.facts:
+            for metric in fact.metrics:
+                if metric.events == dim.name:
+                    result.metric_updated += refresh_after_events(conn, self.schema, fact, metric)
+        return result
+
+    def _timed(self, name: str, step: Callable[[sa.Connection], StepResult]) -> StepResult:
+        """Run one dimension step in its own transaction; a failure stops the run."""
+        self.reporter.step_started(name)
+        began = time.perf_counter()
+        with self._transaction() as conn:
+            result = step(conn)
+        result.seconds = time.perf_counter() - began
+        self.reporter.step_finished(result)
+        return result
+
+    def _run_period(self, period: control.Period, run_date: datetime) -> StepResult:
+        """Load one period; its replace, metric and status commit together, or it is marked failed."""
+        name = f"{period.fact_table} {period.start:%Y-%m-%d}"
+        self.reporter.step_started(name)
+        began = time.perf_counter()
+        with self._transaction() as conn:
+            control.mark(conn, self.schema, period, control.RUNNING, process_run_date=run_date, error_message=None)
+        fact = self.schema.mart.fact(period.fact_table)
+        try:
+            with self.engine.begin() as conn:
+                result = load_period(
+                    conn, self.schema, fact, self.source_dir, period.start, period.end, self._progress(name)
+                )
+                control.mark(
+                    conn, self.schema, period, control.DONE, rows_loaded=result.inserted, finished_at=datetime.now()
+                )
+        except Exception as error:  # noqa: BLE001 - any failure fails the period, and the run goes on
+            message = self._describe(error)
+            with self._transaction() as conn:
+                control.mark(conn, self.schema, period, control.FAILED, error_message=message,
+                             finished_at=datetime.now())
+            result = StepResult(table=fact.name, period=(period.start, period.end), status=control.FAILED,
+                                error=message)
+        result.seconds = time.perf_counter() - began
+        self.reporter.step_finished(result)
+        return result
+
+    def _progress(self, name: str) -> Callable[[int], None]:
+        def on_rows(rows: int) -> None:
+            self.reporter.rows_read(name, rows)
+
+        return on_rows

@@ -1,0 +1,231 @@
+"""The `callmart` command: a thin layer over the library API."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+from datetime import date, datetime
+from functools import wraps
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from ._errors import CallmartError
+from .api import Callmart, RunSummary
+from .config import DEFAULT_DATABASE_URL
+from .progress import StepResult
+
+__all__ = ["main", "EXIT_OK", "EXIT_FAILED_PERIODS", "EXIT_ERROR"]
+
+EXIT_OK, EXIT_FAILED_PERIODS, EXIT_ERROR = 0, 1, 2
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class ConsoleReporter:
+    """Prints each step as it runs, with a live row count on a terminal, to standard error."""
+
+    def __init__(self, live: bool) -> None:
+        self.live = live
+        self.rows: dict[str, int] = {}
+
+    def step_started(self, name: str) -> None:
+        """Show the step's name."""
+        self.rows[name] = 0
+        if self.live:
+            click.echo(f"  {name} …", err=True, nl=False)
+
+    def rows_read(self, name: str, rows: int) -> None:
+        """Show the rows read so far."""
+        self.rows[name] = self.rows.get(name, 0) + rows
+        if self.live:
+            click.echo(f"\r  {name} … {self.rows[name]:,} rows read", err=True, nl=False)
+
+    def step_finished(self, result: StepResult) -> None:
+        """Show how the step ended."""
+        prefix = "\r\x1b[2K" if self.live else ""
+        name = _step_name(result)
+        if result.error:
+            click.echo(f"{prefix}  {name}: {click.style('failed', fg='red')}: {result.error}", err=True)
+        else:
+            click.echo(f"{prefix}  {name}: {result.read:,} read, {result.loaded:,} loaded ({result.seconds:.1f}s)",
+                       err=True)
+
+
+def _step_name(result: StepResult) -> str:
+    if result.period is None:
+        return result.table
+    start, end = result.period
+    return f"{result.table} [{start:%Y-%m-%d %H:%M}, {end:%Y-%m-%d %H:%M})"
+
+
+def _handle_errors(command: F) -> F:
+    """Turn callmart's own errors into one red line and exit code 2; --debug shows the traceback."""
+
+    @wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except CallmartError as error:
+            if click.get_current_context().find_root().params.get("debug"):
+                raise
+            click.echo(click.style("Error: ", fg="red", bold=True) + str(error), err=True)
+            sys.exit(EXIT_ERROR)
+
+    return wrapper  # type: ignore[return-value]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--database-url", envvar="CALLMART_DATABASE_URL", default=DEFAULT_DATABASE_URL, show_default=True,
+              help="The mart's database: duckdb:///FILE or postgresql://USER:PASSWORD@HOST/DB. "
+                   "Env: CALLMART_DATABASE_URL.")
+@click.option("--source-dir", envvar="CALLMART_SOURCE_DIR", type=click.Path(file_okay=False, path_type=Path),
+              help="Folder of the extracts (Llamadas*.csv, Customers*.csv, Agentes*.csv, CanalDigital*.csv, "
+                   "logins*.json). Default: the sample shipped with callmart. Env: CALLMART_SOURCE_DIR.")
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+@click.pass_context
+def cli(ctx: click.Context, database_url: str, source_dir: Path | None, debug: bool) -> None:
+    """Load the call-center data mart from the call center's extracts.
+
+    \b
+    A first load on the embedded database:
+      callmart init
+      callmart enqueue --from 2024-03-04 --to 2024-03-11
+      callmart run
+      callmart status
+    """
+    ctx.obj = {"database_url": database_url, "source_dir": source_dir}
+
+
+def _mart(ctx: click.Context, reporter: ConsoleReporter | None = None) -> Callmart:
+    return Callmart(ctx.obj["database_url"], ctx.obj["source_dir"], reporter=reporter)
+
+
+@cli.command()
+@click.pass_context
+@_handle_errors
+def init(ctx: click.Context) -> None:
+    """Create the mart's tables and default members; running it again changes nothing.
+
+    Example: callmart --database-url postgresql://postgres@localhost/mart init
+    """
+    mart = _mart(ctx)
+    mart.init()
+    click.echo(f"mart ready in {mart.where}")
+
+
+@cli.command()
+@click.option("--from", "first", type=click.DateTime(["%Y-%m-%d"]), help="First day to load (YYYY-MM-DD).")
+@click.option("--to", "last", type=click.DateTime(["%Y-%m-%d"]),
+              help="Day after the last day to load (exclusive). Default: the day after --from.")
+@click.option("--force", is_flag=True, help="Queue periods again even if already loaded (to reprocess them).")
+@click.pass_context
+@_handle_errors
+def enqueue(ctx: click.Context, first: datetime | None, last: datetime | None, force: bool) -> None:
+    """Queue one pending fact_llamadas period per day in [--from, --to); without dates, yesterday.
+
+    Example: callmart enqueue --from 2023-06-01 --to 2023-09-01
+    """
+    counts = _mart(ctx).enqueue(_day(first), _day(last), force=force)
+    click.echo(f"{counts['added']} period(s) added, {counts['requeued']} queued again, "
+               f"{counts['skipped']} already pending or done")
+
+
+def _day(value: datetime | None) -> date | None:
+    return value.date() if value else None
+
+
+@cli.command()
+@click.pass_context
+@_handle_errors
+def run(ctx: click.Context) -> None:
+    """Load the dimensions, then every pending period, oldest first, and print a summary.
+
+    Exit code 0 when every period loaded, 1 when some failed (the rest still load), 2 on an error.
+    """
+    mart = _mart(ctx, ConsoleReporter(live=sys.stderr.isatty()))
+    click.echo(f"loading {mart.where} from {mart.source_dir}", err=True)
+    summary = mart.run()
+    click.echo(_summary_table(summary))
+    if not summary.ok:
+        click.echo(click.style(f"{len(summary.failed)} period(s) failed; see `callmart status`", fg="red"), err=True)
+        sys.exit(EXIT_FAILED_PERIODS)
+
+
+def _summary_table(summary: RunSummary) -> str:
+    headers = ["step", "read", "staged", "rejected", "inserted", "updated", "inferred", "seconds", "status"]
+    rows = [
+        [_step_name(s), s.read, s.staged, s.rejected, s.inserted, s.updated, s.inferred, f"{s.seconds:.2f}", s.status]
+        for s in summary.steps
+    ]
+    return _table(headers, rows)
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """A plain text table: text left-aligned, numbers right-aligned."""
+    cells = [[_cell(v) for v in row] for row in rows]
+    widths = [max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(headers)]
+    numeric = [all(isinstance(row[i], int | float) for row in rows) and bool(rows) for i in range(len(headers))]
+
+    def line(values: Sequence[str]) -> str:
+        return "  ".join(v.rjust(w) if n else v.ljust(w) for v, w, n in zip(values, widths, numeric, strict=True))
+
+    return "\n".join([line(headers), line(["-" * w for w in widths]), *(line(r) for r in cells)]).rstrip()
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, datetime):
+        return f"{value:%Y-%m-%d %H:%M}" if value.second == 0 else f"{value:%Y-%m-%d %H:%M:%S}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+@cli.command()
+@click.pass_context
+@_handle_errors
+def status(ctx: click.Context) -> None:
+    """Show the control table: every queued period, its status, when it ran and any error."""
+    rows = _mart(ctx).status()
+    if not rows:
+        click.echo("no periods queued; add some with `callmart enqueue`")
+        return
+    headers = ["id", "fact_table", "start", "end", "status", "run", "rows", "error"]
+    keys = ["id_process", "fact_table", "start_date", "end_date", "status", "process_run_date", "rows_loaded",
+            "error_message"]
+    click.echo(_table(headers, [[row[k] for k in keys] for row in rows]))
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[str(row["status"])] = counts.get(str(row["status"]), 0) + 1
+    click.echo("\n" + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+
+
+@cli.command()
+@click.option("--calls", default=2000, show_default=True, help="Number of calls.")
+@click.option("--days", default=7, show_default=True, help="Days the calls spread over.")
+@click.option("--customers", default=600, show_default=True, help="Number of customers.")
+@click.option("--start", type=click.DateTime(["%Y-%m-%d"]), default="2024-03-04", show_default=True,
+              help="First day of calls.")
+@click.option("--seed", default=7, show_default=True, help="Random seed: the same seed gives the same files.")
+@click.option("--dirty-share", default=0.0, show_default=True, help="Share of call rows made dirty (0 to 1).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Folder to write.")
+@_handle_errors
+def generate(calls: int, days: int, customers: int, start: datetime, seed: int, dirty_share: float,
+             out: Path) -> None:
+    """Write realistic, deterministic extracts in the call center's formats.
+
+    Example: callmart generate --calls 1000000 --days 30 --out /tmp/extracts
+    """
+    from .generate import generate as write_extracts
+
+    written = write_extracts(out, calls=calls, days=days, customers=customers, start=start.date(), seed=seed,
+                             dirty_share=dirty_share)
+    for name, rows in written.items():
+        click.echo(f"{out / name}: {rows:,} rows")
+
+
+def main() -> None:
+    """Entry point of the console script."""
+    cli(prog_name="callmart")

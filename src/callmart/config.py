@@ -1,0 +1,66 @@
+"""Where the mart lives and where the extracts are: URLs, engines and the packaged sample."""
+
+from __future__ import annotations
+
+import os
+from importlib import resources
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy.exc import ArgumentError
+
+from ._errors import ConfigError
+
+__all__ = ["DEFAULT_DATABASE_URL", "create_engine", "default_source_dir", "mask", "parse_url", "scrub"]
+
+DEFAULT_DATABASE_URL = "duckdb:///callmart.duckdb"
+_POSTGRES_SCHEMES = {"postgres", "postgresql", "postgresql+psycopg"}
+
+
+def default_source_dir() -> Path:
+    """The sample extracts shipped with the package."""
+    return Path(str(resources.files("callmart") / "sample"))
+
+
+def parse_url(raw: str | None) -> sa.URL:
+    """A SQLAlchemy URL for DuckDB or PostgreSQL (psycopg 3), from what a user typed."""
+    text = raw or os.environ.get("CALLMART_DATABASE_URL") or DEFAULT_DATABASE_URL
+    try:
+        url = sa.make_url(text)
+    except ArgumentError:
+        raise ConfigError(f"not a database URL: {_scrub_text(text)}; expected duckdb:///FILE or postgresql://…") from None
+    if url.drivername in _POSTGRES_SCHEMES:
+        return url.set(drivername="postgresql+psycopg")
+    if url.drivername == "duckdb":
+        return url
+    raise ConfigError(f"unsupported database {url.drivername!r} in {mask(url)}; use duckdb:///FILE or postgresql://…")
+
+
+def mask(url: sa.URL) -> str:
+    """The URL as text with its password hidden."""
+    return url.render_as_string(hide_password=True)
+
+
+def scrub(message: str, url: sa.URL) -> str:
+    """A message with the URL's password, should a driver echo it, replaced by ***."""
+    if url.password:
+        message = message.replace(str(url.password), "***")
+    return message
+
+
+def _scrub_text(text: str) -> str:
+    # A URL that does not parse may still hold a password between ':' and '@'.
+    head, at, tail = text.rpartition("@")
+    if not at:
+        return text
+    scheme, sep, credentials = head.partition("://")
+    user = credentials.split(":", 1)[0]
+    return f"{scheme}{sep}{user}:***@{tail}" if ":" in credentials else text
+
+
+def create_engine(url: sa.URL) -> sa.Engine:
+    """An engine for the URL; DuckDB files are created on first connect."""
+    if url.drivername == "duckdb" and url.database not in (None, "", ":memory:"):
+        Path(url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    # Row counts of INSERT … SELECT feed the run summary; SQLAlchemy keeps them only when asked.
+    return sa.create_engine(url, execution_options={"preserve_rowcount": True})

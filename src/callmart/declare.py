@@ -1,0 +1,202 @@
+"""Engine-independent declarations of a star-schema mart: sources, columns, references, tables."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+from enum import Enum
+
+__all__ = [
+    "Case",
+    "Column",
+    "Dimension",
+    "Fact",
+    "FirstEventWithin",
+    "Format",
+    "Mart",
+    "Parse",
+    "Reference",
+    "Scd",
+    "Source",
+    "Type",
+    "DEFAULT_MEMBER_ID",
+    "UNKNOWN",
+]
+
+DEFAULT_MEMBER_ID = -999
+"""Business id (and surrogate key) of every dimension's default member, used for null business ids."""
+
+UNKNOWN = "unknown"
+"""Value of a text attribute that is missing, or of any text attribute of a default or inferred member."""
+
+
+class Type(Enum):
+    """Logical column types; each engine maps them to its own."""
+
+    INTEGER = "integer"
+    BIGINT = "bigint"
+    TEXT = "text"
+    TIMESTAMP = "timestamp"
+    TIME = "time"
+    BOOLEAN = "boolean"
+
+
+class Parse(Enum):
+    """How a source text value becomes a typed value."""
+
+    TEXT = "text"
+    INTEGER = "integer"
+    DATETIME = "datetime"  # with Column.fmt, a strptime format
+    DURATION = "duration"  # H:MM:SS; INTEGER columns get seconds, TIME columns a time of day
+
+
+class Case(Enum):
+    """Case folding for business values that are case-insensitive."""
+
+    UPPER = "upper"
+    LOWER = "lower"
+
+
+class Scd(Enum):
+    """Slowly-changing-dimension behaviour of one attribute."""
+
+    CHANGING = 1  # type 1: overwritten in place
+
+
+class Format(Enum):
+    """File formats of the source extracts."""
+
+    CSV = "csv"
+    JSON_ARRAY = "json_array"
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a table's rows come from: files matching a pattern in the source folder."""
+
+    pattern: str
+    format: Format = Format.CSV
+    encoding: str = "latin-1"
+
+
+@dataclass(frozen=True)
+class Column:
+    """A stored column and, when it comes from the source, how one source field is cleaned into it."""
+
+    name: str
+    type: Type
+    source: str | None = None
+    parse: Parse = Parse.TEXT
+    fmt: str | None = None
+    case: Case | None = None
+    missing: tuple[str, ...] = ("",)
+    required: bool = False
+    default: str | int | None = None
+    scd: Scd = Scd.CHANGING
+
+    @property
+    def unknown(self) -> str | None:
+        """Value this column takes in a default or inferred member."""
+        return UNKNOWN if self.type is Type.TEXT else None
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A foreign key: `column` holds the surrogate key of `dimension`, found by matching `value` to `by`."""
+
+    column: str
+    dimension: str
+    by: str
+    value: Column
+
+
+@dataclass(frozen=True)
+class Dimension:
+    """A dimension table: surrogate key, business key, attributes and references, loaded from one source."""
+
+    name: str
+    key: str
+    business_key: str
+    source: Source
+    columns: tuple[Column, ...]
+    references: tuple[Reference, ...] = ()
+
+    @property
+    def staging(self) -> str:
+        """Name of the staging table."""
+        return "stg_" + self.name
+
+    @property
+    def attributes(self) -> tuple[Column, ...]:
+        """Columns other than the business key."""
+        return tuple(c for c in self.columns if c.name != self.business_key)
+
+    def column(self, name: str) -> Column:
+        """The declared column called name."""
+        return next(c for c in self.columns if c.name == name)
+
+
+@dataclass(frozen=True)
+class FirstEventWithin:
+    """Metric: key of the first event of the same entity at or after the fact's time and within a window."""
+
+    column: str
+    events: str
+    event_time: str
+    event_entity: str
+    fact_time: str
+    fact_entity: str
+    window: timedelta
+    threshold_column: str
+    threshold: int
+
+
+@dataclass(frozen=True)
+class Fact:
+    """A fact table loaded per period of its time column, replacing the period's rows."""
+
+    name: str
+    key: str
+    time_column: str
+    source: Source
+    columns: tuple[Column, ...]
+    references: tuple[Reference, ...] = ()
+    metrics: tuple[FirstEventWithin, ...] = ()
+
+    @property
+    def staging(self) -> str:
+        """Name of the staging table."""
+        return "stg_" + self.name
+
+
+@dataclass(frozen=True)
+class Mart:
+    """The whole mart: dimensions in load order, then facts."""
+
+    dimensions: tuple[Dimension, ...]
+    facts: tuple[Fact, ...]
+    _by_name: dict[str, Dimension | Fact] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        tables: dict[str, Dimension | Fact] = {t.name: t for t in (*self.dimensions, *self.facts)}
+        object.__setattr__(self, "_by_name", tables)
+        loaded: set[str] = set()
+        for dim in self.dimensions:
+            for ref in dim.references:
+                if ref.dimension not in loaded:
+                    raise ValueError(f"{dim.name} references {ref.dimension}, which must be declared before it")
+            loaded.add(dim.name)
+
+    def dimension(self, name: str) -> Dimension:
+        """The dimension called name."""
+        table = self._by_name[name]
+        if not isinstance(table, Dimension):
+            raise KeyError(name)
+        return table
+
+    def fact(self, name: str) -> Fact:
+        """The fact table called name."""
+        table = self._by_name[name]
+        if not isinstance(table, Fact):
+            raise KeyError(name)
+        return table

@@ -1,0 +1,143 @@
+"""The generic dimension load: stage, resolve references, de-duplicate, then merge by SCD rules."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from .declare import Dimension, Scd
+from .extract import SOURCE_FILE, SOURCE_ROW
+from .keys import resolve_references
+from .progress import StepResult
+from .schema import Schema
+from .stage import stage
+
+__all__ = ["NEW", "CHANGED", "SAME", "load_dimension"]
+
+NEW, CHANGED, SAME = "new", "changed", "same"
+
+
+def load_dimension(
+    conn: sa.Connection,
+    schema: Schema,
+    dim: Dimension,
+    source_dir: Path,
+    on_rows: Callable[[int], None] | None = None,
+) -> StepResult:
+    """Load a whole dimension extract into its dimension; the caller owns the transaction."""
+    staged = stage(conn, schema[dim.staging], dim, source_dir, on_rows=on_rows)
+    inferred = resolve_references(conn, schema, dim)
+    duplicates = _drop_superseded(conn, schema, dim)
+    _match_members(conn, schema, dim)
+    completed = _classify(conn, schema, dim)
+    updated = _apply_changes(conn, schema, dim)
+    inserted = _insert_new(conn, schema, dim)
+    return StepResult(
+        table=dim.name,
+        read=staged.read,
+        staged=staged.staged,
+        rejected=staged.rejected,
+        inserted=inserted,
+        updated=updated,
+        inferred=inferred,
+        completed=completed,
+        duplicates=duplicates,
+        rejects=staged.reject_table(),
+    )
+
+
+def _drop_superseded(conn: sa.Connection, schema: Schema, dim: Dimension) -> int:
+    """Of rows sharing a business key, the last in file and row order wins."""
+    stg = schema[dim.staging]
+    later = stg.alias("later")
+    newer = sa.exists().where(
+        later.c[dim.business_key] == stg.c[dim.business_key],
+        sa.or_(
+            later.c[SOURCE_FILE] > stg.c[SOURCE_FILE],
+            sa.and_(later.c[SOURCE_FILE] == stg.c[SOURCE_FILE], later.c[SOURCE_ROW] > stg.c[SOURCE_ROW]),
+        ),
+    )
+    return conn.execute(sa.delete(stg).where(newer)).rowcount
+
+
+def _lookup_columns(schema: Schema, dim: Dimension) -> list[str]:
+    """Columns other than the business key by which references find this dimension's members."""
+    tables = (*schema.mart.dimensions, *schema.mart.facts)
+    return sorted(
+        {r.by for t in tables for r in t.references if r.dimension == dim.name} - {dim.business_key}
+    )
+
+
+def _match_members(conn: sa.Connection, schema: Schema, dim: Dimension) -> None:
+    """Give each staged row the key of its member: same business key, else an inferred member found by a
+    lookup column (an agent inferred from a call knows its login name, not its id)."""
+    stg, table = schema[dim.staging], schema[dim.name]
+    key = table.c[dim.key]
+    conn.execute(
+        sa.update(stg).values({dim.key: key}).where(table.c[dim.business_key] == stg.c[dim.business_key])
+    )
+    for lookup in _lookup_columns(schema, dim):
+        conn.execute(
+            sa.update(stg)
+            .values({dim.key: key})
+            .where(
+                stg.c[dim.key].is_(None),
+                table.c.is_inferred,
+                table.c[dim.business_key].is_(None),
+                table.c[lookup] == stg.c[lookup],
+            )
+        )
+
+
+def _tracked(dim: Dimension) -> list[str]:
+    """Stored columns a source row can change."""
+    return [c.name for c in dim.columns] + [r.column for r in dim.references]
+
+
+def _classify(conn: sa.Connection, schema: Schema, dim: Dimension) -> int:
+    """Mark staged rows new, changed or same; return how many complete an inferred member."""
+    stg, table = schema[dim.staging], schema[dim.name]
+    conn.execute(sa.update(stg).values(change=NEW).where(stg.c[dim.key].is_(None)))
+    differs = sa.or_(table.c.is_inferred, *(table.c[n].is_distinct_from(stg.c[n]) for n in _tracked(dim)))
+    conn.execute(
+        sa.update(stg).values(change=CHANGED).where(table.c[dim.key] == stg.c[dim.key], differs)
+    )
+    conn.execute(sa.update(stg).values(change=SAME).where(stg.c.change.is_(None)))
+    completing = (
+        sa.select(sa.func.count())
+        .select_from(stg.join(table, table.c[dim.key] == stg.c[dim.key]))
+        .where(table.c.is_inferred, stg.c.change == CHANGED)
+    )
+    return int(conn.execute(completing).scalar_one())
+
+
+def _apply_changes(conn: sa.Connection, schema: Schema, dim: Dimension) -> int:
+    """Overwrite changing (type 1) attributes in place, completing inferred members."""
+    stg, table = schema[dim.staging], schema[dim.name]
+    changing = [n for n in _tracked(dim) if _scd(dim, n) is Scd.CHANGING]
+    values: dict[str, object] = {n: stg.c[n] for n in changing}
+    values["is_inferred"] = sa.false()
+    statement = (
+        sa.update(table).values(values).where(table.c[dim.key] == stg.c[dim.key], stg.c.change == CHANGED)
+    )
+    return conn.execute(statement).rowcount
+
+
+def _scd(dim: Dimension, name: str) -> Scd:
+    declared = {c.name: c.scd for c in dim.columns}
+    return declared.get(name, Scd.CHANGING)
+
+
+def _insert_new(conn: sa.Connection, schema: Schema, dim: Dimension) -> int:
+    """Insert members never seen before, keys given in business-key order."""
+    stg, table = schema[dim.staging], schema[dim.name]
+    names = _tracked(dim)
+    select = (
+        sa.select(schema.sequences[dim.name].next_value(), *(stg.c[n] for n in names), sa.false())
+        .where(stg.c.change == NEW)
+        .order_by(stg.c[dim.business_key])
+    )
+    statement = sa.insert(table).from_select([dim.key, *names, "is_inferred"], select)
+    return conn.execute(statement).rowcount

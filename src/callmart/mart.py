@@ -1,0 +1,146 @@
+"""The call-center mart: the one place that names the business tables, their sources and rules."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from .declare import (
+    Case,
+    Column,
+    Dimension,
+    Fact,
+    FirstEventWithin,
+    Format,
+    Mart,
+    Parse,
+    Reference,
+    Source,
+    Type,
+)
+
+__all__ = ["MART", "CALLS"]
+
+US_MINUTE = "%m/%d/%Y %H:%M"
+US_SECOND = "%m/%d/%Y %H:%M:%S"
+NOT_GIVEN = ("", "NA", "N/A", "NULL")
+
+
+def business_id(name: str, source: str) -> Column:
+    """An integer business id that every source row must have."""
+    return Column(name, Type.INTEGER, source, Parse.INTEGER, required=True)
+
+
+def attribute(name: str, source: str, case: Case | None = None) -> Column:
+    """A text attribute; a missing value becomes 'unknown'."""
+    return Column(name, Type.TEXT, source, case=case, missing=NOT_GIVEN, default="unknown")
+
+
+CLIENTES = Dimension(
+    name="dim_clientes",
+    key="key_cliente",
+    business_key="id_cliente",
+    source=Source("Customers*.csv"),
+    columns=(
+        business_id("id_cliente", "CustomerID"),
+        attribute("genero_cliente", "Gender", Case.UPPER),
+        attribute("tipo_cliente", "Type", Case.UPPER),
+    ),
+)
+
+AGENTES = Dimension(
+    name="dim_agentes",
+    key="key_agente",
+    business_key="id_agente",
+    source=Source("Agentes*.csv"),
+    columns=(
+        business_id("id_agente", "idagente"),
+        # Calls name the agent by login name; logins are case-insensitive.
+        Column("agente", Type.TEXT, "agente", case=Case.LOWER, required=True),
+        Column("nivel_expertise_agente", Type.INTEGER, "nivelexpertise", Parse.INTEGER, missing=NOT_GIVEN),
+        attribute("nombre_agente", "nombre"),
+        attribute("apellido_agente", "apellido"),
+    ),
+)
+
+CANALES = Dimension(
+    name="dim_canales_digitales",
+    key="key_canal_digital",
+    business_key="id_canal_digital",
+    source=Source("CanalDigital*.csv"),
+    columns=(
+        business_id("id_canal_digital", "idcanal"),
+        attribute("descripcion_canal_digital", "desc_canal"),
+    ),
+)
+
+LOGINS = Dimension(
+    name="dim_logins",
+    key="key_login",
+    business_key="id_login",
+    source=Source("logins*.json", Format.JSON_ARRAY, encoding="utf-8"),
+    columns=(
+        business_id("id_login", "callid"),
+        Column("fecha_login", Type.TIMESTAMP, "logindate", Parse.DATETIME, fmt=US_SECOND, required=True),
+    ),
+    references=(
+        Reference(
+            "key_cliente_login",
+            "dim_clientes",
+            by="id_cliente",
+            value=Column("id_cliente_login", Type.INTEGER, "customerid", Parse.INTEGER),
+        ),
+        Reference(
+            "key_canal_digital_login",
+            "dim_canales_digitales",
+            by="id_canal_digital",
+            value=Column("id_canal_digital_login", Type.INTEGER, "channel", Parse.INTEGER),
+        ),
+    ),
+)
+
+CALLS = Fact(
+    name="fact_llamadas",
+    key="key_llamada",
+    time_column="fecha_llamada",
+    source=Source("Llamadas*.csv"),
+    columns=(
+        Column("fecha_llamada", Type.TIMESTAMP, "Fecha", Parse.DATETIME, fmt=US_MINUTE, required=True),
+        # Campaign names arrive in mixed case; the business treats them as one.
+        Column("campania_llamada", Type.TEXT, "Campania", case=Case.UPPER, missing=NOT_GIVEN, default="unknown"),
+        Column("telefono_llamada", Type.TEXT, "Telefono", missing=NOT_GIVEN),
+        Column("tiempo_hablado_llamada", Type.TIME, "Tiempohablado", Parse.DURATION, required=True),
+        Column("tiempo_total_llamada", Type.TIME, "Tiempototal", Parse.DURATION, required=True),
+        Column("segundos_hablados_llamada", Type.INTEGER, "Tiempohablado", Parse.DURATION, required=True),
+        Column("segundos_totales_llamada", Type.INTEGER, "Tiempototal", Parse.DURATION, required=True),
+    ),
+    references=(
+        Reference(
+            "key_cliente_llamada",
+            "dim_clientes",
+            by="id_cliente",
+            # -1 marks a call to someone who is not a customer yet.
+            value=Column("id_cliente_llamada", Type.INTEGER, "IDCliente", Parse.INTEGER, missing=("", "-1")),
+        ),
+        Reference(
+            "key_agente_llamada",
+            "dim_agentes",
+            by="agente",
+            value=Column("agente_llamada", Type.TEXT, "Agente", case=Case.LOWER, missing=NOT_GIVEN),
+        ),
+    ),
+    metrics=(
+        FirstEventWithin(
+            column="key_login_post_llamada",
+            events="dim_logins",
+            event_time="fecha_login",
+            event_entity="key_cliente_login",
+            fact_time="fecha_llamada",
+            fact_entity="key_cliente_llamada",
+            window=timedelta(hours=48),
+            threshold_column="segundos_hablados_llamada",
+            threshold=30,
+        ),
+    ),
+)
+
+MART = Mart(dimensions=(CLIENTES, AGENTES, CANALES, LOGINS), facts=(CALLS,))

@@ -1,0 +1,59 @@
+"""The first-event-within-a-window metric: computed as facts load, and refreshed where new events land."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from .declare import DEFAULT_MEMBER_ID, Fact, FirstEventWithin
+from .dimension import CHANGED, NEW
+from .schema import Schema
+
+__all__ = ["first_event_key", "refresh_after_events"]
+
+
+def first_event_key(
+    schema: Schema, metric: FirstEventWithin, facts: sa.FromClause
+) -> sa.ColumnElement[object]:
+    """The key of the first event of the fact row's entity at or after its time and within the window."""
+    events = schema[metric.events]
+    declared = schema.mart.dimension(metric.events)
+    time, entity = facts.c[metric.fact_time], facts.c[metric.fact_entity]
+    event_time = events.c[metric.event_time]
+    first = (
+        sa.select(events.c[declared.key])
+        .where(
+            events.c[metric.event_entity] == entity,
+            event_time >= time,
+            event_time < time + metric.window,
+        )
+        .order_by(event_time, events.c[declared.business_key])
+        .limit(1)
+        .scalar_subquery()
+    )
+    # The default member stands for "no known customer": such calls and logins never match.
+    qualifies = sa.and_(facts.c[metric.threshold_column] >= metric.threshold, entity != DEFAULT_MEMBER_ID)
+    return sa.case((qualifies, first), else_=sa.null())
+
+
+def refresh_after_events(conn: sa.Connection, schema: Schema, fact: Fact, metric: FirstEventWithin) -> int:
+    """Recompute the metric only for fact rows that the events just staged and merged can affect."""
+    table = schema[fact.name]
+    declared = schema.mart.dimension(metric.events)
+    staged = schema[declared.staging]
+    time, entity = table.c[metric.fact_time], table.c[metric.fact_entity]
+    event_time = staged.c[metric.event_time]
+    # A new or moved event can become the first one of calls in the window before it...
+    in_window = sa.exists().where(
+        staged.c.change.in_([NEW, CHANGED]),
+        staged.c[metric.event_entity] == entity,
+        event_time >= time,
+        event_time < time + metric.window,
+    )
+    # ...and a changed event can stop being the first one of the calls that point at it.
+    pointed = table.c[metric.column].in_(sa.select(staged.c[declared.key]).where(staged.c.change == CHANGED))
+    statement = (
+        sa.update(table)
+        .values({metric.column: first_event_key(schema, metric, table)})
+        .where(table.c[metric.threshold_column] >= metric.threshold, sa.or_(in_window, pointed))
+    )
+    return conn.execute(statement).rowcount

@@ -1,0 +1,183 @@
+"""SQLAlchemy tables built from the mart's declarations, and the idempotent creation of the mart."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import sqlalchemy as sa
+
+from . import dialect
+from .declare import DEFAULT_MEMBER_ID, Column, Dimension, Fact, Mart, Type
+
+__all__ = ["Schema", "PROCESSES", "SCHEMA_VERSION"]
+
+SCHEMA_VERSION = 1
+PROCESSES = "dm_processes"
+
+_TYPES: dict[Type, type[sa.types.TypeEngine[object]]] = {
+    Type.INTEGER: sa.Integer,
+    Type.BIGINT: sa.BigInteger,
+    Type.TEXT: sa.String,
+    Type.TIMESTAMP: sa.DateTime,
+    Type.TIME: sa.Time,
+    Type.BOOLEAN: sa.Boolean,
+}
+
+
+def sql_type(type_: Type) -> sa.types.TypeEngine[object]:
+    """The SQLAlchemy type of a logical type."""
+    return _TYPES[type_]()
+
+
+def _column(col: Column, nullable: bool = True) -> sa.Column[object]:
+    return sa.Column(col.name, sql_type(col.type), nullable=nullable)
+
+
+def _key(name: str, type_: Type = Type.INTEGER) -> sa.Column[object]:
+    return sa.Column(name, sql_type(type_), primary_key=True, autoincrement=False)
+
+
+@dataclass
+class Schema:
+    """Every table and sequence of a mart, with lookups by declared name."""
+
+    mart: Mart
+    metadata: sa.MetaData = field(default_factory=sa.MetaData)
+    tables: dict[str, sa.Table] = field(default_factory=dict)
+    sequences: dict[str, sa.Sequence] = field(default_factory=dict)
+    indexes: list[sa.Index] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        for dim in self.mart.dimensions:
+            self._dimension(dim)
+        for fact in self.mart.facts:
+            self._fact(fact)
+        self._processes()
+
+    def __getitem__(self, name: str) -> sa.Table:
+        return self.tables[name]
+
+    @property
+    def processes(self) -> sa.Table:
+        """The control table of periods to load."""
+        return self.tables[PROCESSES]
+
+    def _add(self, table: sa.Table) -> sa.Table:
+        self.tables[table.name] = table
+        return table
+
+    def _dimension(self, dim: Dimension) -> None:
+        self.sequences[dim.name] = sa.Sequence(f"seq_{dim.key}", start=1, metadata=self.metadata)
+        refs = [sa.Column(r.column, sa.Integer, nullable=False) for r in dim.references]
+        table = self._add(
+            sa.Table(
+                dim.name,
+                self.metadata,
+                _key(dim.key),
+                *(_column(c) for c in dim.columns),
+                *refs,
+                sa.Column("is_inferred", sa.Boolean, nullable=False, server_default=sa.false()),
+            )
+        )
+        lookups = {dim.business_key} | {
+            r.by for d in self.mart.dimensions for r in d.references if r.dimension == dim.name
+        } | {r.by for f in self.mart.facts for r in f.references if r.dimension == dim.name}
+        for name in sorted(lookups):
+            self.indexes.append(sa.Index(f"ix_{dim.name}_{name}", table.c[name]))
+        self._staging(dim.staging, dim.columns, dim, extra=[sa.Column(dim.key, sa.Integer), sa.Column("change", sa.String)])
+
+    def _fact(self, fact: Fact) -> None:
+        table = self._add(
+            sa.Table(
+                fact.name,
+                self.metadata,
+                _key(fact.key, Type.BIGINT),
+                *(_column(c) for c in fact.columns),
+                *(sa.Column(r.column, sa.Integer, nullable=False) for r in fact.references),
+                *(sa.Column(m.column, sa.Integer) for m in fact.metrics),
+            )
+        )
+        # Replacing a period deletes by time; the metric looks calls up by customer and time.
+        self.indexes.append(sa.Index(f"ix_{fact.name}_{fact.time_column}", table.c[fact.time_column]))
+        self._staging(fact.staging, fact.columns, fact, extra=[])
+        for metric in fact.metrics:
+            events = self.tables[metric.events]
+            self.indexes.append(
+                sa.Index(
+                    f"ix_{metric.events}_{metric.event_entity}_{metric.event_time}",
+                    events.c[metric.event_entity],
+                    events.c[metric.event_time],
+                )
+            )
+
+    def _staging(
+        self, name: str, columns: tuple[Column, ...], table: Dimension | Fact, extra: list[sa.Column[object]]
+    ) -> None:
+        staged = sa.Table(
+            name,
+            self.metadata,
+            *(_column(c) for c in columns),
+            *(_column(r.value) for r in table.references),
+            *(sa.Column(r.column, sa.Integer) for r in table.references),
+            *extra,
+            sa.Column("source_file", sa.String),
+            sa.Column("source_row", sa.BigInteger),
+            info={dialect.UNLOGGED: True},
+        )
+        self._add(staged)
+
+    def _processes(self) -> None:
+        self.sequences[PROCESSES] = sa.Sequence("seq_id_process", start=1, metadata=self.metadata)
+        self._add(
+            sa.Table(
+                PROCESSES,
+                self.metadata,
+                _key("id_process"),
+                sa.Column("fact_table", sa.String, nullable=False),
+                sa.Column("start_date", sa.DateTime, nullable=False),
+                sa.Column("end_date", sa.DateTime, nullable=False),
+                sa.Column("status", sa.String, nullable=False),
+                sa.Column("process_run_date", sa.DateTime),
+                sa.Column("finished_at", sa.DateTime),
+                sa.Column("rows_loaded", sa.BigInteger),
+                sa.Column("error_message", sa.String),
+                sa.UniqueConstraint("fact_table", "start_date", "end_date"),
+            )
+        )
+        self._add(
+            sa.Table(
+                "dm_schema",
+                self.metadata,
+                sa.Column("version", sa.Integer, nullable=False),
+            )
+        )
+
+    def create(self, conn: sa.Connection) -> None:
+        """Create what is missing and the default members; existing tables and rows stay as they are."""
+        self.metadata.create_all(conn, checkfirst=True)
+        existing = {ix["name"] for name in self.tables for ix in _indexes(conn, name)}
+        for index in self.indexes:
+            if index.name not in existing and dialect.wants_indexes(conn):
+                index.create(conn)
+        for dim in self.mart.dimensions:
+            self._default_member(conn, dim)
+        version = self.tables["dm_schema"]
+        if conn.execute(sa.select(sa.func.count()).select_from(version)).scalar_one() == 0:
+            conn.execute(sa.insert(version).values(version=SCHEMA_VERSION))
+
+    def _default_member(self, conn: sa.Connection, dim: Dimension) -> None:
+        table = self.tables[dim.name]
+        key = table.c[dim.key]
+        if conn.execute(sa.select(key).where(key == DEFAULT_MEMBER_ID)).first() is not None:
+            return
+        values: dict[str, object] = {dim.key: DEFAULT_MEMBER_ID, dim.business_key: DEFAULT_MEMBER_ID}
+        values.update({c.name: c.unknown for c in dim.attributes})
+        values.update({r.column: DEFAULT_MEMBER_ID for r in dim.references})
+        values["is_inferred"] = False
+        conn.execute(sa.insert(table).values(values))
+
+
+def _indexes(conn: sa.Connection, table: str) -> list[dict[str, object]]:
+    if not dialect.wants_indexes(conn):
+        return []
+    return list(sa.inspect(conn).get_indexes(table))  # type: ignore[arg-type]

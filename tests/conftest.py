@@ -1,0 +1,51 @@
+"""One fresh mart per test, on DuckDB and on PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+import sqlalchemy as sa
+from psycopg import sql
+
+PG_ADMIN_URL = os.environ.get("CALLMART_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+SEED = Path(__file__).resolve().parents[2] / "shared" / "seed-sample"
+
+
+@pytest.fixture(params=["duckdb", "postgresql"])
+def new_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[], str]]:
+    """Makes URLs of empty databases of the parametrized engine; all are dropped after the test."""
+    created: list[str] = []
+
+    def make() -> str:
+        name = f"callmart_test_{uuid.uuid4().hex[:12]}"
+        if request.param == "duckdb":
+            return f"duckdb:///{tmp_path / name}.duckdb"
+        # A missing server fails the test: the suite is only green when both engines ran.
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
+            admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        created.append(name)
+        return sa.make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+
+    yield make
+    if created:
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
+            for name in created:
+                admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture
+def database_url(new_database: Callable[[], str]) -> str:
+    """The URL of an empty database, DuckDB or PostgreSQL."""
+    return new_database()
+
+
+@pytest.fixture
+def seed_dir() -> Path:
+    """The real extracts shared with the project (read, never copied)."""
+    assert SEED.is_dir(), f"the shared seed sample is expected at {SEED}"
+    return SEED

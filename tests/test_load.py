@@ -1,0 +1,315 @@
+"""End-to-end loads on both engines: the seed sample, the metric, inferred members, incremental, idempotent."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Callable
+from datetime import date, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from marts import business_dump, drawn, full_dump, query, write_extracts
+
+from callmart import Callmart, RunSummary
+
+
+def load(url: str, source: Path, first: date, last: date, force: bool = False) -> RunSummary:
+    """init, enqueue [first, last) and run, as the CLI does."""
+    with Callmart(url, source) as mart:
+        mart.init()
+        mart.enqueue(first, last, force=force)
+        summary = mart.run()
+    assert summary.ok, [s.error for s in summary.failed]
+    return summary
+
+
+def run_again(url: str, source: Path) -> RunSummary:
+    """One more run, with nothing newly queued."""
+    with Callmart(url, source) as mart:
+        return mart.run()
+
+
+def expected_metric(seed: Path) -> dict[tuple[str, str, str, str], int | None]:
+    """An independent computation of key_login_post_llamada by business values, from the raw files."""
+    logins: dict[int, list[tuple[datetime, int]]] = {}
+    for row in json.loads((seed / "logins_2024.json").read_text(encoding="latin-1")):
+        when = datetime.strptime(row["logindate"], "%m/%d/%Y %H:%M:%S")
+        logins.setdefault(row["customerid"], []).append((when, row["callid"]))
+    expected = {}
+    with (seed / "Llamadas_2024.csv").open(encoding="latin-1", newline="") as handle:
+        for row in csv.DictReader(handle):
+            when = datetime.strptime(row["Fecha"], "%m/%d/%Y %H:%M")
+            h, m, s = map(int, row["Tiempohablado"].split(":"))
+            hit = None
+            if row["IDCliente"] != "-1" and h * 3600 + m * 60 + s >= 30:
+                hits = sorted(x for x in logins.get(int(row["IDCliente"]), []) if when <= x[0] < when + timedelta(hours=48))
+                hit = hits[0][1] if hits else None
+            expected[(row["Fecha"], row["IDCliente"], row["Telefono"], row["Tiempohablado"])] = hit
+    return expected
+
+
+def test_seed_sample_end_to_end(database_url: str, seed_dir: Path) -> None:
+    load(database_url, seed_dir, date(2023, 6, 1), date(2023, 9, 1))
+
+    counts = {t: query(database_url, f"SELECT count(*) FROM {t}")[0][0] for t in  # noqa: S608 - fixed names
+              ["fact_llamadas", "dim_clientes", "dim_agentes", "dim_canales_digitales", "dim_logins"]}
+    # Every source row plus the default member in each dimension.
+    assert counts == {"fact_llamadas": 1326, "dim_clientes": 783, "dim_agentes": 11,
+                      "dim_canales_digitales": 3, "dim_logins": 130}
+    statuses = query(database_url, "SELECT status, count(*) FROM dm_processes GROUP BY status")
+    assert statuses == [("exitoso", 92)]
+
+    names = query(database_url, "SELECT agente, nombre_agente, apellido_agente FROM dim_agentes "
+                                "WHERE agente IN ('glopez', 'pe_jborrero', 'pe_lchavez') ORDER BY agente")
+    assert names == [("glopez", "Graciela", "López"), ("pe_jborrero", "Julián", "Borrero"),
+                     ("pe_lchavez", "Laura", "Chávez")]
+
+    for table, key, business in [("dim_clientes", "key_cliente", "id_cliente"), ("dim_agentes", "key_agente", "id_agente"),
+                                 ("dim_canales_digitales", "key_canal_digital", "id_canal_digital"),
+                                 ("dim_logins", "key_login", "id_login")]:
+        default = query(database_url, f"SELECT {key}, {business}, is_inferred FROM {table} WHERE {key} = -999")  # noqa: S608
+        assert default == [(-999, -999, False)]
+        distinct = query(database_url, f"SELECT count(DISTINCT {key}), count(*) FROM {table}")  # noqa: S608
+        assert distinct[0][0] == distinct[0][1]
+    assert query(database_url, "SELECT count(*) FROM dim_clientes WHERE is_inferred") == [(0,)]
+
+    # IDCliente -1 (not a customer yet) points at the default member.
+    assert query(database_url, "SELECT count(*) FROM fact_llamadas WHERE key_cliente_llamada = -999") == [(253,)]
+    assert query(database_url, "SELECT count(*) FROM dim_clientes WHERE genero_cliente = 'unknown'") == [(118,)]
+    assert query(database_url, "SELECT count(DISTINCT key_llamada) FROM fact_llamadas") == [(1326,)]
+
+    rows = query(database_url, """
+        SELECT f.fecha_llamada, c.id_cliente, f.telefono_llamada, f.segundos_hablados_llamada, l.id_login
+        FROM fact_llamadas f JOIN dim_clientes c ON c.key_cliente = f.key_cliente_llamada
+        LEFT JOIN dim_logins l ON l.key_login = f.key_login_post_llamada""")
+    expected = expected_metric(seed_dir)
+    got = {}
+    for when, customer, phone, seconds, login in rows:
+        source_customer = "-1" if customer == -999 else str(customer)
+        talk = f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+        got[(f"{when.month}/{when.day}/{when.year} {when.hour}:{when.minute:02d}", source_customer, phone, talk)] = login
+    assert got == expected
+    assert sum(v is not None for v in got.values()) == 92
+
+
+CALLS_FOR_METRIC = """
+| case                         | Fecha           | IDCliente | Tiempohablado |
+|------------------------------|-----------------|-----------|---------------|
+| login at the call's minute   | 3/4/2024 9:00   | 101       | 0:00:30       |
+| login 47:59:59 later         | 3/4/2024 10:00  | 102       | 0:01:00       |
+| login exactly 48 h later     | 3/4/2024 11:00  | 103       | 0:01:00       |
+| login a second before        | 3/4/2024 12:00  | 104       | 0:01:00       |
+| talk 29 s                    | 3/4/2024 13:00  | 105       | 0:00:29       |
+| two logins, first one wins   | 3/4/2024 14:00  | 106       | 0:02:00       |
+| not a customer (-1)          | 3/4/2024 15:00  | -1        | 0:05:00       |
+| another customer's login     | 3/4/2024 16:00  | 108       | 0:05:00       |
+"""
+
+LOGINS_FOR_METRIC = """
+| callid | customerid | logindate           |
+|--------|------------|---------------------|
+| 1      | 101        | 3/4/2024 9:00:00    |
+| 2      | 102        | 3/6/2024 9:59:59    |
+| 3      | 103        | 3/6/2024 11:00:00   |
+| 4      | 104        | 3/4/2024 11:59:59   |
+| 5      | 105        | 3/4/2024 13:05:00   |
+| 6      | 106        | 3/5/2024 8:00:00    |
+| 7      | 106        | 3/4/2024 14:30:00   |
+| 8      | 109        | 3/4/2024 16:10:00   |
+"""
+
+EXPECTED_METRIC = """
+| IDCliente | first login after the call |
+|-----------|----------------------------|
+| 101       | 1                          |
+| 102       | 2                          |
+| 103       |                            |
+| 104       |                            |
+| 105       |                            |
+| 106       | 7                          |
+| -1        |                            |
+| 108       |                            |
+"""
+
+
+def metric_extracts(folder: Path) -> Path:
+    calls = [(f, c, "CAMP", "5550000000", "ana.lopez", talk, "0:09:00") for _, f, c, talk in drawn(CALLS_FOR_METRIC)]
+    logins = [(int(i), int(c), d, 1) for i, c, d in drawn(LOGINS_FOR_METRIC)]
+    customers = [(c, "F", "GEM") for c in range(101, 110)]
+    return write_extracts(folder, calls=calls, customers=customers, logins=logins)
+
+
+def metric_by_customer(url: str) -> list[tuple[str, str]]:
+    rows = query(url, """
+        SELECT c.id_cliente, l.id_login FROM fact_llamadas f
+        JOIN dim_clientes c ON c.key_cliente = f.key_cliente_llamada
+        LEFT JOIN dim_logins l ON l.key_login = f.key_login_post_llamada ORDER BY f.fecha_llamada""")
+    return [("-1" if c == -999 else str(c), "" if login is None else str(login)) for c, login in rows]
+
+
+def test_metric_hand_worked_cases(database_url: str, tmp_path: Path) -> None:
+    load(database_url, metric_extracts(tmp_path / "src"), date(2024, 3, 4), date(2024, 3, 5))
+    assert metric_by_customer(database_url) == drawn(EXPECTED_METRIC)
+
+
+def test_logins_arriving_after_the_calls_update_the_metric(database_url: str, tmp_path: Path) -> None:
+    folder = metric_extracts(tmp_path / "src")
+    logins_file = folder / "logins_t.json"
+    all_logins = logins_file.read_text()
+    logins_file.write_text("[]")
+    load(database_url, folder, date(2024, 3, 4), date(2024, 3, 5))
+    assert all(login == "" for _, login in metric_by_customer(database_url))
+
+    # The next day's run brings the logins; the loaded period is not queued again.
+    logins_file.write_text(all_logins)
+    summary = run_again(database_url, folder)
+    assert [s.table for s in summary.steps] == ["dim_clientes", "dim_agentes", "dim_canales_digitales", "dim_logins"]
+    assert summary.steps[-1].metric_updated > 0
+    assert metric_by_customer(database_url) == drawn(EXPECTED_METRIC)
+
+
+def test_a_changed_login_moves_the_metric(database_url: str, tmp_path: Path) -> None:
+    folder = metric_extracts(tmp_path / "src")
+    load(database_url, folder, date(2024, 3, 4), date(2024, 3, 5))
+    logins = json.loads((folder / "logins_t.json").read_text())
+    logins[6]["logindate"] = "3/6/2024 8:00:00"  # login 7 now comes after login 6
+    logins[0]["customerid"] = 109  # login 1 now belongs to someone else
+    (folder / "logins_t.json").write_text(json.dumps(logins))
+    run_again(database_url, folder)
+    got = dict(metric_by_customer(database_url))
+    assert got["101"] == "" and got["106"] == "6"
+
+
+def test_inferred_members_are_completed_in_place(database_url: str, tmp_path: Path) -> None:
+    calls = [
+        ("3/4/2024 9:00", 500, "CAMP", "5550000000", "nuevo.agente", "0:00:40", "0:01:00"),
+        ("3/4/2024 9:05", 101, "CAMP", "5550000001", "ana.lopez", "0:00:10", "0:01:00"),
+        ("3/4/2024 9:06", "", "CAMP", "5550000002", "", "0:00:10", "0:01:00"),
+    ]
+    folder = write_extracts(tmp_path / "src", calls=calls, customers=[(101, "M", "REGULAR")])
+    load(database_url, folder, date(2024, 3, 4), date(2024, 3, 5))
+    inferred = query(database_url, "SELECT key_cliente, id_cliente, genero_cliente, tipo_cliente, is_inferred "
+                                   "FROM dim_clientes WHERE id_cliente = 500")
+    key_cliente = inferred[0][0]
+    assert inferred == [(key_cliente, 500, "unknown", "unknown", True)]
+    agent = query(database_url, "SELECT key_agente, id_agente, agente, nombre_agente, is_inferred "
+                                "FROM dim_agentes WHERE agente = 'nuevo.agente'")
+    key_agente = agent[0][0]
+    assert agent == [(key_agente, None, "nuevo.agente", "unknown", True)]
+    # Empty business ids point at the default members.
+    assert query(database_url, "SELECT key_cliente_llamada, key_agente_llamada FROM fact_llamadas "
+                               "WHERE telefono_llamada = '5550000002'") == [(-999, -999)]
+    facts_before = full_dump(database_url, ["fact_llamadas"])
+
+    # The real rows arrive: the same members are completed, and the facts keep their keys.
+    write_extracts(folder, calls=calls, customers=[(101, "M", "REGULAR"), (500, "F", "GEM")],
+                   agents=[(1, "ana.lopez", 1, "Ana", "López"), (7, "Nuevo.Agente", 3, "Nuria", "Peña")])
+    run_again(database_url, folder)
+    assert query(database_url, "SELECT key_cliente, id_cliente, genero_cliente, tipo_cliente, is_inferred "
+                               "FROM dim_clientes WHERE id_cliente = 500") == [(key_cliente, 500, "F", "GEM", False)]
+    assert query(database_url, "SELECT key_agente, id_agente, agente, nombre_agente, apellido_agente, is_inferred "
+                               "FROM dim_agentes WHERE agente = 'nuevo.agente'") == [
+        (key_agente, 7, "nuevo.agente", "Nuria", "Peña", False)]
+    assert full_dump(database_url, ["fact_llamadas"]) == facts_before
+
+
+def test_type_1_change_overwrites_in_place(database_url: str, tmp_path: Path) -> None:
+    folder = write_extracts(tmp_path / "src", customers=[(101, "M", "REGULAR"), (102, "NA", "gem")])
+    load(database_url, folder, date(2024, 3, 4), date(2024, 3, 5))
+    before = query(database_url, "SELECT key_cliente, id_cliente, genero_cliente, tipo_cliente FROM dim_clientes "
+                                 "WHERE id_cliente > 0 ORDER BY id_cliente")
+    assert [r[1:] for r in before] == [(101, "M", "REGULAR"), (102, "unknown", "GEM")]
+    write_extracts(folder, customers=[(101, "M", "GEM"), (102, "NA", "GEM"), (101, "M", "GEM")])
+    summary = run_again(database_url, folder)
+    assert summary.steps[0].updated == 1 and summary.steps[0].inserted == 0
+    after = query(database_url, "SELECT key_cliente, id_cliente, genero_cliente, tipo_cliente FROM dim_clientes "
+                                "WHERE id_cliente > 0 ORDER BY id_cliente")
+    assert after == [(before[0][0], 101, "M", "GEM"), before[1]]
+
+
+def growing_extracts(seed: Path, folder: Path, last_day: date) -> Path:
+    """The seed as it would have been exported at the end of last_day: only what had happened by then."""
+    cutoff = datetime.combine(last_day + timedelta(days=1), datetime.min.time())
+    folder.mkdir(parents=True, exist_ok=True)
+    with (seed / "Llamadas_2024.csv").open(encoding="latin-1", newline="") as handle:
+        reader = csv.reader(handle)
+        header = next(reader)
+        calls = [r for r in reader if datetime.strptime(r[0], "%m/%d/%Y %H:%M") < cutoff]
+    logins = [row for row in json.loads((seed / "logins_2024.json").read_text())
+              if datetime.strptime(row["logindate"], "%m/%d/%Y %H:%M:%S") < cutoff]
+    called = {r[1] for r in calls} | {str(r["customerid"]) for r in logins}
+    with (seed / "Customers_2024.csv").open(encoding="latin-1", newline="") as handle:
+        reader = csv.reader(handle)
+        customer_header = next(reader)
+        # Customers known so far: half of those already seen (the rest arrive later, inferred meanwhile).
+        customers = [r for r in reader if r[0] in called and int(r[0]) % 2 == 0]
+    for name, head, rows in [("Llamadas_x.csv", header, calls), ("Customers_x.csv", customer_header, customers)]:
+        with (folder / name).open("w", encoding="latin-1", newline="") as handle:
+            writer = csv.writer(handle, lineterminator="\n")
+            writer.writerow(head)
+            writer.writerows(rows)
+    (folder / "logins_x.json").write_text(json.dumps(logins))
+    for name in ["Agentes_2024.csv", "CanalDigital_2024.csv"]:
+        (folder / name).write_bytes((seed / name).read_bytes())
+    return folder
+
+
+def test_incremental_equals_full(new_database: Callable[[], str], seed_dir: Path, tmp_path: Path) -> None:
+    days = [date(2023, 6, 27), date(2023, 6, 28), date(2023, 7, 25), date(2023, 7, 27), date(2023, 7, 28),
+            date(2023, 8, 25), date(2023, 8, 28)]
+    # Day by day, each run seeing the extracts as they stood that evening; a last run sees every customer.
+    incremental_url, folder = new_database(), tmp_path / "daily"
+    for day in days:
+        load(incremental_url, growing_extracts(seed_dir, folder, day), day, day + timedelta(days=1))
+    (folder / "Customers_x.csv").unlink()
+    (folder / "Customers_2024.csv").write_bytes((seed_dir / "Customers_2024.csv").read_bytes())
+    run_again(incremental_url, folder)
+
+    full_url = new_database()
+    load(full_url, seed_dir, days[0], days[-1] + timedelta(days=1))
+    incremental, full = business_dump(incremental_url), business_dump(full_url)
+    assert incremental == full
+    assert len(incremental["fact_llamadas"]) == 1326
+    assert query(incremental_url, "SELECT count(*) FROM dim_clientes WHERE is_inferred") == [(0,)]
+
+
+def test_rerunning_a_period_leaves_the_mart_identical(database_url: str, seed_dir: Path) -> None:
+    load(database_url, seed_dir, date(2023, 6, 27), date(2023, 6, 29))
+    tables = ["dim_clientes", "dim_agentes", "dim_canales_digitales", "dim_logins", "fact_llamadas"]
+    before = full_dump(database_url, tables)
+    load(database_url, seed_dir, date(2023, 6, 28), date(2023, 6, 29), force=True)
+    assert full_dump(database_url, tables) == before
+    load(database_url, seed_dir, date(2023, 6, 27), date(2023, 6, 29), force=True)
+    assert full_dump(database_url, tables) == before
+
+
+@pytest.mark.parametrize("damage", ["missing calls file", "key clash"])
+def test_a_failed_period_is_left_as_it_was(database_url: str, seed_dir: Path, tmp_path: Path, damage: str) -> None:
+    folder = tmp_path / "src"
+    folder.mkdir()
+    for f in seed_dir.iterdir():
+        (folder / f.name).write_bytes(f.read_bytes())
+    load(database_url, folder, date(2023, 6, 27), date(2023, 6, 29))
+    if damage == "missing calls file":
+        (folder / "Llamadas_2024.csv").unlink()
+        expected = ["fallido", "fallido"]
+    else:
+        # A row moved out of 6/28 keeps its key, so reloading 6/28 clashes with it, after the delete.
+        query(database_url, "UPDATE fact_llamadas SET fecha_llamada = :far WHERE key_llamada = "
+                            "(SELECT min(key_llamada) FROM fact_llamadas WHERE fecha_llamada >= :day)",
+              far=datetime(2030, 1, 1), day=datetime(2023, 6, 28))
+        expected = ["exitoso", "fallido"]
+    before = full_dump(database_url, ["fact_llamadas"])
+    with Callmart(database_url, folder) as mart:
+        mart.enqueue(date(2023, 6, 27), date(2023, 6, 29), force=True)
+        summary = mart.run()
+    # Both periods were tried: a failure does not stop the run.
+    assert [s.status for s in summary.steps[4:]] == expected
+    assert not summary.ok
+    assert full_dump(database_url, ["fact_llamadas"]) == before
+    statuses = query(database_url, "SELECT start_date, status, error_message FROM dm_processes ORDER BY start_date")
+    assert [s for _, s, _ in statuses] == expected
+    message = statuses[1][2]
+    assert isinstance(message, str) and "\n" not in message
+    assert ("Llamadas" in message) if damage == "missing calls file" else ("key" in message.lower())
