@@ -19,7 +19,9 @@ CHANNEL_HEADER = "idcanal,desc_canal"
 
 def drawn(table: str) -> list[tuple[str, ...]]:
     """Rows of a table drawn as text: one row a line, cells split by '|', the first line a header."""
-    lines = [line.strip() for line in table.strip().splitlines() if line.strip() and not set(line.strip()) <= {"-", "+", "|"}]
+    lines = [
+        line.strip() for line in table.strip().splitlines() if line.strip() and not set(line.strip()) <= {"-", "+", "|"}
+    ]
     return [tuple(cell.strip() for cell in line.strip("|").split("|")) for line in lines[1:]]
 
 
@@ -57,7 +59,8 @@ BUSINESS_QUERIES = {
     "dim_clientes": "SELECT id_cliente, genero_cliente, tipo_cliente, is_inferred FROM dim_clientes",
     "dim_agentes": "SELECT id_agente, agente, nivel_expertise_agente, nombre_agente, apellido_agente, is_inferred "
     "FROM dim_agentes",
-    "dim_canales_digitales": "SELECT id_canal_digital, descripcion_canal_digital, is_inferred FROM dim_canales_digitales",
+    "dim_canales_digitales": "SELECT id_canal_digital, descripcion_canal_digital, is_inferred "
+    "FROM dim_canales_digitales",
     "dim_logins": "SELECT l.id_login, l.fecha_login, c.id_cliente, d.id_canal_digital, l.is_inferred FROM dim_logins l "
     "JOIN dim_clientes c ON c.key_cliente = l.key_cliente_login "
     "JOIN dim_canales_digitales d ON d.key_canal_digital = l.key_canal_digital_login",
@@ -89,7 +92,9 @@ def full_dump(url: str, tables: Sequence[str] = TABLES) -> dict[str, list[tuple[
     try:
         with engine.connect() as conn:
             schema = Schema(MART)
-            return {name: sorted((tuple(r) for r in conn.execute(sa.select(schema[name]))), key=repr) for name in tables}
+            return {
+                name: sorted((tuple(r) for r in conn.execute(sa.select(schema[name]))), key=repr) for name in tables
+            }
     finally:
         engine.dispose()
 
@@ -101,5 +106,27 @@ def query(url: str, text: str, **params: object) -> list[tuple[object, ...]]:
         with engine.begin() as conn:
             result = conn.execute(sa.text(text), params)
             return [tuple(r) for r in result] if result.returns_rows else []
+    finally:
+        engine.dispose()
+
+
+def count_rows(url: str, table: str) -> int:
+    """How many rows a mart table holds."""
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return int(conn.execute(sa.select(sa.func.count()).select_from(Schema(MART)[table])).scalar_one())
+    finally:
+        engine.dispose()
+
+
+def select(url: str, table: str, *columns: str, **equal: object) -> list[tuple[object, ...]]:
+    """Some columns of a mart table, where the given columns equal the given values, sorted."""
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            t = Schema(MART)[table]
+            statement = sa.select(*(t.c[c] for c in columns)).where(*(t.c[k] == v for k, v in equal.items()))
+            return sorted((tuple(r) for r in conn.execute(statement)), key=repr)
     finally:
         engine.dispose()

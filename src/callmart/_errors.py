@@ -1,10 +1,10 @@
 """The exceptions callmart raises for things a user can cause and fix.
 
-    CallmartError
-    ├── ConfigError        bad URL, option or period
-    ├── SourceError        a missing or unreadable extract
-    ├── MartNotReady       the database is not a callmart mart, or is of another version
-    └── DatabaseError      the database cannot be reached or refused a statement
+CallmartError
+├── ConfigError        bad URL, option or period
+├── SourceError        a missing or unreadable extract
+├── MartNotReady       the database is not a callmart mart, or is of another version
+└── DatabaseError      the database cannot be reached or refused a statement
 """
 
 from __future__ import annotations

@@ -6,8 +6,8 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from functools import partial
 from datetime import date, datetime, timedelta
+from functools import partial
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -105,8 +105,10 @@ class Callmart:
             raise MartNotReady(f"{self.where} holds no callmart mart yet; run `callmart init` first")
         version = conn.execute(sa.select(self.schema["dm_schema"].c.version)).scalar()
         if version != SCHEMA_VERSION:
-            raise MartNotReady(f"the mart in {self.where} has schema version {version}, this callmart needs "
-                               f"{SCHEMA_VERSION}; run `callmart init` to upgrade it")
+            raise MartNotReady(
+                f"the mart in {self.where} has schema version {version}, this callmart needs "
+                f"{SCHEMA_VERSION}; run `callmart init` to upgrade it"
+            )
 
     def enqueue(
         self, first: date | None = None, last: date | None = None, force: bool = False, fact_table: str | None = None
@@ -179,10 +181,12 @@ class Callmart:
         except Exception as error:  # noqa: BLE001 - any failure fails the period, and the run goes on
             message = self._describe(error)
             with self._transaction() as conn:
-                control.mark(conn, self.schema, period, control.FAILED, error_message=message,
-                             finished_at=datetime.now())
-            result = StepResult(table=fact.name, period=(period.start, period.end), status=control.FAILED,
-                                error=message)
+                control.mark(
+                    conn, self.schema, period, control.FAILED, error_message=message, finished_at=datetime.now()
+                )
+            result = StepResult(
+                table=fact.name, period=(period.start, period.end), status=control.FAILED, error=message
+            )
         result.seconds = time.perf_counter() - began
         self.reporter.step_finished(result)
         return result

@@ -97,7 +97,9 @@ def _rejects(batch: pa.RecordBatch, column: Column, field: _Field) -> pa.Table:
 
 def _clean_column(raw: pa.Array, column: Column) -> _Field:
     text = pc.utf8_trim_whitespace(raw)
-    missing = pc.fill_null(pc.or_(pc.is_null(text), pc.is_in(text, value_set=pa.array(column.missing, pa.string()))), True)
+    missing = pc.fill_null(
+        pc.or_(pc.is_null(text), pc.is_in(text, value_set=pa.array(column.missing, pa.string()))), True
+    )
     if column.parse is Parse.TEXT:
         values, unparsable = _text(text, column), pa.array([False] * len(text), pa.bool_())
     elif column.parse is Parse.INTEGER:

@@ -48,8 +48,9 @@ class ConsoleReporter:
         if result.error:
             click.echo(f"{prefix}  {name}: {click.style('failed', fg='red')}: {result.error}", err=True)
         else:
-            click.echo(f"{prefix}  {name}: {result.read:,} read, {result.loaded:,} loaded ({result.seconds:.1f}s)",
-                       err=True)
+            click.echo(
+                f"{prefix}  {name}: {result.read:,} read, {result.loaded:,} loaded ({result.seconds:.1f}s)", err=True
+            )
 
 
 def _step_name(result: StepResult) -> str:
@@ -76,12 +77,20 @@ def _handle_errors(command: F) -> F:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.option("--database-url", envvar="CALLMART_DATABASE_URL", default=DEFAULT_DATABASE_URL, show_default=True,
-              help="The mart's database: duckdb:///FILE or postgresql://USER:PASSWORD@HOST/DB. "
-                   "Env: CALLMART_DATABASE_URL.")
-@click.option("--source-dir", envvar="CALLMART_SOURCE_DIR", type=click.Path(file_okay=False, path_type=Path),
-              help="Folder of the extracts (Llamadas*.csv, Customers*.csv, Agentes*.csv, CanalDigital*.csv, "
-                   "logins*.json). Default: the sample shipped with callmart. Env: CALLMART_SOURCE_DIR.")
+@click.option(
+    "--database-url",
+    envvar="CALLMART_DATABASE_URL",
+    default=DEFAULT_DATABASE_URL,
+    show_default=True,
+    help="The mart's database: duckdb:///FILE or postgresql://USER:PASSWORD@HOST/DB. Env: CALLMART_DATABASE_URL.",
+)
+@click.option(
+    "--source-dir",
+    envvar="CALLMART_SOURCE_DIR",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder of the extracts (Llamadas*.csv, Customers*.csv, Agentes*.csv, CanalDigital*.csv, "
+    "logins*.json). Default: the sample shipped with callmart. Env: CALLMART_SOURCE_DIR.",
+)
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 @click.pass_context
 def cli(ctx: click.Context, database_url: str, source_dir: Path | None, debug: bool) -> None:
@@ -109,15 +118,19 @@ def init(ctx: click.Context) -> None:
 
     Example: callmart --database-url postgresql://postgres@localhost/mart init
     """
-    mart = _mart(ctx)
-    mart.init()
-    click.echo(f"mart ready in {mart.where}")
+    with _mart(ctx) as mart:
+        mart.init()
+        click.echo(f"mart ready in {mart.where}")
 
 
 @cli.command()
 @click.option("--from", "first", type=click.DateTime(["%Y-%m-%d"]), help="First day to load (YYYY-MM-DD).")
-@click.option("--to", "last", type=click.DateTime(["%Y-%m-%d"]),
-              help="Day after the last day to load (exclusive). Default: the day after --from.")
+@click.option(
+    "--to",
+    "last",
+    type=click.DateTime(["%Y-%m-%d"]),
+    help="Day after the last day to load (exclusive). Default: the day after --from.",
+)
 @click.option("--force", is_flag=True, help="Queue periods again even if already loaded (to reprocess them).")
 @click.pass_context
 @_handle_errors
@@ -126,9 +139,12 @@ def enqueue(ctx: click.Context, first: datetime | None, last: datetime | None, f
 
     Example: callmart enqueue --from 2023-06-01 --to 2023-09-01
     """
-    counts = _mart(ctx).enqueue(_day(first), _day(last), force=force)
-    click.echo(f"{counts['added']} period(s) added, {counts['requeued']} queued again, "
-               f"{counts['skipped']} already pending or done")
+    with _mart(ctx) as mart:
+        counts = mart.enqueue(_day(first), _day(last), force=force)
+    click.echo(
+        f"{counts['added']} period(s) added, {counts['requeued']} queued again, "
+        f"{counts['skipped']} already pending or done"
+    )
 
 
 def _day(value: datetime | None) -> date | None:
@@ -143,9 +159,9 @@ def run(ctx: click.Context) -> None:
 
     Exit code 0 when every period loaded, 1 when some failed (the rest still load), 2 on an error.
     """
-    mart = _mart(ctx, ConsoleReporter(live=sys.stderr.isatty()))
-    click.echo(f"loading {mart.where} from {mart.source_dir}", err=True)
-    summary = mart.run()
+    with _mart(ctx, ConsoleReporter(live=sys.stderr.isatty())) as mart:
+        click.echo(f"loading {mart.where} from {mart.source_dir}", err=True)
+        summary = mart.run()
     click.echo(_summary_table(summary))
     if not summary.ok:
         click.echo(click.style(f"{len(summary.failed)} period(s) failed; see `callmart status`", fg="red"), err=True)
@@ -188,13 +204,22 @@ def _cell(value: object) -> str:
 @_handle_errors
 def status(ctx: click.Context) -> None:
     """Show the control table: every queued period, its status, when it ran and any error."""
-    rows = _mart(ctx).status()
+    with _mart(ctx) as mart:
+        rows = mart.status()
     if not rows:
         click.echo("no periods queued; add some with `callmart enqueue`")
         return
     headers = ["id", "fact_table", "start", "end", "status", "run", "rows", "error"]
-    keys = ["id_process", "fact_table", "start_date", "end_date", "status", "process_run_date", "rows_loaded",
-            "error_message"]
+    keys = [
+        "id_process",
+        "fact_table",
+        "start_date",
+        "end_date",
+        "status",
+        "process_run_date",
+        "rows_loaded",
+        "error_message",
+    ]
     click.echo(_table(headers, [[row[k] for k in keys] for row in rows]))
     counts: dict[str, int] = {}
     for row in rows:
@@ -206,22 +231,23 @@ def status(ctx: click.Context) -> None:
 @click.option("--calls", default=2000, show_default=True, help="Number of calls.")
 @click.option("--days", default=7, show_default=True, help="Days the calls spread over.")
 @click.option("--customers", default=600, show_default=True, help="Number of customers.")
-@click.option("--start", type=click.DateTime(["%Y-%m-%d"]), default="2024-03-04", show_default=True,
-              help="First day of calls.")
+@click.option(
+    "--start", type=click.DateTime(["%Y-%m-%d"]), default="2024-03-04", show_default=True, help="First day of calls."
+)
 @click.option("--seed", default=7, show_default=True, help="Random seed: the same seed gives the same files.")
 @click.option("--dirty-share", default=0.0, show_default=True, help="Share of call rows made dirty (0 to 1).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Folder to write.")
 @_handle_errors
-def generate(calls: int, days: int, customers: int, start: datetime, seed: int, dirty_share: float,
-             out: Path) -> None:
+def generate(calls: int, days: int, customers: int, start: datetime, seed: int, dirty_share: float, out: Path) -> None:
     """Write realistic, deterministic extracts in the call center's formats.
 
     Example: callmart generate --calls 1000000 --days 30 --out /tmp/extracts
     """
     from .generate import generate as write_extracts
 
-    written = write_extracts(out, calls=calls, days=days, customers=customers, start=start.date(), seed=seed,
-                             dirty_share=dirty_share)
+    written = write_extracts(
+        out, calls=calls, days=days, customers=customers, start=start.date(), seed=seed, dirty_share=dirty_share
+    )
     for name, rows in written.items():
         click.echo(f"{out / name}: {rows:,} rows")
 

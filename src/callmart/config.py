@@ -28,7 +28,9 @@ def parse_url(raw: str | None) -> sa.URL:
     try:
         url = sa.make_url(text)
     except ArgumentError:
-        raise ConfigError(f"not a database URL: {_scrub_text(text)}; expected duckdb:///FILE or postgresql://…") from None
+        raise ConfigError(
+            f"not a database URL: {_scrub_text(text)}; expected duckdb:///FILE or postgresql://…"
+        ) from None
     if url.drivername in _POSTGRES_SCHEMES:
         return url.set(drivername="postgresql+psycopg")
     if url.drivername == "duckdb":

@@ -178,7 +178,8 @@ class Mart:
     _by_name: dict[str, Dimension | Fact] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        tables: dict[str, Dimension | Fact] = {t.name: t for t in (*self.dimensions, *self.facts)}
+        every: tuple[Dimension | Fact, ...] = (*self.dimensions, *self.facts)
+        tables = {t.name: t for t in every}
         object.__setattr__(self, "_by_name", tables)
         loaded: set[str] = set()
         for dim in self.dimensions:
@@ -186,6 +187,10 @@ class Mart:
                 if ref.dimension not in loaded:
                     raise ValueError(f"{dim.name} references {ref.dimension}, which must be declared before it")
             loaded.add(dim.name)
+
+    def references_to(self, dimension: str) -> list[Reference]:
+        """Every reference, of any table, to the named dimension."""
+        return [r for t in self._by_name.values() for r in t.references if r.dimension == dimension]
 
     def dimension(self, name: str) -> Dimension:
         """The dimension called name."""

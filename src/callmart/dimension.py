@@ -64,10 +64,7 @@ def _drop_superseded(conn: sa.Connection, schema: Schema, dim: Dimension) -> int
 
 def _lookup_columns(schema: Schema, dim: Dimension) -> list[str]:
     """Columns other than the business key by which references find this dimension's members."""
-    tables = (*schema.mart.dimensions, *schema.mart.facts)
-    return sorted(
-        {r.by for t in tables for r in t.references if r.dimension == dim.name} - {dim.business_key}
-    )
+    return sorted({r.by for r in schema.mart.references_to(dim.name)} - {dim.business_key})
 
 
 def _match_members(conn: sa.Connection, schema: Schema, dim: Dimension) -> None:
@@ -75,9 +72,7 @@ def _match_members(conn: sa.Connection, schema: Schema, dim: Dimension) -> None:
     lookup column (an agent inferred from a call knows its login name, not its id)."""
     stg, table = schema[dim.staging], schema[dim.name]
     key = table.c[dim.key]
-    conn.execute(
-        sa.update(stg).values({dim.key: key}).where(table.c[dim.business_key] == stg.c[dim.business_key])
-    )
+    conn.execute(sa.update(stg).values({dim.key: key}).where(table.c[dim.business_key] == stg.c[dim.business_key]))
     for lookup in _lookup_columns(schema, dim):
         conn.execute(
             sa.update(stg)
@@ -101,9 +96,7 @@ def _classify(conn: sa.Connection, schema: Schema, dim: Dimension) -> int:
     stg, table = schema[dim.staging], schema[dim.name]
     conn.execute(sa.update(stg).values(change=NEW).where(stg.c[dim.key].is_(None)))
     differs = sa.or_(table.c.is_inferred, *(table.c[n].is_distinct_from(stg.c[n]) for n in _tracked(dim)))
-    conn.execute(
-        sa.update(stg).values(change=CHANGED).where(table.c[dim.key] == stg.c[dim.key], differs)
-    )
+    conn.execute(sa.update(stg).values(change=CHANGED).where(table.c[dim.key] == stg.c[dim.key], differs))
     conn.execute(sa.update(stg).values(change=SAME).where(stg.c.change.is_(None)))
     completing = (
         sa.select(sa.func.count())
@@ -119,9 +112,7 @@ def _apply_changes(conn: sa.Connection, schema: Schema, dim: Dimension) -> int:
     changing = [n for n in _tracked(dim) if _scd(dim, n) is Scd.CHANGING]
     values: dict[str, object] = {n: stg.c[n] for n in changing}
     values["is_inferred"] = sa.false()
-    statement = (
-        sa.update(table).values(values).where(table.c[dim.key] == stg.c[dim.key], stg.c.change == CHANGED)
-    )
+    statement = sa.update(table).values(values).where(table.c[dim.key] == stg.c[dim.key], stg.c.change == CHANGED)
     return conn.execute(statement).rowcount
 
 

@@ -85,9 +85,7 @@ def _read_json_array(path: Path, fields: Sequence[str]) -> Iterator[pa.RecordBat
     # DuckDB's reader streams a JSON array without holding the parsed document in Python objects.
     connection = duckdb.connect()
     try:
-        relation = connection.read_json(
-            str(path), format="array", columns={name: "VARCHAR" for name in fields}
-        )
+        relation = connection.read_json(str(path), format="array", columns={name: "VARCHAR" for name in fields})
         row = 1
         for batch in relation.to_arrow_reader(JSON_BATCH_ROWS):
             yield _with_origin(batch, path, row)

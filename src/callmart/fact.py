@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -74,7 +75,7 @@ def _insert_from_staging(schema: Schema, fact: Fact) -> sa.Insert:
     rank = sa.func.row_number().over(partition_by=time, order_by=content)
     key = (minute * CALLS_PER_MINUTE + rank).label(fact.key)
     names = [fact.key, *(c.name for c in fact.columns), *(r.column for r in fact.references)]
-    exprs: list[sa.ColumnElement[object]] = [key, *(stg.c[c.name] for c in fact.columns)]
+    exprs: list[sa.ColumnElement[Any]] = [key, *(stg.c[c.name] for c in fact.columns)]
     exprs += [stg.c[r.column] for r in fact.references]
     for metric in fact.metrics:
         names.append(metric.column)

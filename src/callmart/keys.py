@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
 
 from .declare import DEFAULT_MEMBER_ID, Dimension, Fact, Reference
@@ -38,7 +40,7 @@ def _create_inferred(
         .distinct()
         .subquery()
     )
-    columns: dict[str, sa.ColumnElement[object]] = {
+    columns: dict[str, sa.ColumnElement[Any]] = {
         target.key: schema.sequences[target.name].next_value(),
         by.name: unknown.c.business_value,
     }

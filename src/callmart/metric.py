@@ -11,9 +11,7 @@ from .schema import Schema
 __all__ = ["first_event_key", "refresh_after_events"]
 
 
-def first_event_key(
-    schema: Schema, metric: FirstEventWithin, facts: sa.FromClause
-) -> sa.ColumnElement[object]:
+def first_event_key(schema: Schema, metric: FirstEventWithin, facts: sa.FromClause) -> sa.ColumnElement[object]:
     """The key of the first event of the fact row's entity at or after its time and within the window."""
     events = schema[metric.events]
     declared = schema.mart.dimension(metric.events)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -14,7 +16,7 @@ __all__ = ["Schema", "PROCESSES", "SCHEMA_VERSION"]
 SCHEMA_VERSION = 1
 PROCESSES = "dm_processes"
 
-_TYPES: dict[Type, type[sa.types.TypeEngine[object]]] = {
+_TYPES: dict[Type, Callable[[], sa.types.TypeEngine[Any]]] = {
     Type.INTEGER: sa.Integer,
     Type.BIGINT: sa.BigInteger,
     Type.TEXT: sa.String,
@@ -24,7 +26,7 @@ _TYPES: dict[Type, type[sa.types.TypeEngine[object]]] = {
 }
 
 
-def sql_type(type_: Type) -> sa.types.TypeEngine[object]:
+def sql_type(type_: Type) -> sa.types.TypeEngine[Any]:
     """The SQLAlchemy type of a logical type."""
     return _TYPES[type_]()
 
@@ -79,12 +81,12 @@ class Schema:
                 sa.Column("is_inferred", sa.Boolean, nullable=False, server_default=sa.false()),
             )
         )
-        lookups = {dim.business_key} | {
-            r.by for d in self.mart.dimensions for r in d.references if r.dimension == dim.name
-        } | {r.by for f in self.mart.facts for r in f.references if r.dimension == dim.name}
+        lookups = {dim.business_key} | {r.by for r in self.mart.references_to(dim.name)}
         for name in sorted(lookups):
             self.indexes.append(sa.Index(f"ix_{dim.name}_{name}", table.c[name]))
-        self._staging(dim.staging, dim.columns, dim, extra=[sa.Column(dim.key, sa.Integer), sa.Column("change", sa.String)])
+        self._staging(
+            dim.staging, dim.columns, dim, extra=[sa.Column(dim.key, sa.Integer), sa.Column("change", sa.String)]
+        )
 
     def _fact(self, fact: Fact) -> None:
         table = self._add(

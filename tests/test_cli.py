@@ -1,0 +1,120 @@
+"""The command line: help, the four commands of a first load, exit codes and one-line errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from callmart.cli import cli
+from marts import query
+
+
+def invoke(*args: str, env: dict[str, str] | None = None) -> Result:
+    return CliRunner().invoke(cli, list(args), env=env, catch_exceptions=False)
+
+
+@pytest.mark.parametrize("command", ["init", "enqueue", "run", "status", "generate"])
+def test_every_command_has_help(command: str) -> None:
+    result = invoke(command, "--help")
+    assert result.exit_code == 0
+    assert "Usage: " in result.output
+    assert cli.commands[command].help, f"{command} has no help text"
+
+
+def test_the_group_help_teaches_a_first_load() -> None:
+    result = invoke("--help")
+    assert result.exit_code == 0
+    for word in ["CALLMART_DATABASE_URL", "CALLMART_SOURCE_DIR", "init", "enqueue", "run", "status"]:
+        assert word in result.output
+
+
+def test_first_load_through_the_cli(database_url: str, seed_dir: Path) -> None:
+    env = {"CALLMART_DATABASE_URL": database_url, "CALLMART_SOURCE_DIR": str(seed_dir)}
+    assert invoke("init", env=env).exit_code == 0
+    again = invoke("init", env=env)
+    assert again.exit_code == 0 and "mart ready" in again.output
+
+    enqueued = invoke("enqueue", "--from", "2023-06-01", "--to", "2023-09-01", env=env)
+    assert enqueued.exit_code == 0
+    assert enqueued.output.startswith("92 period(s) added")
+    assert invoke("enqueue", "--from", "2023-06-27", "--to", "2023-06-29", env=env).output.startswith(
+        "0 period(s) added, 0 queued again, 2 already pending"
+    )
+
+    ran = invoke("run", env=env)
+    assert ran.exit_code == 0, ran.output
+    assert "inserted" in ran.output and "dim_clientes" in ran.output
+    assert "fact_llamadas [2023-06-27 00:00, 2023-06-28 00:00)" in ran.output
+
+    shown = invoke("status", env=env)
+    assert shown.exit_code == 0
+    assert "92 exitoso" in shown.output
+
+    forced = invoke("enqueue", "--from", "2023-06-27", "--to", "2023-06-28", "--force", env=env)
+    assert forced.output.startswith("0 period(s) added, 1 queued again")
+    assert query(database_url, "SELECT count(*) FROM dm_processes WHERE status = 'pendiente'") == [(1,)]
+
+
+def test_enqueue_without_dates_queues_yesterday(database_url: str, seed_dir: Path) -> None:
+    env = {"CALLMART_DATABASE_URL": database_url, "CALLMART_SOURCE_DIR": str(seed_dir)}
+    invoke("init", env=env)
+    assert invoke("enqueue", env=env).output.startswith("1 period(s) added")
+    rows = query(
+        database_url, "SELECT end_date - start_date, CAST(start_date AS DATE) = CURRENT_DATE - 1 FROM dm_processes"
+    )
+    assert len(rows) == 1 and rows[0][1] is True
+
+
+def test_a_failed_period_exits_1_and_the_rest_still_load(database_url: str, seed_dir: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "src"
+    folder.mkdir()
+    for f in seed_dir.iterdir():
+        if not f.name.startswith("Llamadas"):
+            (folder / f.name).write_bytes(f.read_bytes())
+    env = {"CALLMART_DATABASE_URL": database_url, "CALLMART_SOURCE_DIR": str(folder)}
+    invoke("init", env=env)
+    invoke("enqueue", "--from", "2023-06-27", "--to", "2023-06-29", env=env)
+    ran = invoke("run", env=env)
+    assert ran.exit_code == 1
+    assert "2 period(s) failed" in ran.output
+    assert "no file matches Llamadas*.csv" in invoke("status", env=env).output
+
+
+def test_a_mart_not_initialized_is_a_one_line_error(database_url: str) -> None:
+    result = invoke("--database-url", database_url, "status")
+    assert result.exit_code == 2
+    assert result.output.startswith("Error: ") and result.output.count("\n") == 1
+    assert "callmart init" in result.output
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("mysql://root:hunter2@localhost/db", "unsupported database"),
+        ("not a url", "not a database URL"),
+        ("postgresql://postgres:hunter2@127.0.0.1:1/mart?sslmode=disable", "cannot use the database"),
+    ],
+)
+def test_bad_urls_are_one_line_errors_without_the_password(url: str, expected: str) -> None:
+    result = invoke("--database-url", url, "init")
+    assert result.exit_code == 2
+    assert expected in result.output
+    assert "hunter2" not in result.output
+    assert result.output.count("\n") == 1
+
+
+def test_supabase_style_urls_are_accepted() -> None:
+    from callmart.config import mask, parse_url
+
+    url = parse_url("postgresql://postgres.abc:s3cret@aws-0-eu.pooler.supabase.com:6543/postgres?sslmode=require")
+    assert url.drivername == "postgresql+psycopg" and url.query["sslmode"] == "require"
+    assert "s3cret" not in mask(url)
+    assert parse_url("postgres://u:p@h/db").drivername == "postgresql+psycopg"
+
+
+def test_an_empty_period_is_refused() -> None:
+    result = invoke("--database-url", "duckdb:///:memory:", "enqueue", "--from", "2024-03-05", "--to", "2024-03-05")
+    assert result.exit_code == 2
+    assert "must be after" in result.output
