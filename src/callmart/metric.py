@@ -40,18 +40,25 @@ def refresh_after_events(conn: sa.Connection, schema: Schema, fact: Fact, metric
     staged = schema[declared.staging]
     time, entity = table.c[metric.fact_time], table.c[metric.fact_entity]
     event_time = staged.c[metric.event_time]
-    # A new or moved event can become the first one of calls in the window before it...
+    landed = staged.c.change.in_([NEW, CHANGED])
+    first, last = conn.execute(sa.select(sa.func.min(event_time), sa.func.max(event_time)).where(landed)).one()
+    if first is None:
+        return 0
+    qualifies = table.c[metric.threshold_column] >= metric.threshold
+    recompute = {metric.column: first_event_key(schema, metric, table)}
+    # A new or moved event can become the first one of calls in the window before it; the time bounds let the
+    # database read only those days of the fact table.
     in_window = sa.exists().where(
-        staged.c.change.in_([NEW, CHANGED]),
+        landed,
         staged.c[metric.event_entity] == entity,
         event_time >= time,
         event_time < time + metric.window,
     )
-    # ...and a changed event can stop being the first one of the calls that point at it.
-    pointed = table.c[metric.column].in_(sa.select(staged.c[declared.key]).where(staged.c.change == CHANGED))
-    statement = (
-        sa.update(table)
-        .values({metric.column: first_event_key(schema, metric, table)})
-        .where(table.c[metric.threshold_column] >= metric.threshold, sa.or_(in_window, pointed))
-    )
-    return conn.execute(statement).rowcount
+    bounds = (time > first - metric.window, time <= last)
+    updated = conn.execute(sa.update(table).values(recompute).where(qualifies, *bounds, in_window)).rowcount
+    # A changed event can also stop being the first one of the calls that point at it (rare: logins are events).
+    moved = sa.select(staged.c[declared.key]).where(staged.c.change == CHANGED)
+    if conn.execute(moved.limit(1)).first() is not None:
+        pointed = table.c[metric.column].in_(moved)
+        updated += conn.execute(sa.update(table).values(recompute).where(qualifies, pointed)).rowcount
+    return updated
