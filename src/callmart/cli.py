@@ -171,10 +171,16 @@ def run(ctx: click.Context) -> None:
 def _summary_table(summary: RunSummary) -> str:
     headers = ["step", "read", "staged", "rejected", "inserted", "updated", "inferred", "seconds", "status"]
     rows = [
-        [_step_name(s), s.read, s.staged, s.rejected, s.inserted, s.updated, s.inferred, f"{s.seconds:.2f}", s.status]
+        [_step_name(s), s.read, s.staged, s.rejected, s.inserted, s.updated, s.inferred, s.seconds, s.status]
         for s in summary.steps
     ]
-    return _table(headers, rows)
+    periods = [s for s in summary.steps if s.period is not None]
+    total = (
+        f"{len(periods)} period(s): {sum(s.inserted for s in periods):,} rows loaded, "
+        f"{sum(s.rejected for s in summary.steps):,} rejected, {sum(s.inferred for s in summary.steps):,} inferred "
+        f"members, {sum(s.seconds for s in summary.steps):.1f} s, {len(summary.failed)} failed"
+    )
+    return _table(headers, rows) + "\n\n" + total
 
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
@@ -184,7 +190,9 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     numeric = [all(isinstance(row[i], int | float) for row in rows) and bool(rows) for i in range(len(headers))]
 
     def line(values: Sequence[str]) -> str:
-        return "  ".join(v.rjust(w) if n else v.ljust(w) for v, w, n in zip(values, widths, numeric, strict=True))
+        return "  ".join(
+            v.rjust(w) if n else v.ljust(w) for v, w, n in zip(values, widths, numeric, strict=True)
+        ).rstrip()
 
     return "\n".join([line(headers), line(["-" * w for w in widths]), *(line(r) for r in cells)]).rstrip()
 
@@ -196,6 +204,8 @@ def _cell(value: object) -> str:
         return f"{value:%Y-%m-%d %H:%M}" if value.second == 0 else f"{value:%Y-%m-%d %H:%M:%S}"
     if isinstance(value, int):
         return f"{value:,}"
+    if isinstance(value, float):
+        return f"{value:.2f}"
     return str(value)
 
 
