@@ -22,7 +22,6 @@ _ARROW: dict[Type, pa.DataType] = {
     Type.BOOLEAN: pa.bool_(),
 }
 _INTEGER = r"^[+-]?\d{1,18}$"
-_DURATION = r"^(?P<h>\d{1,4}):(?P<m>[0-5]\d):(?P<s>[0-5]\d)$"
 _LIMITS = {Type.INTEGER: 2**31 - 1, Type.BIGINT: 2**63 - 1, Type.TIME: 86_399}
 
 REJECT_SCHEMA = pa.schema(
@@ -59,7 +58,8 @@ class _Field:
 
 def clean_batch(batch: pa.RecordBatch, columns: Sequence[Column]) -> Cleaned:
     """Clean every declared column of a raw batch, marking the rows that have a bad field."""
-    fields = {c.name: _clean_column(batch.column(c.source or c.name), c) for c in columns}
+    parsed: dict[tuple[str, Parse, str | None], tuple[pa.Array, pa.Array]] = {}
+    fields = {c.name: _clean_column(batch.column(c.source or c.name), c, parsed) for c in columns}
     bad = pa.array([False] * batch.num_rows, pa.bool_())
     reject_parts = []
     for column in columns:
@@ -95,19 +95,21 @@ def _rejects(batch: pa.RecordBatch, column: Column, field: _Field) -> pa.Table:
     )
 
 
-def _clean_column(raw: pa.Array, column: Column) -> _Field:
+def _clean_column(
+    raw: pa.Array, column: Column, parsed: dict[tuple[str, Parse, str | None], tuple[pa.Array, pa.Array]]
+) -> _Field:
+    """Trim, spot missing values, parse and check one column; a source field feeding two columns is parsed once."""
     text = pc.utf8_trim_whitespace(raw)
     missing = pc.fill_null(
         pc.or_(pc.is_null(text), pc.is_in(text, value_set=pa.array(column.missing, pa.string()))), True
     )
     if column.parse is Parse.TEXT:
         values, unparsable = _text(text, column), pa.array([False] * len(text), pa.bool_())
-    elif column.parse is Parse.INTEGER:
-        values, unparsable = _integer(text, column.type)
-    elif column.parse is Parse.DATETIME:
-        values, unparsable = _datetime(text, column.fmt or "")
     else:
-        values, unparsable = _duration(text, column.type)
+        cache_key = (column.source or column.name, column.parse, column.fmt)
+        if cache_key not in parsed:
+            parsed[cache_key] = _PARSERS[column.parse](text, column.fmt or "")
+        values, unparsable = _fit(*parsed[cache_key], column.type)
     default = pa.scalar(column.default, arrow_type(column.type))
     values = pc.if_else(missing, default, values)
     if column.required:
@@ -127,28 +129,39 @@ def _text(text: pa.Array, column: Column) -> pa.Array:
     return text
 
 
-def _integer(text: pa.Array, type_: Type) -> tuple[pa.Array, pa.Array]:
+def _integer(text: pa.Array, fmt: str) -> tuple[pa.Array, pa.Array]:
+    """Whole numbers as int64; anything else is unparsable."""
     shaped = pc.fill_null(pc.match_substring_regex(text, _INTEGER), False)
     numbers = pc.cast(pc.if_else(shaped, text, None), pa.int64())
-    limit = _LIMITS[type_]
-    in_range = pc.fill_null(pc.less_equal(pc.abs(numbers), limit), False)
-    values = pc.cast(pc.if_else(in_range, numbers, None), arrow_type(type_))
-    return values, pc.invert(in_range)
+    return numbers, pc.invert(shaped)
 
 
 def _datetime(text: pa.Array, fmt: str) -> tuple[pa.Array, pa.Array]:
+    """Timestamps by a strptime format; a value not matching it, or not a real date, is unparsable."""
     values = pc.strptime(text, format=fmt, unit="s", error_is_null=True)
     return values, pc.is_null(values)
 
 
-def _duration(text: pa.Array, type_: Type) -> tuple[pa.Array, pa.Array]:
-    parts = pc.extract_regex(text, _DURATION)
-    hours = pc.cast(pc.struct_field(parts, "h"), pa.int64())
-    minutes = pc.cast(pc.struct_field(parts, "m"), pa.int64())
-    seconds = pc.cast(pc.struct_field(parts, "s"), pa.int64())
-    total = pc.add(pc.add(pc.multiply(hours, 3600), pc.multiply(minutes, 60)), seconds)
-    in_range = pc.fill_null(pc.less_equal(total, _LIMITS[type_]), False)
-    total = pc.if_else(in_range, total, None)
+def _duration(text: pa.Array, fmt: str) -> tuple[pa.Array, pa.Array]:
+    """H:MM:SS as int64 seconds (below 24 h: the exports' durations are times of day)."""
+    # strptime validates the fields (minutes and seconds below 60) far faster than a regular expression.
+    clock = pc.strptime(text, format="%H:%M:%S", unit="s", error_is_null=True)
+    return pc.subtract(pc.cast(clock, pa.int64()), _CLOCK_ZERO), pc.is_null(clock)
+
+
+_CLOCK_ZERO = pc.cast(pc.strptime(pa.array(["0:00:00"]), format="%H:%M:%S", unit="s"), pa.int64())[0]
+"""strptime puts a bare time on a default day; this is that day's midnight in epoch seconds."""
+
+_PARSERS = {Parse.INTEGER: _integer, Parse.DATETIME: _datetime, Parse.DURATION: _duration}
+
+
+def _fit(values: pa.Array, unparsable: pa.Array, type_: Type) -> tuple[pa.Array, pa.Array]:
+    """Cast parsed values to the column's type; a value out of the type's range is unparsable too."""
+    if pa.types.is_timestamp(values.type):
+        return values, unparsable
+    limit = _LIMITS[type_]
+    in_range = pc.fill_null(pc.less_equal(pc.abs(values), limit), False)
+    fitted = pc.if_else(in_range, values, None)
     if type_ is Type.TIME:
-        return pc.cast(pc.cast(total, pa.int32()), pa.time32("s")), pc.invert(in_range)
-    return pc.cast(total, arrow_type(type_)), pc.invert(in_range)
+        return pc.cast(pc.cast(fitted, pa.int32()), pa.time32("s")), pc.invert(in_range)
+    return pc.cast(fitted, arrow_type(type_)), pc.invert(in_range)

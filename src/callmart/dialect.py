@@ -15,7 +15,9 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.schema import CreateTable
 from sqlalchemy.sql.expression import ClauseElement, Executable
 
-__all__ = ["UNLOGGED", "Truncate", "bulk_insert", "is_postgresql", "wants_indexes"]
+from .streams import prefetched
+
+__all__ = ["UNLOGGED", "Truncate", "bulk_insert", "fetch_arrow", "is_postgresql", "wants_indexes"]
 
 UNLOGGED = "unlogged"
 """Table info flag: scratch data that PostgreSQL need not write to its WAL."""
@@ -62,24 +64,29 @@ def bulk_insert(conn: sa.Connection, table: sa.Table, batches: Iterable[pa.Recor
 
 
 def _copy_into_postgresql(conn: sa.Connection, table: sa.Table, batches: Iterable[pa.RecordBatch]) -> int:
-    """COPY in CSV, written by Arrow's C++ writer: far faster than row inserts or binary rows built in Python."""
+    """COPY in CSV written by Arrow's C++ writer (far faster than row inserts or binary rows built in Python),
+    encoded in a worker thread while the server parses the previous chunk."""
     raw = conn.connection.driver_connection
     assert raw is not None
-    stream = iter(batches)
+    stream = prefetched((batch.schema.names, batch.num_rows, _csv(batch)) for batch in batches)
     first = next(stream, None)
     if first is None:
         return 0
     statement = pg_sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(
-        pg_sql.Identifier(table.name), pg_sql.SQL(", ").join(map(pg_sql.Identifier, first.schema.names))
+        pg_sql.Identifier(table.name), pg_sql.SQL(", ").join(map(pg_sql.Identifier, first[0]))
     )
     rows = 0
     with raw.cursor() as cursor, cursor.copy(statement) as copy:
-        for batch in itertools.chain([first], stream):
-            buffer = io.BytesIO()
-            pa_csv.write_csv(batch, buffer, pa_csv.WriteOptions(include_header=False))
-            copy.write(buffer.getbuffer())
-            rows += batch.num_rows
+        for _, count, payload in itertools.chain([first], stream):
+            copy.write(payload)
+            rows += count
     return rows
+
+
+def _csv(batch: pa.RecordBatch) -> memoryview:
+    buffer = io.BytesIO()
+    pa_csv.write_csv(batch, buffer, pa_csv.WriteOptions(include_header=False))
+    return buffer.getbuffer()
 
 
 def _arrow_into_duckdb(conn: sa.Connection, table: sa.Table, batches: Iterable[pa.RecordBatch]) -> int:
@@ -88,12 +95,31 @@ def _arrow_into_duckdb(conn: sa.Connection, table: sa.Table, batches: Iterable[p
     assert raw is not None
     rows = 0
     view = "callmart_arrow_batch"
-    for batch in batches:
+    for batch in prefetched(batches):
         raw.register(view, pa.Table.from_batches([batch]))
-        try:
-            source = sa.table(view, *(sa.column(n) for n in batch.schema.names))
-            conn.execute(sa.insert(table).from_select(batch.schema.names, sa.select(*source.c)))
-        finally:
-            raw.unregister(view)
+        source = sa.table(view, *(sa.column(n) for n in batch.schema.names))
+        conn.execute(sa.insert(table).from_select(batch.schema.names, sa.select(*source.c)))
+        raw.unregister(view)
         rows += batch.num_rows
     return rows
+
+
+def fetch_arrow(conn: sa.Connection, select: sa.Select[Any], schema: pa.Schema) -> pa.Table:
+    """The rows of a parameterless SELECT as an Arrow table, by the engine's bulk path rather than row objects."""
+    compiled = select.compile(dialect=conn.dialect)
+    if compiled.params:
+        raise ValueError("fetch_arrow takes a SELECT without parameters")
+    raw = conn.connection.driver_connection
+    assert raw is not None
+    if not is_postgresql(conn):
+        return raw.sql(str(compiled)).to_arrow_table().rename_columns(schema.names).cast(schema)
+    buffer = io.BytesIO()
+    statement = pg_sql.SQL("COPY ({}) TO STDOUT (FORMAT csv)").format(pg_sql.SQL(str(compiled)))
+    with raw.cursor() as cursor, cursor.copy(statement) as copy:
+        for chunk in copy:
+            buffer.write(chunk)
+    if buffer.tell() == 0:
+        return schema.empty_table()
+    buffer.seek(0)
+    options = pa_csv.ReadOptions(column_names=schema.names)
+    return pa_csv.read_csv(buffer, read_options=options, convert_options=pa_csv.ConvertOptions(column_types=schema))

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import sqlalchemy as sa
 
 from .declare import Dimension, Scd
 from .extract import SOURCE_FILE, SOURCE_ROW
-from .keys import resolve_references
+from .keys import lookups_for, resolve_unknown, with_keys
 from .progress import StepResult
 from .schema import Schema
 from .stage import stage
@@ -27,8 +28,11 @@ def load_dimension(
     on_rows: Callable[[int], None] | None = None,
 ) -> StepResult:
     """Load a whole dimension extract into its dimension; the caller owns the transaction."""
-    staged = stage(conn, schema[dim.staging], dim, source_dir, on_rows=on_rows)
-    inferred = resolve_references(conn, schema, dim)
+    lookups = lookups_for(conn, schema, dim)
+    staged = stage(
+        conn, schema[dim.staging], dim, source_dir, enrich=partial(with_keys, lookups=lookups), on_rows=on_rows
+    )
+    inferred = resolve_unknown(conn, schema, dim)
     duplicates = _drop_superseded(conn, schema, dim)
     _match_members(conn, schema, dim)
     completed = _classify(conn, schema, dim)

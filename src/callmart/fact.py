@@ -12,11 +12,11 @@ import pyarrow.compute as pc
 import sqlalchemy as sa
 
 from .declare import Fact
-from .keys import resolve_references
+from .keys import lookups_for, resolve_unknown, with_keys
 from .metric import first_event_key
 from .progress import StepResult
 from .schema import Schema
-from .stage import stage, staged_columns
+from .stage import stage
 
 __all__ = ["CALLS_PER_MINUTE", "load_period"]
 
@@ -34,8 +34,15 @@ def load_period(
     on_rows: Callable[[int], None] | None = None,
 ) -> StepResult:
     """Replace the fact rows of [start, end) with the period's rows of the source; the caller commits."""
-    staged = stage(conn, schema[fact.staging], fact, source_dir, keep=_in_period(fact, start, end), on_rows=on_rows)
-    inferred = resolve_references(conn, schema, fact)
+    lookups = lookups_for(conn, schema, fact)
+    numbering = MinuteNumbering(fact)
+
+    def enrich(batch: pa.RecordBatch) -> pa.RecordBatch:
+        return numbering.number(with_keys(batch, lookups))
+
+    staging = schema[fact.staging]
+    staged = stage(conn, staging, fact, source_dir, keep=_in_period(fact, start, end), enrich=enrich, on_rows=on_rows)
+    inferred = resolve_unknown(conn, schema, fact)
     table = schema[fact.name]
     time = table.c[fact.time_column]
     deleted = conn.execute(sa.delete(table).where(time >= start, time < end)).rowcount
@@ -54,6 +61,35 @@ def load_period(
     )
 
 
+class MinuteNumbering:
+    """Numbers a period's rows as they stream by: key = minute number * CALLS_PER_MINUTE + the row's place among
+    that minute's rows in extract order. Loading the same extract again, or the same day from a longer extract,
+    gives every row the same key, with no sort of the period and no state beyond one counter per minute."""
+
+    def __init__(self, fact: Fact) -> None:
+        self.fact = fact
+        self.seen: dict[int, int] = {}
+
+    def number(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        """The batch with the fact's key column appended."""
+        minutes = pc.divide(pc.cast(batch.column(self.fact.time_column), pa.int64()), 60)
+        if len(minutes) == 0:
+            return batch.append_column(pa.field(self.fact.key, pa.int64()), pa.array([], pa.int64()))
+        # Place within this batch's minute: rank among equal minutes in order of appearance, from 0.
+        place = pc.subtract(pc.rank(minutes, tiebreaker="first"), pc.rank(minutes, tiebreaker="min"))
+        counts = pc.value_counts(minutes)
+        distinct, how_many = counts.field("values"), counts.field("counts")
+        before = pa.array([self.seen.get(m, 0) for m in distinct.to_pylist()], pa.int64())
+        offset = pc.take(before, pc.index_in(minutes, value_set=distinct))
+        rank = pc.add(pc.add(pc.cast(place, pa.int64()), offset), 1)
+        for minute, previous, added in zip(distinct.to_pylist(), before.to_pylist(), how_many.to_pylist(), strict=True):
+            self.seen[minute] = previous + added
+        if pc.max(rank).as_py() >= CALLS_PER_MINUTE:
+            raise ValueError(f"more than {CALLS_PER_MINUTE - 1:,} rows share one minute of {self.fact.time_column}")
+        key = pc.add(pc.multiply(minutes, CALLS_PER_MINUTE), rank)
+        return batch.append_column(pa.field(self.fact.key, pa.int64()), key)
+
+
 def _in_period(fact: Fact, start: datetime, end: datetime) -> Callable[[pa.RecordBatch], pa.Array]:
     def keep(batch: pa.RecordBatch) -> pa.Array:
         time = batch.column(fact.time_column)
@@ -65,18 +101,10 @@ def _in_period(fact: Fact, start: datetime, end: datetime) -> Callable[[pa.Recor
 
 
 def _insert_from_staging(schema: Schema, fact: Fact) -> sa.Insert:
-    """One set-based insert: staged columns, reference keys, a deterministic key and the metrics."""
+    """One set-based insert of the staged rows, with their keys and the metrics."""
     stg = schema[fact.staging]
-    time = stg.c[fact.time_column]
-    content = [stg.c[c.name] for c in staged_columns(fact)]
-    # A key made of the minute and the row's rank among that minute's rows (by content, not file order)
-    # is the same whenever the same rows are loaded: reloads and incremental loads keep every key.
-    minute = sa.cast(sa.func.floor(sa.extract("epoch", time) / 60), sa.BigInteger)
-    rank = sa.func.row_number().over(partition_by=time, order_by=content)
-    key = (minute * CALLS_PER_MINUTE + rank).label(fact.key)
     names = [fact.key, *(c.name for c in fact.columns), *(r.column for r in fact.references)]
-    exprs: list[sa.ColumnElement[Any]] = [key, *(stg.c[c.name] for c in fact.columns)]
-    exprs += [stg.c[r.column] for r in fact.references]
+    exprs: list[sa.ColumnElement[Any]] = [stg.c[name] for name in names]
     for metric in fact.metrics:
         names.append(metric.column)
         exprs.append(first_event_key(schema, metric, stg).label(metric.column))

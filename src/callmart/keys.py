@@ -1,42 +1,93 @@
-"""Foreign keys of a staging table: inferred members for unknown business ids, then surrogate keys."""
+"""Foreign keys of staged rows: known business ids mapped in Arrow as rows stream by, unknown ones resolved in
+the database afterwards by creating inferred members."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.compute as pc
 import sqlalchemy as sa
 
+from .clean import arrow_type
 from .declare import DEFAULT_MEMBER_ID, Dimension, Fact, Reference
+from .dialect import fetch_arrow
 from .schema import Schema
 
-__all__ = ["resolve_references"]
+__all__ = ["KeyLookup", "lookups_for", "resolve_unknown", "with_keys"]
 
 
-def resolve_references(conn: sa.Connection, schema: Schema, table: Dimension | Fact) -> int:
-    """Fill every reference key of the staging table; return how many inferred members were created."""
-    return sum(_resolve(conn, schema, table, ref) for ref in table.references)
+@dataclass(frozen=True)
+class KeyLookup:
+    """The surrogate keys of one dimension by the business value a reference uses, as of the step's start."""
+
+    reference: Reference
+    values: pa.Array
+    keys: pa.Array
+
+    @classmethod
+    def load(cls, conn: sa.Connection, schema: Schema, reference: Reference) -> KeyLookup:
+        """Read every (business value, key) pair of the referenced dimension."""
+        target = schema.mart.dimension(reference.dimension)
+        dim = schema[target.name]
+        by = dim.c[reference.by]
+        pairs = fetch_arrow(
+            conn,
+            sa.select(by, dim.c[target.key]).where(by.is_not(None)),
+            pa.schema([("value", arrow_type(reference.value.type)), ("key", pa.int32())]),
+        )
+        return cls(reference, pairs["value"].combine_chunks(), pairs["key"].combine_chunks())
+
+    def map(self, values: pa.Array) -> pa.Array:
+        """Keys for values: the default member for null, null where the dimension does not know the value yet."""
+        keys = pc.take(self.keys, pc.index_in(values, value_set=self.values))
+        return pc.if_else(pc.is_null(values), pa.scalar(DEFAULT_MEMBER_ID, pa.int32()), keys)
 
 
-def _resolve(conn: sa.Connection, schema: Schema, table: Dimension | Fact, ref: Reference) -> int:
+def lookups_for(conn: sa.Connection, schema: Schema, table: Dimension | Fact) -> list[KeyLookup]:
+    """One lookup per reference of the table."""
+    return [KeyLookup.load(conn, schema, ref) for ref in table.references]
+
+
+def with_keys(batch: pa.RecordBatch, lookups: list[KeyLookup]) -> pa.RecordBatch:
+    """The batch with one key column per reference appended."""
+    for lookup in lookups:
+        ref = lookup.reference
+        batch = batch.append_column(pa.field(ref.column, pa.int32()), lookup.map(batch.column(ref.value.name)))
+    return batch
+
+
+def resolve_unknown(conn: sa.Connection, schema: Schema, table: Dimension | Fact) -> int:
+    """Create inferred members for staged business ids the dimensions lack, and fill their keys; return how
+    many members were created. Only the few rows left without a key are touched."""
+    created = 0
     staging = schema[table.staging]
-    target = schema.mart.dimension(ref.dimension)
-    dim = schema[target.name]
-    value, by = staging.c[ref.value.name], dim.c[ref.by]
-
-    inferred = _create_inferred(conn, schema, target, value, by)
-    conn.execute(sa.update(staging).values({ref.column: dim.c[target.key]}).where(by == value))
-    conn.execute(sa.update(staging).values({ref.column: DEFAULT_MEMBER_ID}).where(value.is_(None)))
-    return inferred
+    for ref in table.references:
+        target = schema.mart.dimension(ref.dimension)
+        dim = schema[target.name]
+        value, by, key = staging.c[ref.value.name], dim.c[ref.by], staging.c[ref.column]
+        unresolved = sa.and_(key.is_(None), value.is_not(None))
+        if conn.execute(sa.select(value).where(unresolved).limit(1)).first() is None:
+            continue
+        created += _create_inferred(conn, schema, target, value, by, unresolved)
+        conn.execute(sa.update(staging).values({ref.column: dim.c[target.key]}).where(unresolved, by == value))
+    return created
 
 
 def _create_inferred(
-    conn: sa.Connection, schema: Schema, target: Dimension, value: sa.Column[object], by: sa.Column[object]
+    conn: sa.Connection,
+    schema: Schema,
+    target: Dimension,
+    value: sa.Column[Any],
+    by: sa.Column[Any],
+    unresolved: sa.ColumnElement[bool],
 ) -> int:
     """Insert one inferred member, with 'unknown' attributes, per business id the dimension lacks."""
     dim = schema[target.name]
     unknown = (
         sa.select(value.label("business_value"))
-        .where(value.is_not(None), ~sa.exists().where(by == value))
+        .where(unresolved, ~sa.exists().where(by == value))
         .distinct()
         .subquery()
     )
@@ -51,4 +102,4 @@ def _create_inferred(
         columns[reference.column] = sa.literal(DEFAULT_MEMBER_ID)
     columns["is_inferred"] = sa.true()
     select = sa.select(*(expr.label(name) for name, expr in columns.items())).order_by(unknown.c.business_value)
-    return conn.execute(sa.insert(dim).from_select(list(columns), select)).rowcount
+    return int(conn.execute(sa.insert(dim).from_select(list(columns), select)).rowcount)

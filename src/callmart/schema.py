@@ -101,7 +101,7 @@ class Schema:
         )
         # Replacing a period deletes by time; the metric looks calls up by customer and time.
         self.indexes.append(sa.Index(f"ix_{fact.name}_{fact.time_column}", table.c[fact.time_column]))
-        self._staging(fact.staging, fact.columns, fact, extra=[])
+        self._staging(fact.staging, fact.columns, fact, extra=[sa.Column(fact.key, sa.BigInteger)])
         for metric in fact.metrics:
             events = self.tables[metric.events]
             self.indexes.append(
@@ -155,7 +155,14 @@ class Schema:
         )
 
     def create(self, conn: sa.Connection) -> None:
-        """Create what is missing and the default members; existing tables and rows stay as they are."""
+        """Create what is missing and the default members; existing tables and rows stay as they are.
+
+        Staging tables only ever hold one step's scratch rows: they are made anew, so that a mart created by an
+        earlier callmart gets the staging columns this one needs."""
+        for table in self.tables.values():
+            # One table at a time: MetaData.drop_all would drop the sequences too, restarting every key.
+            if table.info.get(dialect.UNLOGGED):
+                table.drop(conn, checkfirst=True)
         self.metadata.create_all(conn, checkfirst=True)
         existing = {ix["name"] for name in self.tables for ix in _indexes(conn, name)}
         for index in self.indexes:

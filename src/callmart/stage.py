@@ -52,12 +52,14 @@ def stage(
     table: Dimension | Fact,
     source_dir: Path,
     keep: RowFilter | None = None,
+    enrich: Callable[[pa.RecordBatch], pa.RecordBatch] | None = None,
     on_rows: Callable[[int], None] | None = None,
 ) -> Staged:
     """Truncate the staging table, then fill it with the cleaned rows of the source that `keep` selects.
 
     Bad rows in scope are counted as rejects; bad rows that `keep` cannot place (say, an unparsable date
-    in a fact extract) belong to no step and are counted as unplaced."""
+    in a fact extract) belong to no step and are counted as unplaced. `enrich` adds columns (keys) to the
+    loadable rows; like reading and cleaning, it runs in a worker thread, so it must not use the connection."""
     conn.execute(dialect.Truncate(staging))
     columns = staged_columns(table)
     fields = list(dict.fromkeys(c.source for c in columns if c.source))
@@ -78,7 +80,7 @@ def stage(
             result.read += pc.sum(in_scope).as_py() or 0
             if on_rows is not None:
                 on_rows(raw.num_rows)
-            yield rows
+            yield rows if enrich is None else enrich(rows)
 
     result.staged = dialect.bulk_insert(conn, staging, cleaned())
     return result
