@@ -7,10 +7,11 @@ import json
 from collections.abc import Callable
 from datetime import date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from callmart import Callmart, RunSummary
+from callmart import Callmart, RunSummary, fact
 from marts import business_dump, count_rows, drawn, full_dump, query, select, write_extracts
 
 
@@ -340,8 +341,10 @@ def test_rerunning_a_period_leaves_the_mart_identical(database_url: str, seed_di
     assert full_dump(database_url, tables) == before
 
 
-@pytest.mark.parametrize("damage", ["missing calls file", "key clash"])
-def test_a_failed_period_is_left_as_it_was(database_url: str, seed_dir: Path, tmp_path: Path, damage: str) -> None:
+@pytest.mark.parametrize("damage", ["missing calls file", "failure after the delete"])
+def test_a_failed_period_is_left_as_it_was(
+    database_url: str, seed_dir: Path, tmp_path: Path, damage: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     folder = tmp_path / "src"
     folder.mkdir()
     for f in seed_dir.iterdir():
@@ -351,14 +354,17 @@ def test_a_failed_period_is_left_as_it_was(database_url: str, seed_dir: Path, tm
         (folder / "Llamadas_2024.csv").unlink()
         expected = ["fallido", "fallido"]
     else:
-        # A row moved out of 6/28 keeps its key, so reloading 6/28 clashes with it, after the delete.
-        query(
-            database_url,
-            "UPDATE fact_llamadas SET fecha_llamada = :far WHERE key_llamada = "
-            "(SELECT min(key_llamada) FROM fact_llamadas WHERE fecha_llamada >= :day)",
-            far=datetime(2030, 1, 1),
-            day=datetime(2023, 6, 28),
-        )
+        # The period's rows are already deleted, in the database, when the insert that follows fails.
+        cleared = fact.dialect.clear_period
+
+        def clear_then_fail(conn: Any, table: Any, start: datetime, end: datetime) -> int:
+            removed = cleared(conn, table, start, end)
+            assert removed > 0
+            if start == datetime(2023, 6, 28):
+                raise RuntimeError("the disk is full")
+            return removed
+
+        monkeypatch.setattr(fact.dialect, "clear_period", clear_then_fail)
         expected = ["exitoso", "fallido"]
     before = full_dump(database_url, ["fact_llamadas"])
     with Callmart(database_url, folder) as mart:
@@ -372,4 +378,4 @@ def test_a_failed_period_is_left_as_it_was(database_url: str, seed_dir: Path, tm
     assert [s for _, s, _ in statuses] == expected
     message = statuses[1][2]
     assert isinstance(message, str) and "\n" not in message
-    assert ("Llamadas" in message) if damage == "missing calls file" else ("key" in message.lower())
+    assert ("Llamadas" in message) if damage == "missing calls file" else ("the disk is full" in message)

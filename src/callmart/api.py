@@ -18,7 +18,7 @@ from ._errors import CallmartError, DatabaseError, MartNotReady
 from .config import create_engine, default_source_dir, mask, parse_url, scrub
 from .declare import Dimension, Mart
 from .dimension import load_dimension
-from .fact import load_period
+from .fact import load_period, prepare_period
 from .mart import MART
 from .metric import refresh_after_events
 from .progress import Reporter, SilentReporter, StepResult
@@ -167,9 +167,11 @@ class Callmart:
         name = f"{period.fact_table} {period.start:%Y-%m-%d}"
         self.reporter.step_started(name)
         began = time.perf_counter()
+        fact = self.schema.mart.fact(period.fact_table)
         with self._transaction() as conn:
             control.mark(conn, self.schema, period, control.RUNNING, process_run_date=run_date, error_message=None)
-        fact = self.schema.mart.fact(period.fact_table)
+            # Creating partitions locks the whole fact table: done here, briefly, not in the long load.
+            prepare_period(conn, self.schema, fact, period.start, period.end)
         try:
             with self.engine.begin() as conn:
                 result = load_period(

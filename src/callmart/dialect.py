@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import itertools
 from collections.abc import Iterable
+from datetime import datetime, timedelta
 from typing import Any
 
 import pyarrow as pa
@@ -17,10 +18,23 @@ from sqlalchemy.sql.expression import ClauseElement, Executable
 
 from .streams import prefetched
 
-__all__ = ["UNLOGGED", "Truncate", "bulk_insert", "fetch_arrow", "is_postgresql", "wants_indexes"]
+__all__ = [
+    "PARTITIONED_BY_DAY",
+    "UNLOGGED",
+    "Truncate",
+    "bulk_insert",
+    "clear_period",
+    "fetch_arrow",
+    "is_postgresql",
+    "prepare_period",
+    "wants_indexes",
+]
 
 UNLOGGED = "unlogged"
 """Table info flag: scratch data that PostgreSQL need not write to its WAL."""
+
+PARTITIONED_BY_DAY = "partitioned_by_day"
+"""Table info key naming the timestamp column by whose day PostgreSQL partitions the table."""
 
 
 def is_postgresql(conn: sa.Connection) -> bool:
@@ -34,11 +48,36 @@ def wants_indexes(conn: sa.Connection) -> bool:
     return is_postgresql(conn)
 
 
+def enforces_fact_keys(conn: sa.Connection) -> bool:
+    """Whether fact tables get a primary key. PostgreSQL's B-tree costs little; DuckDB's ART index made a 1M-row
+    period load 3x slower and its reload 10x slower, for a key that is unique by construction anyway."""
+    return is_postgresql(conn)
+
+
+class AddPrimaryKey(Executable, ClauseElement):
+    """ALTER TABLE … ADD PRIMARY KEY, for keys that only some engines should enforce."""
+
+    inherit_cache = False
+
+    def __init__(self, table: sa.Table, columns: tuple[str, ...]) -> None:
+        self.table = table
+        self.columns = columns
+
+
+@compiles(AddPrimaryKey)
+def _add_primary_key(element: AddPrimaryKey, compiler: Any, **kw: Any) -> str:
+    columns = ", ".join(compiler.preparer.quote(c) for c in element.columns)
+    return f"ALTER TABLE {compiler.preparer.format_table(element.table)} ADD PRIMARY KEY ({columns})"
+
+
 @compiles(CreateTable, "postgresql")
 def _create_unlogged(create: CreateTable, compiler: Any, **kw: Any) -> str:
     text: str = compiler.visit_create_table(create, **kw)
     if create.element.info.get(UNLOGGED):
         text = text.replace("CREATE TABLE", "CREATE UNLOGGED TABLE", 1)
+    partition_column = create.element.info.get(PARTITIONED_BY_DAY)
+    if partition_column:
+        text = text.rstrip() + f" PARTITION BY RANGE ({compiler.preparer.quote(partition_column)})\n\n"
     return text
 
 
@@ -47,7 +86,7 @@ class Truncate(Executable, ClauseElement):
 
     inherit_cache = False
 
-    def __init__(self, table: sa.Table) -> None:
+    def __init__(self, table: sa.TableClause) -> None:
         self.table = table
 
 
@@ -123,3 +162,65 @@ def fetch_arrow(conn: sa.Connection, select: sa.Select[Any], schema: pa.Schema) 
     buffer.seek(0)
     options = pa_csv.ReadOptions(column_names=schema.names)
     return pa_csv.read_csv(buffer, read_options=options, convert_options=pa_csv.ConvertOptions(column_types=schema))
+
+
+def prepare_period(conn: sa.Connection, table: sa.Table, start: datetime, end: datetime) -> None:
+    """Make room for a period's rows: on PostgreSQL, one partition per day the period touches."""
+    if not (is_postgresql(conn) and table.info.get(PARTITIONED_BY_DAY)):
+        return
+    raw = conn.connection.driver_connection
+    assert raw is not None
+    with raw.cursor() as cursor:
+        for day in _days(start, end):
+            # Partition bounds are DDL, which takes no parameters: psycopg quotes them as literals.
+            cursor.execute(
+                pg_sql.SQL("CREATE TABLE IF NOT EXISTS {} PARTITION OF {} FOR VALUES FROM ({}) TO ({})").format(
+                    pg_sql.Identifier(_partition_name(table, day)),
+                    pg_sql.Identifier(table.name),
+                    pg_sql.Literal(day),
+                    pg_sql.Literal(day + timedelta(days=1)),
+                )
+            )
+
+
+def clear_period(conn: sa.Connection, table: sa.Table, start: datetime, end: datetime) -> int:
+    """Remove a period's rows; return how many. Whole days of a partitioned table are truncated, which costs the
+    same however many rows they hold and leaves no dead rows behind to slow the next load or to vacuum."""
+    time = table.c[table.info[PARTITIONED_BY_DAY]]
+    if not is_postgresql(conn):
+        return int(conn.execute(sa.delete(table).where(time >= start, time < end)).rowcount)
+    whole = [day for day in _days(start, end) if day >= start and day + timedelta(days=1) <= end]
+    removed = 0
+    for day in whole:
+        partition = sa.table(_partition_name(table, day))
+        removed += int(conn.execute(sa.select(sa.func.count()).select_from(partition)).scalar_one())
+        conn.execute(Truncate(partition))
+    for lower, upper in _partial_ranges(start, end, whole):
+        removed += int(conn.execute(sa.delete(table).where(time >= lower, time < upper)).rowcount)
+    return removed
+
+
+def _days(start: datetime, end: datetime) -> list[datetime]:
+    """Midnight of every day that [start, end) touches."""
+    days, day = [], datetime.combine(start.date(), datetime.min.time())
+    while day < end:
+        days.append(day)
+        day += timedelta(days=1)
+    return days
+
+
+def _partial_ranges(start: datetime, end: datetime, whole: list[datetime]) -> list[tuple[datetime, datetime]]:
+    """The parts of [start, end) not covered by whole days."""
+    if not whole:
+        return [(start, end)]
+    ranges = []
+    if start < whole[0]:
+        ranges.append((start, whole[0]))
+    last = whole[-1] + timedelta(days=1)
+    if last < end:
+        ranges.append((last, end))
+    return ranges
+
+
+def _partition_name(table: sa.Table, day: datetime) -> str:
+    return f"{table.name}_{day:%Y%m%d}"

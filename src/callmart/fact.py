@@ -11,6 +11,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import sqlalchemy as sa
 
+from . import dialect
 from .declare import Fact
 from .keys import lookups_for, resolve_unknown, with_keys
 from .metric import first_event_key
@@ -18,7 +19,7 @@ from .progress import StepResult
 from .schema import Schema
 from .stage import stage
 
-__all__ = ["CALLS_PER_MINUTE", "load_period"]
+__all__ = ["CALLS_PER_MINUTE", "MinuteNumbering", "load_period", "prepare_period"]
 
 CALLS_PER_MINUTE = 100_000
 """Room for rows sharing one minute in the fact key: key = minute number * CALLS_PER_MINUTE + rank."""
@@ -43,9 +44,7 @@ def load_period(
     staging = schema[fact.staging]
     staged = stage(conn, staging, fact, source_dir, keep=_in_period(fact, start, end), enrich=enrich, on_rows=on_rows)
     inferred = resolve_unknown(conn, schema, fact)
-    table = schema[fact.name]
-    time = table.c[fact.time_column]
-    deleted = conn.execute(sa.delete(table).where(time >= start, time < end)).rowcount
+    deleted = dialect.clear_period(conn, schema[fact.name], start, end)
     inserted = conn.execute(_insert_from_staging(schema, fact)).rowcount
     return StepResult(
         table=fact.name,
@@ -59,6 +58,11 @@ def load_period(
         inferred=inferred,
         rejects=staged.reject_table(),
     )
+
+
+def prepare_period(conn: sa.Connection, schema: Schema, fact: Fact, start: datetime, end: datetime) -> None:
+    """Make room for the period in the fact table (PostgreSQL partitions); commit before the load."""
+    dialect.prepare_period(conn, schema[fact.name], start, end)
 
 
 class MinuteNumbering:

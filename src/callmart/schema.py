@@ -48,6 +48,7 @@ class Schema:
     tables: dict[str, sa.Table] = field(default_factory=dict)
     sequences: dict[str, sa.Sequence] = field(default_factory=dict)
     indexes: list[sa.Index] = field(default_factory=list)
+    primary_keys: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for dim in self.mart.dimensions:
@@ -89,18 +90,21 @@ class Schema:
         )
 
     def _fact(self, fact: Fact) -> None:
-        table = self._add(
+        columns = [_column(c, nullable=c.name != fact.time_column) for c in fact.columns]
+        self._add(
             sa.Table(
                 fact.name,
                 self.metadata,
-                _key(fact.key, Type.BIGINT),
-                *(_column(c) for c in fact.columns),
+                sa.Column(fact.key, sa.BigInteger, nullable=False, autoincrement=False),
+                *columns,
                 *(sa.Column(r.column, sa.Integer, nullable=False) for r in fact.references),
                 *(sa.Column(m.column, sa.Integer) for m in fact.metrics),
+                info={dialect.PARTITIONED_BY_DAY: fact.time_column},
             )
         )
-        # Replacing a period deletes by time; the metric looks calls up by customer and time.
-        self.indexes.append(sa.Index(f"ix_{fact.name}_{fact.time_column}", table.c[fact.time_column]))
+        # The key is unique by construction (it holds the minute); the time joins it in the primary key so that
+        # PostgreSQL can partition the table by day, making a period's replace a TRUNCATE.
+        self.primary_keys[fact.name] = (fact.key, fact.time_column)
         self._staging(fact.staging, fact.columns, fact, extra=[sa.Column(fact.key, sa.BigInteger)])
         for metric in fact.metrics:
             events = self.tables[metric.events]
@@ -163,7 +167,12 @@ class Schema:
             # One table at a time: MetaData.drop_all would drop the sequences too, restarting every key.
             if table.info.get(dialect.UNLOGGED):
                 table.drop(conn, checkfirst=True)
+        inspector = sa.inspect(conn)
+        new = {name for name in self.tables if not inspector.has_table(name)}
         self.metadata.create_all(conn, checkfirst=True)
+        for name, columns in self.primary_keys.items():
+            if name in new and dialect.enforces_fact_keys(conn):
+                conn.execute(dialect.AddPrimaryKey(self.tables[name], columns))
         existing = {ix["name"] for name in self.tables for ix in _indexes(conn, name)}
         for index in self.indexes:
             if index.name not in existing and dialect.wants_indexes(conn):
