@@ -16,7 +16,7 @@ __all__ = ["find_files", "read_source", "SOURCE_FILE", "SOURCE_ROW"]
 
 SOURCE_FILE = "source_file"
 SOURCE_ROW = "source_row"
-BLOCK_SIZE = 8 << 20
+BLOCK_SIZE = 1 << 20  # small blocks keep a 5M-row load near 300 MB; 8 MB ones doubled it for 15% speed
 JSON_BATCH_ROWS = 200_000
 
 
@@ -68,7 +68,7 @@ def _read_csv(path: Path, encoding: str, fields: Sequence[str]) -> Iterator[pa.R
         raise SourceError(f"{path.name} lacks the column(s) {', '.join(missing)}; its header is {','.join(header)}")
     reader = pa_csv.open_csv(
         path,
-        read_options=pa_csv.ReadOptions(encoding=encoding, block_size=BLOCK_SIZE),
+        read_options=pa_csv.ReadOptions(encoding=encoding, block_size=BLOCK_SIZE, use_threads=False),
         convert_options=pa_csv.ConvertOptions(
             column_types={name: pa.string() for name in header},
             include_columns=list(fields),

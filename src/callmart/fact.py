@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from . import dialect
 from .declare import Fact
 from .keys import lookups_for, resolve_unknown, with_keys
-from .metric import first_event_key
+from .metric import first_events
 from .progress import StepResult
 from .schema import Schema
 from .stage import stage
@@ -45,7 +45,7 @@ def load_period(
     staged = stage(conn, staging, fact, source_dir, keep=_in_period(fact, start, end), enrich=enrich, on_rows=on_rows)
     inferred = resolve_unknown(conn, schema, fact)
     deleted = dialect.clear_period(conn, schema[fact.name], start, end)
-    inserted = conn.execute(_insert_from_staging(schema, fact)).rowcount
+    inserted = conn.execute(_insert_from_staging(schema, fact, start, end)).rowcount
     return StepResult(
         table=fact.name,
         period=(start, end),
@@ -104,12 +104,15 @@ def _in_period(fact: Fact, start: datetime, end: datetime) -> Callable[[pa.Recor
     return keep
 
 
-def _insert_from_staging(schema: Schema, fact: Fact) -> sa.Insert:
+def _insert_from_staging(schema: Schema, fact: Fact, start: datetime, end: datetime) -> sa.Insert:
     """One set-based insert of the staged rows, with their keys and the metrics."""
     stg = schema[fact.staging]
     names = [fact.key, *(c.name for c in fact.columns), *(r.column for r in fact.references)]
     exprs: list[sa.ColumnElement[Any]] = [stg.c[name] for name in names]
+    rows: sa.FromClause = stg
     for metric in fact.metrics:
+        firsts = first_events(schema, metric, stg, fact.key, start, end)
+        rows = rows.outerjoin(firsts, firsts.c.fact_key == stg.c[fact.key])
         names.append(metric.column)
-        exprs.append(first_event_key(schema, metric, stg).label(metric.column))
-    return sa.insert(schema[fact.name]).from_select(names, sa.select(*exprs))
+        exprs.append(firsts.c.event_key)
+    return sa.insert(schema[fact.name]).from_select(names, sa.select(*exprs).select_from(rows))

@@ -41,7 +41,11 @@ class KeyLookup:
 
     def map(self, values: pa.Array) -> pa.Array:
         """Keys for values: the default member for null, null where the dimension does not know the value yet."""
-        keys = pc.take(self.keys, pc.index_in(values, value_set=self.values))
+        # Hash the batch's few distinct values and scan the dimension's values against them, rather than hash a
+        # million-member dimension again for every batch.
+        present = pc.is_in(self.values, value_set=pc.unique(values))
+        candidates, candidate_keys = pc.filter(self.values, present), pc.filter(self.keys, present)
+        keys = pc.take(candidate_keys, pc.index_in(values, value_set=candidates))
         return pc.if_else(pc.is_null(values), pa.scalar(DEFAULT_MEMBER_ID, pa.int32()), keys)
 
 

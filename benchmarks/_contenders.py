@@ -1,0 +1,288 @@
+"""The contenders run in child processes: one phase per process, its measurement printed as one JSON line.
+
+    CALLMART_BENCH_TARGET=URL python benchmarks/_contenders.py PHASE --source EXTRACT_DIR --days N
+
+bench_load.py runs this; each phase imports only the libraries it uses, so that its peak memory is its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import traceback
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import psycopg
+from _measure import CALLS_FILE, FACT, TARGET_ENV, Job, Meter, Timed, fact_census
+from _notebook import phase_pandas_load
+from psycopg import sql
+
+if TYPE_CHECKING:
+    import sqlalchemy as sa
+
+    from callmart.progress import StepResult
+
+__all__ = ["PHASES", "main"]
+
+RAW_TABLE = "bench_raw_calls"
+COPY_CHUNK_BYTES = 1 << 20
+DUCKDB_URL_PREFIX = "duckdb:///"
+DUCKDB_FLOOR = """
+CREATE TABLE bench_raw_calls AS
+SELECT strptime(Fecha, '%m/%d/%Y %H:%M') AS fecha,
+       CAST(IDCliente AS INTEGER) AS id_cliente,
+       Campania AS campania,
+       Telefono AS telefono,
+       Agente AS agente,
+       CAST(Tiempohablado AS TIME) AS tiempo_hablado,
+       CAST(Tiempototal AS TIME) AS tiempo_total
+FROM read_csv($path, encoding = 'latin-1', all_varchar = true, header = true)
+"""
+
+
+def csv_header(path: Path) -> list[str]:
+    """The column names of a latin-1 CSV file."""
+    with path.open(encoding="latin-1") as handle:
+        return handle.readline().strip().split(",")
+
+
+def create_raw_table(conn: psycopg.Connection[Any], columns: list[str]) -> None:
+    """An UNLOGGED, all-text, index-free table with the CSV's columns."""
+    text_columns = sql.SQL(", ").join(sql.SQL("{} text").format(sql.Identifier(c)) for c in columns)
+    conn.execute(sql.SQL("CREATE UNLOGGED TABLE {} ({})").format(sql.Identifier(RAW_TABLE), text_columns))
+
+
+def copy_from_server_file(conn: psycopg.Connection[Any], path: Path) -> int:
+    """COPY the file as the server reads it from its own disk; return rows."""
+    statement = sql.SQL("COPY {} FROM {} WITH (FORMAT csv, HEADER, ENCODING 'LATIN1')").format(
+        sql.Identifier(RAW_TABLE), sql.Literal(str(path))
+    )
+    with conn.cursor() as cursor:
+        cursor.execute(statement)
+        return cursor.rowcount
+
+
+def copy_from_stdin(conn: psycopg.Connection[Any], path: Path) -> int:
+    """COPY the file streamed by the client in 1 MB chunks, as psql's \\copy does; return rows."""
+    statement = sql.SQL("COPY {} FROM STDIN WITH (FORMAT csv, HEADER, ENCODING 'LATIN1')").format(
+        sql.Identifier(RAW_TABLE)
+    )
+    with conn.cursor() as cursor:
+        with cursor.copy(statement) as copy, path.open("rb") as handle:
+            while chunk := handle.read(COPY_CHUNK_BYTES):
+                copy.write(chunk)
+        return cursor.rowcount
+
+
+def phase_pg_copy(job: Job) -> Timed:
+    """The PostgreSQL floor: raw COPY of the calls file into an UNLOGGED text table."""
+    path = job.source / CALLS_FILE
+    with psycopg.connect(job.database) as conn:
+        create_raw_table(conn, csv_header(path))
+        conn.commit()
+        with Meter() as meter:
+            try:
+                method, rows = "server-side file", copy_from_server_file(conn, path)
+            except (psycopg.errors.InsufficientPrivilege, psycopg.errors.UndefinedFile) as error:
+                conn.rollback()
+                method = f"STDIN in 1 MB chunks (the server could not read the file: {error})"
+                rows = copy_from_stdin(conn, path)
+            conn.commit()
+    return meter.result(rows, {"copy": method.splitlines()[0]})
+
+
+def phase_duckdb_read_csv(job: Job) -> Timed:
+    """The DuckDB floor: one CREATE TABLE AS over read_csv, with typed columns."""
+    import duckdb
+
+    with duckdb.connect(job.database.removeprefix(DUCKDB_URL_PREFIX)) as conn:
+        with Meter() as meter:
+            conn.execute(DUCKDB_FLOOR, {"path": str(job.source / CALLS_FILE)})
+        counted = conn.execute("SELECT count(*) FROM bench_raw_calls").fetchone()
+        threads = conn.execute("SELECT current_setting('threads')").fetchone()
+    return meter.result(int(counted[0]) if counted else 0, {"threads": int(threads[0]) if threads else None})
+
+
+class StepClock:
+    """A callmart reporter noting when each step starts, reads its last source batch, and ends."""
+
+    def __init__(self) -> None:
+        self.current = ""
+        self.started: dict[str, float] = {}
+        self.last_read: dict[str, float] = {}
+        self.finished: dict[str, float] = {}
+
+    def step_started(self, name: str) -> None:
+        """Note the start."""
+        self.current = name
+        self.started[name] = time.perf_counter()
+
+    def rows_read(self, name: str, rows: int) -> None:
+        """Note the latest batch read (called from callmart's reader thread)."""
+        self.last_read[name] = time.perf_counter()
+
+    def step_finished(self, result: StepResult) -> None:
+        """Note the end."""
+        self.finished[self.current] = time.perf_counter()
+
+    def splits(self) -> dict[str, dict[str, float]]:
+        """Per step: seconds until its last source batch was read, and seconds after that."""
+        return {
+            name: {
+                "until_last_batch_read_s": round(self.last_read[name] - began, 3),
+                "after_last_batch_read_s": round(self.finished[name] - self.last_read[name], 3),
+            }
+            for name, began in self.started.items()
+            if name in self.last_read and name in self.finished
+        }
+
+
+class StatementClock:
+    """Seconds spent in each SQL statement an engine runs through SQLAlchemy (COPY on the raw driver is not seen)."""
+
+    def __init__(self, engine: sa.Engine) -> None:
+        import sqlalchemy as sa
+
+        self.seconds: dict[str, float] = defaultdict(float)
+        self.calls: Counter[str] = Counter()
+        sa.event.listen(engine, "before_cursor_execute", self._before)
+        sa.event.listen(engine, "after_cursor_execute", self._after)
+
+    def _before(self, conn: sa.Connection, *args: Any) -> None:
+        conn.info.setdefault("bench_began", []).append(time.perf_counter())
+
+    def _after(self, conn: sa.Connection, cursor: Any, statement: str, *args: Any) -> None:
+        key = " ".join(statement.split())[:110]
+        self.seconds[key] += time.perf_counter() - conn.info["bench_began"].pop()
+        self.calls[key] += 1
+
+    def top(self, count: int) -> list[dict[str, Any]]:
+        """The statements that took longest, in total."""
+        ranked = sorted(self.seconds.items(), key=lambda item: item[1], reverse=True)[:count]
+        return [{"seconds": round(s, 3), "calls": self.calls[k], "sql": k} for k, s in ranked]
+
+
+def step_rows(steps: list[StepResult]) -> list[dict[str, Any]]:
+    """callmart's step results as plain data."""
+    return [
+        {
+            "table": s.table,
+            "period": f"{s.period[0]:%Y-%m-%d}" if s.period else None,
+            "seconds": round(s.seconds, 3),
+            "read": s.read,
+            "staged": s.staged,
+            "rejected": s.rejected,
+            "inserted": s.inserted,
+            "updated": s.updated,
+            "deleted": s.deleted,
+            "inferred": s.inferred,
+            "metric_updated": s.metric_updated,
+            "status": s.status,
+            "error": s.error,
+        }
+        for s in steps
+    ]
+
+
+def phase_callmart_setup(job: Job) -> Timed:
+    """Untimed preparation: init the mart and load the dimensions once."""
+    from callmart import Callmart
+
+    began = time.perf_counter()
+    with Callmart(job.database, job.source) as mart:
+        mart.init()
+        summary = mart.run()
+    failed_step(summary.steps)
+    return Timed(time.perf_counter() - began, details={"steps": step_rows(summary.steps)})
+
+
+def failed_step(steps: list[StepResult]) -> None:
+    """Raise if a callmart step did not load."""
+    for step in steps:
+        if step.error or step.status != "exitoso":
+            raise RuntimeError(f"callmart step {step.table} {step.status}: {step.error}")
+
+
+def callmart_load(job: Job, force: bool) -> Timed:
+    """Time enqueue + run of the period: every dimension, then the period's fact load."""
+    from callmart import Callmart
+
+    clock = StepClock()
+    with Callmart(job.database, job.source, reporter=clock) as mart:
+        statements = StatementClock(mart.engine)
+        with Meter() as meter:
+            mart.enqueue(job.first.date(), job.last.date(), force=force)
+            summary = mart.run()
+        census = fact_census(mart.engine, job)
+    failed_step(summary.steps)
+    rows = sum(s.inserted for s in summary.steps if s.period is not None)
+    details = {"steps": step_rows(summary.steps), "splits": clock.splits(), "top_sql": statements.top(6)}
+    return meter.result(rows, {**details, "census": census})
+
+
+def phase_callmart_load(job: Job) -> Timed:
+    """First load of the period."""
+    return callmart_load(job, force=False)
+
+
+def phase_callmart_reload(job: Job) -> Timed:
+    """Reload of the same period (enqueue with force=True)."""
+    return callmart_load(job, force=True)
+
+
+def phase_pandas_setup(job: Job) -> Timed:
+    """Untimed preparation for the notebook: the mart's tables and dimensions as callmart creates them."""
+    timed = phase_callmart_setup(job)
+    with psycopg.connect(job.database, autocommit=True) as conn:
+        if is_partitioned(conn, FACT):
+            # callmart adds a partition per day as it loads; the notebook writes to the parent table.
+            partition = sql.Identifier(f"{FACT}_bench_default")
+            conn.execute(sql.SQL("CREATE TABLE {} PARTITION OF {} DEFAULT").format(partition, sql.Identifier(FACT)))
+            timed.details["partition"] = "a DEFAULT partition was added to the partitioned fact table"
+    return timed
+
+
+def is_partitioned(conn: psycopg.Connection[Any], table: str) -> bool:
+    """Whether a PostgreSQL table is partitioned."""
+    found = conn.execute("SELECT 1 FROM pg_partitioned_table WHERE partrelid = to_regclass(%s)", [table]).fetchone()
+    return found is not None
+
+
+PHASES: dict[str, Callable[[Job], Timed]] = {
+    "pg-copy": phase_pg_copy,
+    "duckdb-read-csv": phase_duckdb_read_csv,
+    "callmart-setup": phase_callmart_setup,
+    "callmart-load": phase_callmart_load,
+    "callmart-reload": phase_callmart_reload,
+    "pandas-setup": phase_pandas_setup,
+    "pandas-load": phase_pandas_load,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one phase and print its measurement as the last line of stdout."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("phase", choices=sorted(PHASES))
+    parser.add_argument("--source", type=Path, required=True, help="the extract folder")
+    parser.add_argument("--days", type=int, default=1, help="days in the period")
+    args = parser.parse_args(argv)
+    job = Job(args.phase, os.environ[TARGET_ENV], args.source, args.days)
+    try:
+        timed = PHASES[job.phase](job)
+    except Exception as error:  # any failure is reported to the parent as data
+        traceback.print_exc()
+        print(json.dumps({"error": f"{type(error).__name__}: {error}".splitlines()[0]}))
+        return 1
+    print(json.dumps(asdict(timed), default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

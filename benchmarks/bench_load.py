@@ -1,0 +1,455 @@
+"""Time callmart's load of a day of calls against each engine's bulk-load floor and the usual pandas notebook.
+
+    python benchmarks/bench_load.py --calls 1000000 [--backend postgresql|duckdb|both] [--days 1] [--skip-pandas]
+
+One extract is generated; every contender then loads that same file in a child process of its own
+(_contenders.py), so that its wall time and peak resident memory are its own. benchmarks/README.md says what each
+contender does. The last line of output is `ratio_to_copy=X`: callmart's PostgreSQL load over raw COPY.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from importlib import metadata
+from importlib.util import find_spec
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import sqlalchemy as sa
+from _measure import CALLS_FILE, START, TARGET_ENV, proc_meminfo_kb
+from _notebook import NOTES as PANDAS_NOTES
+from psycopg import sql
+
+PG_URL_ENV = "CALLMART_BENCH_PG_URL"
+DEFAULT_PG_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+POSTGRESQL, DUCKDB = "postgresql", "duckdb"
+SEED = 7
+FACT = "fact_llamadas"
+HERE = Path(__file__).resolve().parent
+CHILD = HERE / "_contenders.py"
+RESULTS_DIR = HERE / "results"
+TABLE_COLUMNS = (  # heading, result key, width, number format ('' for text)
+    ("contender", "contender", 18, ""),
+    ("backend", "backend", 11, ""),
+    ("seconds", "seconds", 9, ".2f"),
+    ("rows/s", "rows_per_s", 11, ",d"),
+    ("peak RSS MB", "peak_rss_mb", 12, ".0f"),
+    ("at start MB", "base_rss_mb", 12, ".0f"),
+    ("ratio", "ratio_to_floor", 7, ".2f"),
+)
+NOTES = {
+    "callmart timing": "enqueue + run(): run() reloads every dimension before the period, as a scheduled run does",
+    "duckdb memory": "DuckDB runs inside the client process: its RSS includes the engine's memory",
+    "postgresql memory": "PostgreSQL contenders' RSS is the client's only; the server works in its own processes",
+    "peak RSS": "VmHWM reset at the start of the timed part (/proc/self/clear_refs), read at its end",
+}
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One scratch database and the phases run on it; a phase with a label is a timed contender."""
+
+    backend: str
+    name: str
+    phases: tuple[tuple[str, str | None], ...]
+
+
+FLOORS = {POSTGRESQL: "raw COPY", DUCKDB: "DuckDB read_csv"}
+SCENARIOS = (
+    Scenario(POSTGRESQL, "copy", (("pg-copy", "raw COPY"),)),
+    Scenario(
+        POSTGRESQL,
+        "callmart",
+        (("callmart-setup", None), ("callmart-load", "callmart"), ("callmart-reload", "callmart reload")),
+    ),
+    Scenario(POSTGRESQL, "pandas", (("pandas-setup", None), ("pandas-load", "pandas notebook"))),
+    Scenario(DUCKDB, "read_csv", (("duckdb-read-csv", "DuckDB read_csv"),)),
+    Scenario(
+        DUCKDB,
+        "callmart",
+        (("callmart-setup", None), ("callmart-load", "callmart"), ("callmart-reload", "callmart reload")),
+    ),
+)
+
+
+@dataclass
+class Outcome:
+    """Every measurement of one contender on one backend, over the rounds."""
+
+    label: str
+    backend: str
+    runs: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> list[dict[str, Any]]:
+        """The runs that succeeded."""
+        return [r for r in self.runs if "error" not in r]
+
+    @property
+    def seconds(self) -> float | None:
+        """Median wall seconds of the successful runs."""
+        return statistics.median(r["seconds"] for r in self.ok) if self.ok else None
+
+    def summary(self, floor: Outcome | None) -> dict[str, Any]:
+        """The contender's row of the results table."""
+        seconds, rows = self.seconds, max((r["rows"] for r in self.ok), default=0)
+        floor_seconds = floor.seconds if floor else None
+        return {
+            "contender": self.label,
+            "backend": self.backend,
+            "seconds": round(seconds, 3) if seconds is not None else None,
+            "rows": rows,
+            "rows_per_s": round(rows / seconds) if seconds else None,
+            "peak_rss_mb": round(max(r["peak_rss_mb"] for r in self.ok), 1) if self.ok else None,
+            "base_rss_mb": round(max(r["base_rss_mb"] or 0 for r in self.ok), 1) if self.ok else None,
+            "ratio_to_floor": round(seconds / floor_seconds, 2) if seconds and floor_seconds else None,
+            "errors": [r["error"] for r in self.runs if "error" in r],
+        }
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The command line."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--calls", type=positive, required=True, help="calls in the generated extract")
+    parser.add_argument("--backend", choices=(POSTGRESQL, DUCKDB, "both"), default="both")
+    parser.add_argument("--days", type=positive, default=1, help="days the calls span, one period each (default 1)")
+    parser.add_argument("--out", type=Path, help="JSON results file (default benchmarks/results/bench_<calls>.json)")
+    parser.add_argument("--skip-pandas", action="store_true", help="skip the pandas notebook (slow at 1M calls)")
+    parser.add_argument("--repeat", type=positive, default=1, help="rounds of every contender; medians reported")
+    parser.add_argument("--workdir", type=Path, help="where the extract and DuckDB files go (default: temp dir)")
+    return parser.parse_args(argv)
+
+
+def positive(text: str) -> int:
+    """An integer >= 1, for argparse."""
+    value = int(text.replace("_", ""))
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def admin_url() -> str:
+    """The PostgreSQL URL through which scratch databases are created and dropped."""
+    return os.environ.get(PG_URL_ENV, DEFAULT_PG_URL)
+
+
+def masked(url: str) -> str:
+    """A URL with its password hidden."""
+    return sa.make_url(url).render_as_string(hide_password=True)
+
+
+@contextmanager
+def scratch_database(scenario: Scenario, workdir: Path) -> Iterator[str]:
+    """A new empty database for the scenario, dropped (or deleted) afterwards."""
+    name = f"callmart_bench_{os.getpid()}_{scenario.name.replace('-', '_')}"
+    if scenario.backend == DUCKDB:
+        path = workdir / f"{name}.duckdb"
+        try:
+            yield f"duckdb:///{path}"
+        finally:
+            for leftover in (path, path.with_name(path.name + ".wal")):
+                leftover.unlink(missing_ok=True)
+        return
+    with psycopg.connect(admin_url(), autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield sa.make_url(admin_url()).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with psycopg.connect(admin_url(), autocommit=True) as admin:
+            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def run_child(phase: str, database: str, source: Path, days: int) -> dict[str, Any]:
+    """Run one phase in a fresh Python process; return its measurement or its error."""
+    command = [sys.executable, str(CHILD), phase, "--source", str(source), "--days", str(days)]
+    env = {**os.environ, TARGET_ENV: database}
+    done = subprocess.run(command, stdout=subprocess.PIPE, text=True, env=env, check=False)
+    lines = done.stdout.strip().splitlines()
+    try:
+        result: dict[str, Any] = json.loads(lines[-1])
+    except (IndexError, json.JSONDecodeError):
+        result = {"error": f"{phase} exited {done.returncode} without a result"}
+    return result
+
+
+def run_round(scenarios: list[Scenario], work: Path, days: int, outcomes: dict[str, Outcome]) -> None:
+    """Every scenario once, one after the other, each on its own scratch database."""
+    for scenario in scenarios:
+        with scratch_database(scenario, work) as database:
+            for phase, label in scenario.phases:
+                say(f"  {scenario.backend} {phase} …")
+                result = run_child(phase, database, work / "extract", days)
+                say(f"    {describe(result)}")
+                if label is not None:
+                    key = f"{scenario.backend}/{label}"
+                    outcomes.setdefault(key, Outcome(label, scenario.backend)).runs.append(result)
+                if "error" in result:
+                    break
+
+
+def describe(result: dict[str, Any]) -> str:
+    """One line about a child's result, for progress output."""
+    if "error" in result:
+        return f"failed: {result['error']}"
+    peak = result.get("peak_rss_mb")
+    memory = f", peak RSS {peak:.0f} MB" if peak is not None else ""
+    return f"{result['seconds']:.2f} s, {result['rows']:,} rows{memory}"
+
+
+def say(text: str) -> None:
+    """Progress, to stderr so that stdout holds the report."""
+    print(text, file=sys.stderr, flush=True)
+
+
+def make_extract(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
+    """Generate the one extract every contender loads."""
+    from callmart.generate import generate
+
+    customers = max(1000, args.calls // 5)
+    began = time.perf_counter()
+    written = generate(folder, calls=args.calls, days=args.days, customers=customers, start=START, seed=SEED)
+    return {
+        "calls": args.calls,
+        "days": args.days,
+        "customers": customers,
+        "rows": written,
+        "calls_file_mb": round((folder / CALLS_FILE).stat().st_size / 2**20, 1),
+        "generate_seconds": round(time.perf_counter() - began, 2),
+    }
+
+
+def machine(backends: list[str]) -> dict[str, Any]:
+    """What the numbers were measured on."""
+    info: dict[str, Any] = {
+        "nproc": os.cpu_count(),
+        "ram_gb": round(proc_meminfo_kb("MemTotal") / 2**20, 1),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+    for package in ("callmart", "duckdb", "pyarrow", "sqlalchemy", "psycopg", "pandas"):
+        info[package] = package_version(package)
+    if POSTGRESQL in backends:
+        with psycopg.connect(admin_url()) as conn:
+            found = conn.execute("SHOW server_version").fetchone()
+        info["postgresql"] = found[0] if found else None
+    return info
+
+
+def package_version(name: str) -> str | None:
+    """An installed package's version, or None."""
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def summarize(outcomes: dict[str, Outcome]) -> list[dict[str, Any]]:
+    """One row per contender, ratios against its backend's floor."""
+    rows = []
+    for outcome in outcomes.values():
+        floor = outcomes.get(f"{outcome.backend}/{FLOORS[outcome.backend]}")
+        rows.append(outcome.summary(floor))
+    return rows
+
+
+def reload_ratios(outcomes: dict[str, Outcome]) -> dict[str, float]:
+    """Per backend: callmart's reload time over its first load time."""
+    ratios = {}
+    for backend in (POSTGRESQL, DUCKDB):
+        first = outcomes.get(f"{backend}/callmart")
+        again = outcomes.get(f"{backend}/callmart reload")
+        if first and again and first.seconds and again.seconds:
+            ratios[backend] = round(again.seconds / first.seconds, 2)
+    return ratios
+
+
+def cell(value: Any, spec: str) -> str:
+    """A table cell; '-' for a missing value."""
+    return "-" if value is None else format(value, spec)
+
+
+def table_line(cells: list[str]) -> str:
+    """One line of the results table: text columns left-aligned, numbers right-aligned."""
+    return " ".join(
+        f"{text:<{width}}" if not spec else f"{text:>{width}}"
+        for text, (_, _, width, spec) in zip(cells, TABLE_COLUMNS, strict=True)
+    )
+
+
+def print_table(rows: list[dict[str, Any]]) -> None:
+    """The results table."""
+    head = table_line([heading for heading, _, _, _ in TABLE_COLUMNS])
+    print(head)
+    print("-" * len(head))
+    for row in rows:
+        print(table_line([cell(row[key], spec) for _, key, _, spec in TABLE_COLUMNS]))
+        for error in row["errors"]:
+            print(f"    failed: {error}")
+    print("ratio: seconds over the backend's floor (PostgreSQL: raw COPY; DuckDB: DuckDB read_csv)")
+    print("peak RSS: the client process during the timed part; at start: its RSS when the timed part began")
+
+
+def print_breakdown(outcomes: dict[str, Outcome]) -> None:
+    """Where the time went and what was loaded, for the first successful run of each contender."""
+    print("where the time went (first run of each):")
+    for key, outcome in outcomes.items():
+        if outcome.ok:
+            details = outcome.ok[0]["details"]
+            print(f"  {key}: {breakdown(details)}")
+            for statement in details.get("top_sql", [])[:2]:
+                print(f"      sql {statement['seconds']:.2f} s x{statement['calls']}: {statement['sql'][:90]}")
+
+
+def breakdown(details: dict[str, Any]) -> str:
+    """One line of a contender's details."""
+    parts = []
+    if "copy" in details:
+        parts.append(f"COPY from {details['copy']}")
+    steps = details.get("steps", [])
+    if steps:
+        dims = sum(s["seconds"] for s in steps if s["period"] is None)
+        parts.append(f"dimensions {dims:.2f} s")
+    for name, split in details.get("splits", {}).items():
+        if name.startswith(FACT):
+            seconds = split["until_last_batch_read_s"] + split["after_last_batch_read_s"]
+            parts.append(
+                f"{name} {seconds:.2f} s (until its last batch was read {split['until_last_batch_read_s']:.2f} s, "
+                f"then keys + replace + metric {split['after_last_batch_read_s']:.2f} s)"
+            )
+    parts.extend(f"{name} {seconds:.2f} s" for name, seconds in details.get("laps", {}).items())
+    census = details.get("census")
+    if census:
+        parts.append(
+            f"loaded {census['rows']:,} calls, {census['with_login_after']:,} with a login after, "
+            f"{census['default_customer']:,} with the default customer"
+        )
+    return "; ".join(parts)
+
+
+def print_report(report: dict[str, Any]) -> None:
+    """The human-readable report on stdout."""
+    m = report["machine"]
+    print(
+        f"machine: nproc={m['nproc']} ram={m['ram_gb']} GB postgresql={m.get('postgresql', '-')} "
+        f"duckdb={m['duckdb']} python={m['python']} pandas={m['pandas'] or '-'} load={m['load_average']}"
+    )
+    extract = report["extract"]
+    print(
+        f"extract: {extract['calls']:,} calls over {extract['days']} day(s), {extract['customers']:,} customers, "
+        f"calls file {extract['calls_file_mb']} MB; {report['repeat']} round(s), medians"
+    )
+    print()
+    print_table(report["results"])
+    for backend, ratio in report["reload_ratios"].items():
+        print(f"reload (enqueue force=True + run) over first load, {backend}: {ratio:.2f}")
+    print()
+    print_breakdown(report["outcomes"])
+    for name, note in report["notes"].items():
+        print(f"note ({name}): {note}")
+
+
+def ratio_line(results: list[dict[str, Any]]) -> str:
+    """The last line: callmart's full PostgreSQL load over raw COPY."""
+    for row in results:
+        if row["backend"] == POSTGRESQL and row["contender"] == "callmart":
+            ratio = row["ratio_to_floor"]
+            return f"ratio_to_copy={ratio:.2f}" if ratio is not None else "ratio_to_copy=nan"
+    return "ratio_to_copy=nan"
+
+
+def selected(args: argparse.Namespace) -> list[Scenario]:
+    """The scenarios the options ask for."""
+    backends = (POSTGRESQL, DUCKDB) if args.backend == "both" else (args.backend,)
+    return [s for s in SCENARIOS if s.backend in backends and not (args.skip_pandas and s.name == "pandas")]
+
+
+def check_ready(scenarios: list[Scenario]) -> str | None:
+    """Why the benchmark cannot run, if it cannot."""
+    if any(s.name == "pandas" for s in scenarios) and find_spec("pandas") is None:
+        return "the pandas contender needs pandas: pip install pandas (or pass --skip-pandas)"
+    if any(s.backend == POSTGRESQL for s in scenarios):
+        try:
+            psycopg.connect(admin_url(), connect_timeout=5).close()
+        except psycopg.OperationalError as error:
+            return f"cannot reach PostgreSQL at {masked(admin_url())} (set {PG_URL_ENV}): {error}".splitlines()[0]
+    return None
+
+
+def write_json(report: dict[str, Any], out: Path) -> None:
+    """Save the report, outcomes included, as JSON."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    saved = {**report, "outcomes": {k: asdict(v) for k, v in report["outcomes"].items()}}
+    out.write_text(json.dumps(saved, indent=2, default=str) + "\n")
+
+
+def benchmark(args: argparse.Namespace, scenarios: list[Scenario], work: Path) -> dict[str, Any]:
+    """Generate the extract, run every round, and gather the report."""
+    backends = sorted({s.backend for s in scenarios})
+    info = machine(backends)
+    source = work / "extract"
+    say(f"generating {args.calls:,} calls over {args.days} day(s) in {source} …")
+    extract = make_extract(args, source)
+    outcomes: dict[str, Outcome] = {}
+    for number in range(1, args.repeat + 1):
+        say(f"round {number} of {args.repeat}")
+        run_round(scenarios, work, args.days, outcomes)
+    results = summarize(outcomes)
+    return {
+        "when": datetime.now().isoformat(timespec="seconds"),
+        "command": sys.argv,
+        "repeat": args.repeat,
+        "machine": info,
+        "extract": extract,
+        "results": results,
+        "reload_ratios": reload_ratios(outcomes),
+        "notes": NOTES if args.skip_pandas else {**NOTES, **PANDAS_NOTES},
+        "outcomes": outcomes,
+    }
+
+
+@contextmanager
+def workdir(parent: Path | None) -> Iterator[Path]:
+    """A scratch folder that the PostgreSQL server can read, removed afterwards."""
+    path = Path(tempfile.mkdtemp(prefix="callmart_bench_", dir=parent))
+    try:
+        path.chmod(0o755)  # a local server reads the calls file itself, as another user
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark and report it."""
+    args = parse_args(argv)
+    scenarios = selected(args)
+    problem = check_ready(scenarios)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
+    with workdir(args.workdir) as work:
+        report = benchmark(args, scenarios, work)
+    write_json(report, args.out or RESULTS_DIR / f"bench_{args.calls}.json")
+    print_report(report)
+    failed = any(row["errors"] for row in report["results"])
+    if any(s.backend == POSTGRESQL for s in scenarios):
+        print(ratio_line(report["results"]))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
