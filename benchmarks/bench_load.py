@@ -243,11 +243,25 @@ def machine(backends: list[str]) -> dict[str, Any]:
     }
     for package in ("callmart", "duckdb", "pyarrow", "sqlalchemy", "psycopg", "pandas"):
         info[package] = package_version(package)
+    info["callmart_commit"] = source_commit()
     if POSTGRESQL in backends:
         with psycopg.connect(admin_url()) as conn:
             found = conn.execute("SHOW server_version").fetchone()
         info["postgresql"] = found[0] if found else None
     return info
+
+
+def source_commit() -> str | None:
+    """The commit of the measured callmart source, marked '+dirty' when its src/ has uncommitted changes."""
+
+    def git(*args: str) -> str | None:
+        done = subprocess.run(["git", "-C", str(HERE), *args], capture_output=True, text=True, check=False)
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    commit = git("rev-parse", "--short", "HEAD")
+    if commit is None:
+        return None
+    return commit + ("+dirty" if git("status", "--porcelain", "--", "../src") else "")
 
 
 def package_version(name: str) -> str | None:
@@ -346,7 +360,8 @@ def print_report(report: dict[str, Any]) -> None:
     m = report["machine"]
     print(
         f"machine: nproc={m['nproc']} ram={m['ram_gb']} GB postgresql={m.get('postgresql', '-')} "
-        f"duckdb={m['duckdb']} python={m['python']} pandas={m['pandas'] or '-'} load={m['load_average']}"
+        f"duckdb={m['duckdb']} python={m['python']} pandas={m['pandas'] or '-'} load={m['load_average']} "
+        f"callmart={m['callmart']} ({m['callmart_commit'] or 'unknown commit'})"
     )
     extract = report["extract"]
     print(

@@ -3,21 +3,22 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import partial
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.compute as pc
 import sqlalchemy as sa
 
 from .declare import Dimension, Scd
 from .extract import SOURCE_FILE, SOURCE_ROW
-from .keys import lookups_for, resolve_unknown, with_keys
+from .keys import KeyLookup, lookups_for, resolve_unknown, with_keys
 from .progress import StepResult
 from .schema import Schema
 from .stage import stage
 
-__all__ = ["NEW", "CHANGED", "SAME", "load_dimension"]
+__all__ = ["CHANGED", "NEW", "load_dimension"]
 
-NEW, CHANGED, SAME = "new", "changed", "same"
+NEW, CHANGED = "new", "changed"
 
 
 def load_dimension(
@@ -28,14 +29,20 @@ def load_dimension(
     on_rows: Callable[[int], None] | None = None,
 ) -> StepResult:
     """Load a whole dimension extract into its dimension; the caller owns the transaction."""
-    lookups = lookups_for(conn, schema, dim)
-    staged = stage(
-        conn, schema[dim.staging], dim, source_dir, enrich=partial(with_keys, lookups=lookups), on_rows=on_rows
-    )
+    # Known members get their key as rows stream by; rows left without one are new.
+    own = KeyLookup.load(conn, schema, dim.name, dim.business_key, dim.business_key, dim.key)
+    lookups = [*lookups_for(conn, schema, dim), own]
+
+    def enrich(batch: pa.RecordBatch) -> pa.RecordBatch:
+        batch = with_keys(batch, lookups)
+        change = pc.if_else(pc.is_null(batch.column(dim.key)), pa.scalar(NEW), pa.scalar(None, pa.string()))
+        return batch.append_column(pa.field("change", pa.string()), change)
+
+    staged = stage(conn, schema[dim.staging], dim, source_dir, enrich=enrich, on_rows=on_rows)
     inferred = resolve_unknown(conn, schema, dim)
     duplicates = _drop_superseded(conn, schema, dim)
-    _match_members(conn, schema, dim)
-    completed = _classify(conn, schema, dim)
+    _match_inferred(conn, schema, dim)
+    completed = _mark_changed(conn, schema, dim)
     updated = _apply_changes(conn, schema, dim)
     inserted = _insert_new(conn, schema, dim)
     return StepResult(
@@ -55,6 +62,9 @@ def load_dimension(
 def _drop_superseded(conn: sa.Connection, schema: Schema, dim: Dimension) -> int:
     """Of rows sharing a business key, the last in file and row order wins."""
     stg = schema[dim.staging]
+    repeated = sa.select(stg.c[dim.business_key]).group_by(stg.c[dim.business_key]).having(sa.func.count() > 1)
+    if conn.execute(repeated.limit(1)).first() is None:
+        return 0
     later = stg.alias("later")
     newer = sa.exists().where(
         later.c[dim.business_key] == stg.c[dim.business_key],
@@ -71,16 +81,14 @@ def _lookup_columns(schema: Schema, dim: Dimension) -> list[str]:
     return sorted({r.by for r in schema.mart.references_to(dim.name)} - {dim.business_key})
 
 
-def _match_members(conn: sa.Connection, schema: Schema, dim: Dimension) -> None:
-    """Give each staged row the key of its member: same business key, else an inferred member found by a
-    lookup column (an agent inferred from a call knows its login name, not its id)."""
+def _match_inferred(conn: sa.Connection, schema: Schema, dim: Dimension) -> None:
+    """Give a new row the key of an inferred member found by a lookup column: an agent inferred from a call
+    knows its login name, not its id. Only rows without a key are looked at."""
     stg, table = schema[dim.staging], schema[dim.name]
-    key = table.c[dim.key]
-    conn.execute(sa.update(stg).values({dim.key: key}).where(table.c[dim.business_key] == stg.c[dim.business_key]))
     for lookup in _lookup_columns(schema, dim):
         conn.execute(
             sa.update(stg)
-            .values({dim.key: key})
+            .values({dim.key: table.c[dim.key], "change": CHANGED})
             .where(
                 stg.c[dim.key].is_(None),
                 table.c.is_inferred,
@@ -95,13 +103,14 @@ def _tracked(dim: Dimension) -> list[str]:
     return [c.name for c in dim.columns] + [r.column for r in dim.references]
 
 
-def _classify(conn: sa.Connection, schema: Schema, dim: Dimension) -> int:
-    """Mark staged rows new, changed or same; return how many complete an inferred member."""
+def _mark_changed(conn: sa.Connection, schema: Schema, dim: Dimension) -> int:
+    """Mark staged rows of known members whose values differ; return how many complete an inferred member.
+    Unchanged rows keep no mark, so a reload of an unchanged extract writes nothing."""
     stg, table = schema[dim.staging], schema[dim.name]
-    conn.execute(sa.update(stg).values(change=NEW).where(stg.c[dim.key].is_(None)))
     differs = sa.or_(table.c.is_inferred, *(table.c[n].is_distinct_from(stg.c[n]) for n in _tracked(dim)))
-    conn.execute(sa.update(stg).values(change=CHANGED).where(table.c[dim.key] == stg.c[dim.key], differs))
-    conn.execute(sa.update(stg).values(change=SAME).where(stg.c.change.is_(None)))
+    conn.execute(
+        sa.update(stg).values(change=CHANGED).where(table.c[dim.key] == stg.c[dim.key], stg.c.change.is_(None), differs)
+    )
     completing = (
         sa.select(sa.func.count())
         .select_from(stg.join(table, table.c[dim.key] == stg.c[dim.key]))

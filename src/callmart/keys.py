@@ -11,7 +11,7 @@ import pyarrow.compute as pc
 import sqlalchemy as sa
 
 from .clean import arrow_type
-from .declare import DEFAULT_MEMBER_ID, Dimension, Fact, Reference
+from .declare import DEFAULT_MEMBER_ID, Dimension, Fact
 from .dialect import fetch_arrow
 from .schema import Schema
 
@@ -20,45 +20,50 @@ __all__ = ["KeyLookup", "lookups_for", "resolve_unknown", "with_keys"]
 
 @dataclass(frozen=True)
 class KeyLookup:
-    """The surrogate keys of one dimension by the business value a reference uses, as of the step's start."""
+    """A dimension's surrogate keys by one of its business columns, as of the step's start; it fills the staged
+    column `key_column` from the staged column `value_column`."""
 
-    reference: Reference
+    value_column: str
+    key_column: str
     values: pa.Array
     keys: pa.Array
+    null_key: int | None = DEFAULT_MEMBER_ID
 
     @classmethod
-    def load(cls, conn: sa.Connection, schema: Schema, reference: Reference) -> KeyLookup:
-        """Read every (business value, key) pair of the referenced dimension."""
-        target = schema.mart.dimension(reference.dimension)
-        dim = schema[target.name]
-        by = dim.c[reference.by]
+    def load(
+        cls, conn: sa.Connection, schema: Schema, dimension: str, by: str, value_column: str, key_column: str
+    ) -> KeyLookup:
+        """Read every (business value, key) pair of the dimension."""
+        declared = schema.mart.dimension(dimension)
+        dim = schema[dimension]
+        value_type = arrow_type(next(c.type for c in declared.columns if c.name == by))
         pairs = fetch_arrow(
             conn,
-            sa.select(by, dim.c[target.key]).where(by.is_not(None)),
-            pa.schema([("value", arrow_type(reference.value.type)), ("key", pa.int32())]),
+            sa.select(dim.c[by], dim.c[declared.key]).where(dim.c[by].is_not(None)),
+            pa.schema([("value", value_type), ("key", pa.int32())]),
         )
-        return cls(reference, pairs["value"].combine_chunks(), pairs["key"].combine_chunks())
+        return cls(value_column, key_column, pairs["value"].combine_chunks(), pairs["key"].combine_chunks())
 
     def map(self, values: pa.Array) -> pa.Array:
-        """Keys for values: the default member for null, null where the dimension does not know the value yet."""
+        """Keys for values: `null_key` for null, null where the dimension does not know the value yet."""
         # Hash the batch's few distinct values and scan the dimension's values against them, rather than hash a
         # million-member dimension again for every batch.
         present = pc.is_in(self.values, value_set=pc.unique(values))
         candidates, candidate_keys = pc.filter(self.values, present), pc.filter(self.keys, present)
         keys = pc.take(candidate_keys, pc.index_in(values, value_set=candidates))
-        return pc.if_else(pc.is_null(values), pa.scalar(DEFAULT_MEMBER_ID, pa.int32()), keys)
+        return pc.if_else(pc.is_null(values), pa.scalar(self.null_key, pa.int32()), keys)
 
 
 def lookups_for(conn: sa.Connection, schema: Schema, table: Dimension | Fact) -> list[KeyLookup]:
     """One lookup per reference of the table."""
-    return [KeyLookup.load(conn, schema, ref) for ref in table.references]
+    return [KeyLookup.load(conn, schema, ref.dimension, ref.by, ref.value.name, ref.column) for ref in table.references]
 
 
 def with_keys(batch: pa.RecordBatch, lookups: list[KeyLookup]) -> pa.RecordBatch:
-    """The batch with one key column per reference appended."""
+    """The batch with each lookup's key column appended."""
     for lookup in lookups:
-        ref = lookup.reference
-        batch = batch.append_column(pa.field(ref.column, pa.int32()), lookup.map(batch.column(ref.value.name)))
+        keys = lookup.map(batch.column(lookup.value_column))
+        batch = batch.append_column(pa.field(lookup.key_column, pa.int32()), keys)
     return batch
 
 
