@@ -7,13 +7,12 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from functools import partial
 from pathlib import Path
 
 import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError
 
-from . import control
+from . import control, runlog
 from ._errors import CallmartError, DatabaseError, MartNotReady
 from .config import create_engine, default_source_dir, mask, parse_url, scrub
 from .declare import Dimension, Mart
@@ -32,6 +31,7 @@ class RunSummary:
     """Every step of one run, in order."""
 
     started: datetime
+    id_run: int = 0
     steps: list[StepResult] = field(default_factory=list)
 
     @property
@@ -137,39 +137,56 @@ class Callmart:
         with self._transaction() as conn:
             self._check_ready(conn)
             periods = control.pending(conn, self.schema)
-        for dim in self.schema.mart.dimensions:
-            summary.steps.append(self._timed(dim.name, partial(self._load_dimension, dim=dim)))
-        for period in periods:
-            summary.steps.append(self._run_period(period, summary.started))
+            summary.id_run = runlog.start_run(conn, self.schema, summary.started, self.source_dir)
+        try:
+            for dim in self.schema.mart.dimensions:
+                summary.steps.append(self._run_dimension(dim, summary))
+            for period in periods:
+                summary.steps.append(self._run_period(period, summary))
+            for fact in self.schema.mart.facts:
+                extra = runlog.undated(
+                    fact.name, [s for s in summary.steps if s.period is not None and s.table == fact.name]
+                )
+                if extra is not None:
+                    with self._transaction() as conn:
+                        runlog.record_step(conn, self.schema, summary.id_run, len(summary.steps) + 1, extra)
+                    summary.steps.append(extra)
+        except BaseException as error:
+            with self._transaction() as conn:
+                runlog.finish_run(conn, self.schema, summary.id_run, ok=False, error=self._describe(error))
+            raise
+        with self._transaction() as conn:
+            runlog.finish_run(conn, self.schema, summary.id_run, ok=summary.ok, error=None)
         return summary
 
-    def _load_dimension(self, conn: sa.Connection, dim: Dimension) -> StepResult:
-        """Merge one dimension, then refresh the metrics whose events it holds."""
-        result = load_dimension(conn, self.schema, dim, self.source_dir, self._progress(dim.name))
-        for fact in self.schema.mart.facts:
-            for metric in fact.metrics:
-                if metric.events == dim.name:
-                    result.metric_updated += refresh_after_events(conn, self.schema, fact, metric)
-        return result
-
-    def _timed(self, name: str, step: Callable[[sa.Connection], StepResult]) -> StepResult:
-        """Run one dimension step in its own transaction; a failure stops the run."""
-        self.reporter.step_started(name)
+    def _run_dimension(self, dim: Dimension, summary: RunSummary) -> StepResult:
+        """Merge one dimension and refresh the metrics whose events it holds, in one transaction; a failure
+        stops the run, since facts must not be loaded against a dimension that is not."""
+        self.reporter.step_started(dim.name)
         began = time.perf_counter()
         with self._transaction() as conn:
-            result = step(conn)
-        result.seconds = time.perf_counter() - began
+            result = load_dimension(conn, self.schema, dim, self.source_dir, self._progress(dim.name))
+            runlog.check_balance(result)
+            for fact in self.schema.mart.facts:
+                for metric in fact.metrics:
+                    if metric.events == dim.name:
+                        result.metric_updated += refresh_after_events(conn, self.schema, fact, metric)
+            result.seconds = time.perf_counter() - began
+            runlog.record_step(conn, self.schema, summary.id_run, len(summary.steps) + 1, result)
         self.reporter.step_finished(result)
         return result
 
-    def _run_period(self, period: control.Period, run_date: datetime) -> StepResult:
-        """Load one period; its replace, metric and status commit together, or it is marked failed."""
+    def _run_period(self, period: control.Period, summary: RunSummary) -> StepResult:
+        """Load one period; its replace, metric, run log and status commit together, or it is marked failed."""
         name = f"{period.fact_table} {period.start:%Y-%m-%d}"
         self.reporter.step_started(name)
         began = time.perf_counter()
         fact = self.schema.mart.fact(period.fact_table)
+        step = len(summary.steps) + 1
         with self._transaction() as conn:
-            control.mark(conn, self.schema, period, control.RUNNING, process_run_date=run_date, error_message=None)
+            control.mark(
+                conn, self.schema, period, control.RUNNING, process_run_date=summary.started, error_message=None
+            )
             # Creating partitions locks the whole fact table: done here, briefly, not in the long load.
             prepare_period(conn, self.schema, fact, period.start, period.end)
         try:
@@ -177,19 +194,23 @@ class Callmart:
                 result = load_period(
                     conn, self.schema, fact, self.source_dir, period.start, period.end, self._progress(name)
                 )
+                runlog.check_balance(result)
+                result.seconds = time.perf_counter() - began
+                runlog.record_step(conn, self.schema, summary.id_run, step, result)
                 control.mark(
                     conn, self.schema, period, control.DONE, rows_loaded=result.inserted, finished_at=datetime.now()
                 )
         except Exception as error:  # noqa: BLE001 - any failure fails the period, and the run goes on
             message = self._describe(error)
+            result = StepResult(
+                table=fact.name, period=(period.start, period.end), status=control.FAILED, error=message
+            )
+            result.seconds = time.perf_counter() - began
             with self._transaction() as conn:
                 control.mark(
                     conn, self.schema, period, control.FAILED, error_message=message, finished_at=datetime.now()
                 )
-            result = StepResult(
-                table=fact.name, period=(period.start, period.end), status=control.FAILED, error=message
-            )
-        result.seconds = time.perf_counter() - began
+                runlog.record_step(conn, self.schema, summary.id_run, step, result)
         self.reporter.step_finished(result)
         return result
 

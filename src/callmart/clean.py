@@ -8,8 +8,9 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from . import rejects
 from .declare import Case, Column, Parse, Type
-from .extract import SOURCE_FILE, SOURCE_ROW
+from .rejects import SOURCE_FILE, SOURCE_ROW
 
 __all__ = ["Cleaned", "arrow_type", "clean_batch"]
 
@@ -23,16 +24,6 @@ _ARROW: dict[Type, pa.DataType] = {
 }
 _INTEGER = r"^[+-]?\d{1,18}$"
 _LIMITS = {Type.INTEGER: 2**31 - 1, Type.BIGINT: 2**63 - 1, Type.TIME: 86_399}
-
-REJECT_SCHEMA = pa.schema(
-    [
-        (SOURCE_FILE, pa.string()),
-        (SOURCE_ROW, pa.int64()),
-        ("column_name", pa.string()),
-        ("raw_value", pa.string()),
-        ("reason", pa.string()),
-    ]
-)
 
 
 def arrow_type(type_: Type) -> pa.DataType:
@@ -52,8 +43,8 @@ class Cleaned:
 @dataclass(frozen=True)
 class _Field:
     values: pa.Array
-    bad: pa.Array  # true where the row cannot be loaded because of this field
-    reason: str
+    missing: pa.Array  # true where a required value is missing
+    unparsable: pa.Array  # true where a given value cannot be read as its type
 
 
 def clean_batch(batch: pa.RecordBatch, columns: Sequence[Column]) -> Cleaned:
@@ -62,37 +53,45 @@ def clean_batch(batch: pa.RecordBatch, columns: Sequence[Column]) -> Cleaned:
     fields = {c.name: _clean_column(batch.column(c.source or c.name), c, parsed) for c in columns}
     bad = pa.array([False] * batch.num_rows, pa.bool_())
     reject_parts = []
+    seen: set[tuple[str | None, str]] = set()
     for column in columns:
         field = fields[column.name]
-        if pc.any(field.bad).as_py():
-            bad = pc.or_(bad, field.bad)
-            reject_parts.append(_rejects(batch, column, field))
+        for mask, reason in [(field.missing, f"missing {column.source}"), (field.unparsable, _unparsable(column))]:
+            # A source field feeding two columns (a duration as time and as seconds) is reported once.
+            if (column.source, reason) not in seen and pc.any(mask).as_py():
+                seen.add((column.source, reason))
+                bad = pc.or_(bad, mask)
+                reject_parts.append(_rejects(batch, column, mask, reason))
     arrays = [fields[c.name].values for c in columns] + [batch.column(SOURCE_FILE), batch.column(SOURCE_ROW)]
     names = [c.name for c in columns] + [SOURCE_FILE, SOURCE_ROW]
-    rejects = pa.concat_tables(reject_parts) if reject_parts else REJECT_SCHEMA.empty_table()
-    return Cleaned(pa.RecordBatch.from_arrays(arrays, names=names), bad, rejects)
+    return Cleaned(pa.RecordBatch.from_arrays(arrays, names=names), bad, rejects.concat(reject_parts))
 
 
-def _rejects(batch: pa.RecordBatch, column: Column, field: _Field) -> pa.Table:
-    raw = batch.column(column.source or column.name)
-    picked = pa.table(
-        {
-            SOURCE_FILE: pc.filter(batch.column(SOURCE_FILE), field.bad),
-            SOURCE_ROW: pc.filter(batch.column(SOURCE_ROW), field.bad),
-            "raw_value": pc.filter(raw, field.bad),
-        }
+def raw_lines(batch: pa.RecordBatch) -> pa.Array:
+    """The source fields of each row joined by commas, as near to the raw line as the read columns allow."""
+    fields = [batch.column(n) for n in batch.schema.names if n not in (SOURCE_FILE, SOURCE_ROW)]
+    return pc.binary_join_element_wise(*fields, ",", null_handling="replace", null_replacement="")
+
+
+def _rejects(batch: pa.RecordBatch, column: Column, mask: pa.Array, reason: str) -> pa.Table:
+    source = column.source or column.name
+    return rejects.make(
+        pc.filter(batch.column(SOURCE_FILE), mask),
+        pc.filter(batch.column(SOURCE_ROW), mask),
+        source,
+        pc.filter(batch.column(source), mask),
+        pc.filter(raw_lines(batch), mask),
+        reason,
     )
-    n = picked.num_rows
-    return pa.table(
-        {
-            SOURCE_FILE: picked[SOURCE_FILE],
-            SOURCE_ROW: picked[SOURCE_ROW],
-            "column_name": pa.array([column.source or column.name] * n, pa.string()),
-            "raw_value": picked["raw_value"],
-            "reason": pa.array([field.reason] * n, pa.string()),
-        },
-        schema=REJECT_SCHEMA,
-    )
+
+
+def _unparsable(column: Column) -> str:
+    if column.parse is Parse.DATETIME:
+        shape = (column.fmt or "").replace("%m", "M").replace("%d", "D").replace("%Y", "YYYY")
+        expected = "a date like " + shape.replace("%H", "H").replace("%M", "MM").replace("%S", "SS")
+    else:
+        expected = _EXPECTED[column.parse]
+    return f"unparsable {column.source}: expected {expected}"
 
 
 def _clean_column(
@@ -112,13 +111,8 @@ def _clean_column(
         values, unparsable = _fit(*parsed[cache_key], column.type)
     default = pa.scalar(column.default, arrow_type(column.type))
     values = pc.if_else(missing, default, values)
-    if column.required:
-        bad = pc.or_(missing, pc.and_not(unparsable, missing))
-        reason = f"missing or unparsable {column.source}"
-    else:
-        bad = pc.and_not(unparsable, missing)
-        reason = f"unparsable {column.source}"
-    return _Field(values, pc.fill_null(bad, False), reason)
+    no_value = missing if column.required else pa.array([False] * len(text), pa.bool_())
+    return _Field(values, no_value, pc.fill_null(pc.and_not(unparsable, missing), False))
 
 
 def _text(text: pa.Array, column: Column) -> pa.Array:
@@ -151,6 +145,12 @@ def _duration(text: pa.Array, fmt: str) -> tuple[pa.Array, pa.Array]:
 
 _CLOCK_ZERO = pc.cast(pc.strptime(pa.array(["0:00:00"]), format="%H:%M:%S", unit="s"), pa.int64())[0]
 """strptime puts a bare time on a default day; this is that day's midnight in epoch seconds."""
+
+_EXPECTED = {
+    Parse.TEXT: "text",
+    Parse.INTEGER: "a whole number",
+    Parse.DURATION: "a duration H:MM:SS under 24 hours",
+}
 
 _PARSERS = {Parse.INTEGER: _integer, Parse.DATETIME: _datetime, Parse.DURATION: _duration}
 

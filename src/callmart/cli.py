@@ -54,6 +54,8 @@ class ConsoleReporter:
 
 
 def _step_name(result: StepResult) -> str:
+    if result.note:
+        return f"{result.table} ({result.note})"
     if result.period is None:
         return result.table
     start, end = result.period
@@ -169,18 +171,24 @@ def run(ctx: click.Context) -> None:
 
 
 def _summary_table(summary: RunSummary) -> str:
-    headers = ["step", "read", "staged", "rejected", "inserted", "updated", "inferred", "seconds", "status"]
+    headers = ["step", "read", "loaded", "rejected", "warned", "inserted", "updated", "inferred", "seconds", "status"]
     rows = [
-        [_step_name(s), s.read, s.staged, s.rejected, s.inserted, s.updated, s.inferred, s.seconds, s.status]
+        [_step_name(s), s.read, s.loaded, s.rejected, s.warned, s.inserted, s.updated, s.inferred, s.seconds, s.status]
         for s in summary.steps
     ]
     periods = [s for s in summary.steps if s.period is not None]
     total = (
-        f"{len(periods)} period(s): {sum(s.inserted for s in periods):,} rows loaded, "
-        f"{sum(s.rejected for s in summary.steps):,} rejected, {sum(s.inferred for s in summary.steps):,} inferred "
-        f"members, {sum(s.seconds for s in summary.steps):.1f} s, {len(summary.failed)} failed"
+        f"run {summary.id_run}: {len(periods)} period(s), {sum(s.inserted for s in periods):,} rows loaded, "
+        f"{sum(s.rejected for s in summary.steps):,} rejected, {sum(s.warned for s in summary.steps):,} warnings, "
+        f"{sum(s.inferred for s in summary.steps):,} inferred members, {sum(s.seconds for s in summary.steps):.1f} s, "
+        f"{len(summary.failed)} failed"
     )
-    return _table(headers, rows) + "\n\n" + total
+    hint = (
+        "\nsee the rows in dm_rejects, or `callmart rejects`"
+        if any(s.rejected or s.warned for s in summary.steps)
+        else ""
+    )
+    return _table(headers, rows) + "\n\n" + total + hint
 
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:

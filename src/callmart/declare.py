@@ -8,6 +8,7 @@ from enum import Enum
 
 __all__ = [
     "Case",
+    "Check",
     "Column",
     "Dimension",
     "Fact",
@@ -101,6 +102,16 @@ class Column:
 
 
 @dataclass(frozen=True)
+class Check:
+    """A doubt about a loadable row: where `column` is greater than `limit` (a column or a number), the row
+    loads and a warning with `reason` is recorded."""
+
+    reason: str
+    column: str
+    limit: str | int
+
+
+@dataclass(frozen=True)
 class Reference:
     """A foreign key: `column` holds the surrogate key of `dimension`, found by matching `value` to `by`."""
 
@@ -162,6 +173,8 @@ class Fact:
     columns: tuple[Column, ...]
     references: tuple[Reference, ...] = ()
     metrics: tuple[FirstEventWithin, ...] = ()
+    checks: tuple[Check, ...] = ()
+    warn_duplicate_rows: bool = False
 
     @property
     def staging(self) -> str:

@@ -9,6 +9,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import sqlalchemy as sa
 
+from . import rejects
 from .declare import Dimension, Scd
 from .extract import SOURCE_FILE, SOURCE_ROW
 from .keys import KeyLookup, lookups_for, resolve_unknown, with_keys
@@ -40,7 +41,7 @@ def load_dimension(
 
     staged = stage(conn, schema[dim.staging], dim, source_dir, enrich=enrich, on_rows=on_rows)
     inferred = resolve_unknown(conn, schema, dim)
-    duplicates = _drop_superseded(conn, schema, dim)
+    superseded = _drop_superseded(conn, schema, dim)
     _match_inferred(conn, schema, dim)
     completed = _mark_changed(conn, schema, dim)
     updated = _apply_changes(conn, schema, dim)
@@ -48,32 +49,42 @@ def load_dimension(
     return StepResult(
         table=dim.name,
         read=staged.read,
-        staged=staged.staged,
-        rejected=staged.rejected,
+        loaded=staged.staged - superseded.num_rows,
+        rejected=staged.rejected + superseded.num_rows,
+        warned=staged.warned,
         inserted=inserted,
         updated=updated,
         inferred=inferred,
         completed=completed,
-        duplicates=duplicates,
-        rejects=staged.reject_table(),
+        rejects=rejects.concat([staged.reject_table(), superseded]),
     )
 
 
-def _drop_superseded(conn: sa.Connection, schema: Schema, dim: Dimension) -> int:
-    """Of rows sharing a business key, the last in file and row order wins."""
+def _drop_superseded(conn: sa.Connection, schema: Schema, dim: Dimension) -> pa.Table:
+    """Of rows sharing a business key, the last in file and row order wins; the others become rejects."""
     stg = schema[dim.staging]
-    repeated = sa.select(stg.c[dim.business_key]).group_by(stg.c[dim.business_key]).having(sa.func.count() > 1)
-    if conn.execute(repeated.limit(1)).first() is None:
-        return 0
+    key = stg.c[dim.business_key]
+    if conn.execute(sa.select(key).group_by(key).having(sa.func.count() > 1).limit(1)).first() is None:
+        return rejects.REJECT_SCHEMA.empty_table()
     later = stg.alias("later")
     newer = sa.exists().where(
-        later.c[dim.business_key] == stg.c[dim.business_key],
+        later.c[dim.business_key] == key,
         sa.or_(
             later.c[SOURCE_FILE] > stg.c[SOURCE_FILE],
             sa.and_(later.c[SOURCE_FILE] == stg.c[SOURCE_FILE], later.c[SOURCE_ROW] > stg.c[SOURCE_ROW]),
         ),
     )
-    return conn.execute(sa.delete(stg).where(newer)).rowcount
+    rows = conn.execute(sa.select(stg.c[SOURCE_FILE], stg.c[SOURCE_ROW], key).where(newer)).all()
+    conn.execute(sa.delete(stg).where(newer))
+    source = dim.column(dim.business_key).source
+    return rejects.make(
+        [r[0] for r in rows],
+        [r[1] for r in rows],
+        source,
+        [str(r[2]) for r in rows],
+        None,
+        f"duplicate {source}: a later row of the extract has the same one",
+    )
 
 
 def _lookup_columns(schema: Schema, dim: Dimension) -> list[str]:

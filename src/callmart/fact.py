@@ -11,13 +11,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import sqlalchemy as sa
 
-from . import dialect
+from . import dialect, rejects
 from .declare import Fact
+from .extract import SOURCE_FILE, SOURCE_ROW
 from .keys import lookups_for, resolve_unknown, with_keys
 from .metric import first_events
 from .progress import StepResult
 from .schema import Schema
-from .stage import stage
+from .stage import stage, staged_columns
 
 __all__ = ["CALLS_PER_MINUTE", "MinuteNumbering", "load_period", "prepare_period"]
 
@@ -44,20 +45,47 @@ def load_period(
     staging = schema[fact.staging]
     staged = stage(conn, staging, fact, source_dir, keep=_in_period(fact, start, end), enrich=enrich, on_rows=on_rows)
     inferred = resolve_unknown(conn, schema, fact)
+    doubts = [staged.reject_table(), *(_duplicate_rows(conn, schema, fact) if fact.warn_duplicate_rows else [])]
     deleted = dialect.clear_period(conn, schema[fact.name], start, end)
     inserted = conn.execute(_insert_from_staging(schema, fact, start, end)).rowcount
+    found = rejects.concat(doubts)
     return StepResult(
         table=fact.name,
         period=(start, end),
         read=staged.read,
-        staged=staged.staged,
+        loaded=inserted,
         rejected=staged.rejected,
-        unplaced=staged.unplaced,
+        warned=found.num_rows - rejects.rows_rejected(found),
         inserted=inserted,
         deleted=deleted,
         inferred=inferred,
-        rejects=staged.reject_table(),
+        rejects=found,
+        unplaced=rejects.concat(staged.unplaced),
     )
+
+
+def _duplicate_rows(conn: sa.Connection, schema: Schema, fact: Fact) -> list[pa.Table]:
+    """Warnings for staged rows identical to an earlier row of the extract: loaded, but worth a look."""
+    stg = schema[fact.staging]
+    content = [stg.c[c.name] for c in staged_columns(fact)]
+    repeated = sa.select(*content).group_by(*content).having(sa.func.count() > 1).subquery()
+    same = sa.and_(*(c.is_not_distinct_from(repeated.c[c.name]) for c in content))
+    first = sa.func.min(stg.c[SOURCE_ROW]).over(partition_by=content)
+    rows = sa.select(stg.c[SOURCE_FILE], stg.c[SOURCE_ROW], first.label("first")).select_from(stg.join(repeated, same))
+    found = [r for r in conn.execute(rows) if r[1] != r[2]]
+    if not found:
+        return []
+    return [
+        rejects.make(
+            [r[0] for r in found],
+            [r[1] for r in found],
+            None,
+            None,
+            None,
+            "exact duplicate of an earlier row of the extract",
+            rejects.WARNING,
+        )
+    ]
 
 
 def prepare_period(conn: sa.Connection, schema: Schema, fact: Fact, start: datetime, end: datetime) -> None:

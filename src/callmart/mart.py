@@ -6,6 +6,7 @@ from datetime import timedelta
 
 from .declare import (
     Case,
+    Check,
     Column,
     Dimension,
     Fact,
@@ -141,6 +142,13 @@ CALLS = Fact(
             threshold=30,
         ),
     ),
+    checks=(
+        Check("talk time greater than total time", "segundos_hablados_llamada", "segundos_totales_llamada"),
+        Check("talk time over 4 hours", "segundos_hablados_llamada", 4 * 3600),
+        Check("total time over 4 hours", "segundos_totales_llamada", 4 * 3600),
+    ),
+    # The source has no call id: two identical rows may be two calls, or one exported twice.
+    warn_duplicate_rows=True,
 )
 
 MART = Mart(dimensions=(CLIENTES, AGENTES, CANALES, LOGINS), facts=(CALLS,))

@@ -13,30 +13,31 @@ __all__ = ["Reporter", "SilentReporter", "StepResult"]
 
 @dataclass
 class StepResult:
-    """Counts of one dimension load or one fact period load."""
+    """Counts of one dimension load or one fact period load; read = loaded + rejected when it balances."""
 
     table: str
     period: tuple[datetime, datetime] | None = None
+    note: str | None = None
     read: int = 0
-    staged: int = 0
+    loaded: int = 0
     rejected: int = 0
-    unplaced: int = 0
+    warned: int = 0
     inserted: int = 0
     updated: int = 0
     deleted: int = 0
     inferred: int = 0
     completed: int = 0
-    duplicates: int = 0
     metric_updated: int = 0
     seconds: float = 0.0
     status: str = "exitoso"
     error: str | None = None
     rejects: pa.Table | None = field(default=None, repr=False)
+    unplaced: pa.Table | None = field(default=None, repr=False)
 
     @property
-    def loaded(self) -> int:
-        """Rows written to the target table."""
-        return self.inserted + self.updated
+    def balanced(self) -> bool:
+        """Whether every row read was either loaded or rejected."""
+        return self.read == self.loaded + self.rejected
 
 
 class Reporter(Protocol):

@@ -11,10 +11,11 @@ import sqlalchemy as sa
 from . import dialect
 from .declare import DEFAULT_MEMBER_ID, Column, Dimension, Fact, Mart, Type
 
-__all__ = ["Schema", "PROCESSES", "SCHEMA_VERSION"]
+__all__ = ["PROCESSES", "REJECTS", "RUNS", "RUN_STEPS", "SCHEMA_VERSION", "Schema"]
 
 SCHEMA_VERSION = 1
 PROCESSES = "dm_processes"
+RUNS, RUN_STEPS, REJECTS = "dm_runs", "dm_run_steps", "dm_rejects"
 
 _TYPES: dict[Type, Callable[[], sa.types.TypeEngine[Any]]] = {
     Type.INTEGER: sa.Integer,
@@ -155,6 +156,61 @@ class Schema:
                 "dm_schema",
                 self.metadata,
                 sa.Column("version", sa.Integer, nullable=False),
+            )
+        )
+        self._run_log()
+
+    def _run_log(self) -> None:
+        """Runs, their steps with the reconciliation of rows, and every rejected or doubted source row."""
+        self.sequences[RUNS] = sa.Sequence("seq_id_run", start=1, metadata=self.metadata)
+        self._add(
+            sa.Table(
+                RUNS,
+                self.metadata,
+                _key("id_run"),
+                sa.Column("started_at", sa.DateTime, nullable=False),
+                sa.Column("finished_at", sa.DateTime),
+                sa.Column("status", sa.String, nullable=False),
+                sa.Column("source_dir", sa.String),
+                sa.Column("error_message", sa.String),
+            )
+        )
+        period = [sa.Column("period_start", sa.DateTime), sa.Column("period_end", sa.DateTime)]
+        self._add(
+            sa.Table(
+                RUN_STEPS,
+                self.metadata,
+                sa.Column("id_run", sa.Integer, nullable=False),
+                sa.Column("step", sa.Integer, nullable=False),
+                sa.Column("table_name", sa.String, nullable=False),
+                *period,
+                sa.Column("rows_read", sa.BigInteger, nullable=False),
+                sa.Column("rows_loaded", sa.BigInteger, nullable=False),
+                sa.Column("rows_rejected", sa.BigInteger, nullable=False),
+                sa.Column("rows_warned", sa.BigInteger, nullable=False),
+                sa.Column("rows_inserted", sa.BigInteger, nullable=False),
+                sa.Column("rows_updated", sa.BigInteger, nullable=False),
+                sa.Column("inferred_members", sa.BigInteger, nullable=False),
+                sa.Column("seconds", sa.Float, nullable=False),
+                sa.Column("status", sa.String, nullable=False),
+                sa.Column("error_message", sa.String),
+                sa.PrimaryKeyConstraint("id_run", "step"),
+            )
+        )
+        self._add(
+            sa.Table(
+                REJECTS,
+                self.metadata,
+                sa.Column("id_run", sa.Integer, nullable=False),
+                sa.Column("table_name", sa.String, nullable=False),
+                *(sa.Column(c.name, c.type) for c in period),
+                sa.Column("source_file", sa.String),
+                sa.Column("line_number", sa.BigInteger),
+                sa.Column("column_name", sa.String),
+                sa.Column("raw_value", sa.String),
+                sa.Column("raw_line", sa.String),
+                sa.Column("reason", sa.String, nullable=False),
+                sa.Column("severity", sa.String, nullable=False),
             )
         )
 

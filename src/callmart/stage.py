@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -10,10 +10,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import sqlalchemy as sa
 
-from . import dialect
-from .clean import REJECT_SCHEMA, clean_batch
-from .declare import Column, Dimension, Fact
-from .extract import SOURCE_ROW, read_source
+from . import dialect, rejects
+from .clean import clean_batch, raw_lines
+from .declare import Check, Column, Dimension, Fact
+from .extract import SOURCE_FILE, SOURCE_ROW, read_source
 
 __all__ = ["Staged", "stage", "staged_columns"]
 
@@ -23,22 +23,27 @@ RowFilter = Callable[[pa.RecordBatch], pa.Array]
 
 @dataclass
 class Staged:
-    """What one staging step read, kept and rejected."""
+    """What one staging step read, staged, rejected and doubted; rows no step can claim are kept apart."""
 
     read: int = 0
     staged: int = 0
-    unplaced: int = 0
     rejects: list[pa.Table] = field(default_factory=list)
+    unplaced: list[pa.Table] = field(default_factory=list)
+
+    def reject_table(self) -> pa.Table:
+        """Every error and warning of the step's rows."""
+        return rejects.concat(self.rejects)
 
     @property
     def rejected(self) -> int:
-        """Distinct source rows of the step rejected."""
-        table = self.reject_table()
-        return len(set(zip(table["source_file"].to_pylist(), table[SOURCE_ROW].to_pylist(), strict=True)))
+        """Distinct source rows of the step that could not be loaded."""
+        return rejects.rows_rejected(self.reject_table())
 
-    def reject_table(self) -> pa.Table:
-        """Every reject row of the step."""
-        return pa.concat_tables(self.rejects) if self.rejects else REJECT_SCHEMA.empty_table()
+    @property
+    def warned(self) -> int:
+        """Warnings recorded for loaded rows."""
+        table = self.reject_table()
+        return int(pc.sum(pc.equal(table["severity"], rejects.WARNING)).as_py() or 0)
 
 
 def staged_columns(table: Dimension | Fact) -> tuple[Column, ...]:
@@ -57,30 +62,71 @@ def stage(
 ) -> Staged:
     """Truncate the staging table, then fill it with the cleaned rows of the source that `keep` selects.
 
-    Bad rows in scope are counted as rejects; bad rows that `keep` cannot place (say, an unparsable date
-    in a fact extract) belong to no step and are counted as unplaced. `enrich` adds columns (keys) to the
-    loadable rows; like reading and cleaning, it runs in a worker thread, so it must not use the connection."""
+    Bad rows in scope are rejects of the step; bad rows that `keep` cannot place (say, an unparsable date in a
+    fact extract) belong to no step and go to `unplaced`. `enrich` adds columns (keys) to the loadable rows;
+    like reading and cleaning, it runs in a worker thread, so it must not use the connection."""
     conn.execute(dialect.Truncate(staging))
     columns = staged_columns(table)
     fields = list(dict.fromkeys(c.source for c in columns if c.source))
+    checks = table.checks if isinstance(table, Fact) else ()
     result = Staged()
+    problems: list[pa.Table] = []
 
     def cleaned() -> Iterator[pa.RecordBatch]:
-        for raw in read_source(source_dir, table.source, fields):
+        for raw in read_source(source_dir, table.source, fields, problems):
             outcome = clean_batch(raw, columns)
             scope = pa.array([True] * raw.num_rows) if keep is None else keep(outcome.rows)
             in_scope = pc.fill_null(scope, False)
-            result.unplaced += pc.sum(pc.and_(pc.is_null(scope), outcome.bad)).as_py() or 0
-            rows = outcome.rows.filter(pc.and_not(in_scope, outcome.bad))
-            if outcome.rejects.num_rows:
-                scoped_rows = pc.filter(outcome.rows.column(SOURCE_ROW), in_scope)
-                rejects = outcome.rejects.filter(pc.is_in(outcome.rejects[SOURCE_ROW], value_set=scoped_rows))
-                if rejects.num_rows:
-                    result.rejects.append(rejects)
+            unplaced = pc.and_(pc.is_null(scope), outcome.bad)
+            _keep_rejects(result.rejects, outcome.rejects, outcome.rows.column(SOURCE_ROW), in_scope)
+            _keep_rejects(result.unplaced, outcome.rejects, outcome.rows.column(SOURCE_ROW), unplaced)
             result.read += pc.sum(in_scope).as_py() or 0
+            rows = outcome.rows.filter(pc.and_not(in_scope, outcome.bad))
+            result.rejects.extend(_doubts(rows, raw.filter(pc.and_not(in_scope, outcome.bad)), checks))
             if on_rows is not None:
                 on_rows(raw.num_rows)
             yield rows if enrich is None else enrich(rows)
 
     result.staged = dialect.bulk_insert(conn, staging, cleaned())
+    _settle_problems(result, problems, placeable=keep is None)
     return result
+
+
+def _keep_rejects(into: list[pa.Table], found: pa.Table, rows: pa.Array, mask: pa.Array) -> None:
+    """Add the rejects of the rows that mask selects."""
+    if found.num_rows and pc.any(mask).as_py():
+        picked = found.filter(pc.is_in(found[SOURCE_ROW], value_set=pc.filter(rows, mask)))
+        if picked.num_rows:
+            into.append(picked)
+
+
+def _settle_problems(result: Staged, problems: list[pa.Table], placeable: bool) -> None:
+    """Rows that could not even be split into fields: rejects of a whole-extract step, unplaced otherwise."""
+    for problem in problems:
+        if not placeable and pc.all(pc.equal(problem["severity"], rejects.ERROR)).as_py():
+            result.unplaced.append(problem)
+            continue
+        result.rejects.append(problem)
+        result.read += rejects.rows_rejected(problem)
+
+
+def _doubts(rows: pa.RecordBatch, raw: pa.RecordBatch, checks: Sequence[Check]) -> list[pa.Table]:
+    """Warnings for loadable rows that fail a declared check."""
+    found = []
+    for check in checks:
+        value = rows.column(check.column)
+        limit = rows.column(check.limit) if isinstance(check.limit, str) else pa.scalar(check.limit, value.type)
+        doubtful = pc.fill_null(pc.greater(value, limit), False)
+        if pc.any(doubtful).as_py():
+            found.append(
+                rejects.make(
+                    pc.filter(rows.column(SOURCE_FILE), doubtful),
+                    pc.filter(rows.column(SOURCE_ROW), doubtful),
+                    check.column,
+                    pc.cast(pc.filter(value, doubtful), pa.string()),
+                    pc.filter(raw_lines(raw), doubtful),
+                    check.reason,
+                    rejects.WARNING,
+                )
+            )
+    return found

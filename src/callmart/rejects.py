@@ -1,0 +1,62 @@
+"""Rows that could not be loaded (errors) or were loaded with a doubt (warnings), as Arrow tables."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+__all__ = ["ERROR", "REJECT_SCHEMA", "SOURCE_FILE", "SOURCE_ROW", "WARNING", "concat", "make", "rows_rejected"]
+
+SOURCE_FILE = "source_file"
+SOURCE_ROW = "source_row"
+ERROR, WARNING = "error", "warning"
+
+REJECT_SCHEMA = pa.schema(
+    [
+        (SOURCE_FILE, pa.string()),
+        (SOURCE_ROW, pa.int64()),
+        ("column_name", pa.string()),
+        ("raw_value", pa.string()),
+        ("raw_line", pa.string()),
+        ("reason", pa.string()),
+        ("severity", pa.string()),
+    ]
+)
+
+
+def make(
+    files: pa.Array | Sequence[str],
+    rows: pa.Array | Sequence[int],
+    column: str | None,
+    raw_values: pa.Array | Sequence[str | None] | None,
+    raw_lines: pa.Array | Sequence[str | None] | None,
+    reason: str,
+    severity: str = ERROR,
+) -> pa.Table:
+    """One reject row per (file, row), all with the same column, reason and severity."""
+    n = len(rows)
+    return pa.table(
+        {
+            SOURCE_FILE: pa.array(files, pa.string()),
+            SOURCE_ROW: pa.array(rows, pa.int64()),
+            "column_name": pa.array([column] * n, pa.string()),
+            "raw_value": pa.array(raw_values if raw_values is not None else [None] * n, pa.string()),
+            "raw_line": pa.array(raw_lines if raw_lines is not None else [None] * n, pa.string()),
+            "reason": pa.array([reason] * n, pa.string()),
+            "severity": pa.array([severity] * n, pa.string()),
+        },
+        schema=REJECT_SCHEMA,
+    )
+
+
+def concat(tables: Sequence[pa.Table]) -> pa.Table:
+    """All reject rows of several tables."""
+    return pa.concat_tables(tables) if tables else REJECT_SCHEMA.empty_table()
+
+
+def rows_rejected(table: pa.Table) -> int:
+    """Distinct source rows with at least one error."""
+    errors = table.filter(pc.equal(table["severity"], ERROR))
+    return len(set(zip(errors[SOURCE_FILE].to_pylist(), errors[SOURCE_ROW].to_pylist(), strict=True)))

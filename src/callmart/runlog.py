@@ -1,0 +1,121 @@
+"""The run log: each run, each step with its reconciliation, and the rejected or doubted rows."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import sqlalchemy as sa
+
+from . import dialect, rejects
+from ._errors import CallmartError
+from .progress import StepResult
+from .schema import REJECTS, RUN_STEPS, RUNS, Schema
+
+__all__ = ["ReconciliationError", "check_balance", "finish_run", "record_step", "start_run", "undated"]
+
+RUNNING, DONE, FAILED = "corriendo", "exitoso", "fallido"
+
+
+class ReconciliationError(CallmartError):
+    """Rows read do not equal rows loaded plus rows rejected: some row went missing."""
+
+
+def check_balance(result: StepResult) -> None:
+    """Fail the step unless every row read was loaded or rejected."""
+    if not result.balanced:
+        raise ReconciliationError(
+            f"{result.table}: {result.read:,} rows read but {result.loaded:,} loaded and {result.rejected:,} rejected"
+        )
+
+
+def start_run(conn: sa.Connection, schema: Schema, started: datetime, source_dir: Path) -> int:
+    """Record a new run; return its id."""
+    runs = schema[RUNS]
+    id_run = int(conn.execute(sa.select(schema.sequences[RUNS].next_value())).scalar_one())
+    conn.execute(sa.insert(runs).values(id_run=id_run, started_at=started, status=RUNNING, source_dir=str(source_dir)))
+    return id_run
+
+
+def finish_run(conn: sa.Connection, schema: Schema, id_run: int, ok: bool, error: str | None = None) -> None:
+    """Close a run with its outcome."""
+    runs = schema[RUNS]
+    conn.execute(
+        sa.update(runs)
+        .where(runs.c.id_run == id_run)
+        .values(finished_at=datetime.now(), status=DONE if ok else FAILED, error_message=error)
+    )
+
+
+def record_step(conn: sa.Connection, schema: Schema, id_run: int, step: int, result: StepResult) -> None:
+    """Store a step's counts and its reject rows, in the step's own transaction."""
+    start, end = result.period or (None, None)
+    conn.execute(
+        sa.insert(schema[RUN_STEPS]).values(
+            id_run=id_run,
+            step=step,
+            table_name=result.table,
+            period_start=start,
+            period_end=end,
+            rows_read=result.read,
+            rows_loaded=result.loaded,
+            rows_rejected=result.rejected,
+            rows_warned=result.warned,
+            rows_inserted=result.inserted,
+            rows_updated=result.updated,
+            inferred_members=result.inferred,
+            seconds=round(result.seconds, 3),
+            status=result.status,
+            error_message=result.error,
+        )
+    )
+    found = result.rejects
+    if found is not None and found.num_rows:
+        dialect.bulk_insert(conn, schema[REJECTS], _reject_batches(found, id_run, result))
+
+
+def _reject_batches(found: pa.Table, id_run: int, result: StepResult) -> list[pa.RecordBatch]:
+    n = found.num_rows
+    start, end = result.period or (None, None)
+    table = pa.table(
+        {
+            "id_run": pa.array([id_run] * n, pa.int32()),
+            "table_name": pa.array([result.table] * n, pa.string()),
+            "period_start": pa.array([start] * n, pa.timestamp("s")),
+            "period_end": pa.array([end] * n, pa.timestamp("s")),
+            "source_file": found[rejects.SOURCE_FILE],
+            "line_number": found[rejects.SOURCE_ROW],
+            "column_name": found["column_name"],
+            "raw_value": found["raw_value"],
+            "raw_line": found["raw_line"],
+            "reason": found["reason"],
+            "severity": found["severity"],
+        }
+    )
+    batches: list[pa.RecordBatch] = table.to_batches(max_chunksize=50_000)
+    return batches
+
+
+def undated(table: str, results: list[StepResult]) -> StepResult | None:
+    """One step for the rows no period could claim (their date is unreadable), each counted once per run."""
+    found = rejects.concat([r.unplaced for r in results if r.unplaced is not None and r.unplaced.num_rows])
+    if not found.num_rows:
+        return None
+    keys = pc.binary_join_element_wise(
+        found[rejects.SOURCE_FILE], pc.cast(found[rejects.SOURCE_ROW], pa.string()), found["reason"], "\x1f"
+    )
+    distinct = _first_of_each(found, keys)
+    rows = rejects.rows_rejected(distinct)
+    return StepResult(table=table, note="no readable date", read=rows, rejected=rows, rejects=distinct)
+
+
+def _first_of_each(found: pa.Table, keys: pa.Array) -> pa.Table:
+    """The rows of found whose key has not appeared before (every period re-reads the same undated rows)."""
+    seen: set[str] = set()
+    keep = []
+    for key in keys.to_pylist():
+        keep.append(key not in seen)
+        seen.add(key)
+    return found.filter(pa.array(keep))
