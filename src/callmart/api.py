@@ -131,6 +131,18 @@ class Callmart:
             self._check_ready(conn)
             return control.listing(conn, self.schema)
 
+    def last_run(self) -> list[dict[str, object]]:
+        """The steps of the latest run with their reconciliation (rows read, loaded, rejected, warned)."""
+        with self._transaction() as conn:
+            self._check_ready(conn)
+            return runlog.last_run_steps(conn, self.schema)
+
+    def rejects(self, id_run: int | None = None, limit: int = 100) -> list[dict[str, object]]:
+        """Rows of a run (the latest by default) that were rejected or loaded with a warning."""
+        with self._transaction() as conn:
+            self._check_ready(conn)
+            return runlog.reject_rows(conn, self.schema, id_run, limit)
+
     def run(self) -> RunSummary:
         """Load every dimension, then every pending period oldest first; a failed period does not stop the rest."""
         summary = RunSummary(started=datetime.now().replace(microsecond=0))

@@ -221,28 +221,69 @@ def _cell(value: object) -> str:
 @click.pass_context
 @_handle_errors
 def status(ctx: click.Context) -> None:
-    """Show the control table: every queued period, its status, when it ran and any error."""
+    """Show the control table (every queued period, its status, when it ran, any error) and the latest run's
+    reconciliation: for each step, rows read = rows loaded + rows rejected."""
     with _mart(ctx) as mart:
         rows = mart.status()
+        steps = mart.last_run()
     if not rows:
         click.echo("no periods queued; add some with `callmart enqueue`")
+    else:
+        headers = ["id", "fact_table", "start", "end", "status", "run", "rows", "error"]
+        keys = [
+            "id_process",
+            "fact_table",
+            "start_date",
+            "end_date",
+            "status",
+            "process_run_date",
+            "rows_loaded",
+            "error_message",
+        ]
+        click.echo(_table(headers, [[row[k] for k in keys] for row in rows]))
+        counts: dict[str, int] = {}
+        for row in rows:
+            counts[str(row["status"])] = counts.get(str(row["status"]), 0) + 1
+        click.echo("\n" + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+    if steps:
+        click.echo(f"\nlatest run {steps[0]['id_run']}:")
+        headers = ["step", "table", "period", "read", "loaded", "rejected", "warned", "balanced", "status", "error"]
+        table_rows = [
+            [
+                s["step"],
+                s["table_name"],
+                s["period_start"],
+                s["rows_read"],
+                s["rows_loaded"],
+                s["rows_rejected"],
+                s["rows_warned"],
+                "yes" if s["rows_read"] == s["rows_loaded"] + s["rows_rejected"] else "NO",  # type: ignore[operator]
+                s["status"],
+                s["error_message"],
+            ]
+            for s in steps
+        ]
+        click.echo(_table(headers, table_rows))
+
+
+@cli.command()
+@click.option("--run", "id_run", type=int, help="Run id (default: the latest run).")
+@click.option("--limit", default=100, show_default=True, help="At most this many rows.")
+@click.pass_context
+@_handle_errors
+def rejects(ctx: click.Context, id_run: int | None, limit: int) -> None:
+    """Show the source rows a run rejected (errors) or loaded with a doubt (warnings), with file, line and reason.
+
+    Example: callmart rejects --limit 20
+    """
+    with _mart(ctx) as mart:
+        rows = mart.rejects(id_run, limit)
+    if not rows:
+        click.echo("no rejected or doubtful rows")
         return
-    headers = ["id", "fact_table", "start", "end", "status", "run", "rows", "error"]
-    keys = [
-        "id_process",
-        "fact_table",
-        "start_date",
-        "end_date",
-        "status",
-        "process_run_date",
-        "rows_loaded",
-        "error_message",
-    ]
+    headers = ["severity", "table", "file", "line", "column", "value", "reason"]
+    keys = ["severity", "table_name", "source_file", "line_number", "column_name", "raw_value", "reason"]
     click.echo(_table(headers, [[row[k] for k in keys] for row in rows]))
-    counts: dict[str, int] = {}
-    for row in rows:
-        counts[str(row["status"])] = counts.get(str(row["status"]), 0) + 1
-    click.echo("\n" + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
 
 
 @cli.command()

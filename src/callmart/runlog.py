@@ -14,7 +14,16 @@ from ._errors import CallmartError
 from .progress import StepResult
 from .schema import REJECTS, RUN_STEPS, RUNS, Schema
 
-__all__ = ["ReconciliationError", "check_balance", "finish_run", "record_step", "start_run", "undated"]
+__all__ = [
+    "ReconciliationError",
+    "check_balance",
+    "finish_run",
+    "last_run_steps",
+    "record_step",
+    "reject_rows",
+    "start_run",
+    "undated",
+]
 
 RUNNING, DONE, FAILED = "corriendo", "exitoso", "fallido"
 
@@ -119,3 +128,24 @@ def _first_of_each(found: pa.Table, keys: pa.Array) -> pa.Table:
         keep.append(key not in seen)
         seen.add(key)
     return found.filter(pa.array(keep))
+
+
+def last_run_steps(conn: sa.Connection, schema: Schema) -> list[dict[str, object]]:
+    """The steps of the latest run, in order."""
+    steps = schema[RUN_STEPS]
+    latest = sa.select(sa.func.max(steps.c.id_run)).scalar_subquery()
+    rows = conn.execute(sa.select(steps).where(steps.c.id_run == latest).order_by(steps.c.step))
+    return [dict(row._mapping) for row in rows]
+
+
+def reject_rows(conn: sa.Connection, schema: Schema, id_run: int | None, limit: int) -> list[dict[str, object]]:
+    """Reject and warning rows of a run (the latest by default), errors first."""
+    table = schema[REJECTS]
+    run = id_run if id_run is not None else sa.select(sa.func.max(table.c.id_run)).scalar_subquery()
+    rows = conn.execute(
+        sa.select(table)
+        .where(table.c.id_run == run)
+        .order_by(table.c.severity, table.c.table_name, table.c.source_file, table.c.line_number)
+        .limit(limit)
+    )
+    return [dict(row._mapping) for row in rows]

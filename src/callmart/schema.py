@@ -13,7 +13,7 @@ from .declare import DEFAULT_MEMBER_ID, Column, Dimension, Fact, Mart, Type
 
 __all__ = ["PROCESSES", "REJECTS", "RUNS", "RUN_STEPS", "SCHEMA_VERSION", "Schema"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 PROCESSES = "dm_processes"
 RUNS, RUN_STEPS, REJECTS = "dm_runs", "dm_run_steps", "dm_rejects"
 
@@ -236,8 +236,9 @@ class Schema:
         for dim in self.mart.dimensions:
             self._default_member(conn, dim)
         version = self.tables["dm_schema"]
-        if conn.execute(sa.select(sa.func.count()).select_from(version)).scalar_one() == 0:
-            conn.execute(sa.insert(version).values(version=SCHEMA_VERSION))
+        # create_all added what an older version lacked: the mart is now of this version.
+        conn.execute(sa.delete(version))
+        conn.execute(sa.insert(version).values(version=SCHEMA_VERSION))
 
     def _default_member(self, conn: sa.Connection, dim: Dimension) -> None:
         table = self.tables[dim.name]
