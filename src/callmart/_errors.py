@@ -4,12 +4,13 @@ CallmartError
 ├── ConfigError        bad URL, option or period
 ├── SourceError        a missing or unreadable extract
 ├── MartNotReady       the database is not a callmart mart, or is of another version
-└── DatabaseError      the database cannot be reached or refused a statement
+├── DatabaseError      the database cannot be reached or refused a statement
+└── MartBusy           another process holds the mart (DuckDB allows one writer)
 """
 
 from __future__ import annotations
 
-__all__ = ["CallmartError", "ConfigError", "DatabaseError", "MartNotReady", "SourceError"]
+__all__ = ["CallmartError", "ConfigError", "DatabaseError", "MartBusy", "MartNotReady", "SourceError"]
 
 
 class CallmartError(Exception):
@@ -30,3 +31,7 @@ class MartNotReady(CallmartError):
 
 class DatabaseError(CallmartError):
     """The database cannot be reached, or refused a statement."""
+
+
+class MartBusy(CallmartError):
+    """Another process holds the mart: DuckDB lets one process write a file at a time."""

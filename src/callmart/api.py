@@ -12,7 +12,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError
 
-from . import control, runlog
+from . import control, locking, runlog
 from ._errors import CallmartError, DatabaseError, MartNotReady
 from .config import create_engine, default_source_dir, mask, parse_url, scrub
 from .declare import Dimension, Mart
@@ -32,6 +32,7 @@ class RunSummary:
 
     started: datetime
     id_run: int = 0
+    freed: int = 0
     steps: list[StepResult] = field(default_factory=list)
 
     @property
@@ -83,7 +84,7 @@ class Callmart:
             with self.engine.begin() as conn:
                 yield conn
         except DBAPIError as error:
-            raise DatabaseError(self._describe(error)) from error
+            raise locking.busy_error(error, self.where) or DatabaseError(self._describe(error)) from error
 
     def _describe(self, error: BaseException) -> str:
         if isinstance(error, CallmartError):
@@ -125,6 +126,20 @@ class Callmart:
             self._check_ready(conn)
             return control.enqueue(conn, self.schema, table, periods, force)
 
+    def catch_up(self, as_of: date | None = None, fact_table: str | None = None) -> dict[str, int]:
+        """Queue every day since the last loaded period up to the day before `as_of` (today by default)."""
+        table = fact_table or self.schema.mart.facts[0].name
+        with self._transaction() as conn:
+            self._check_ready(conn)
+            periods = control.catch_up_periods(conn, self.schema, table, as_of or date.today())
+            return control.enqueue(conn, self.schema, table, periods, force=False)
+
+    def requeue_failed(self) -> int:
+        """Queue every failed period again; return how many."""
+        with self._transaction() as conn:
+            self._check_ready(conn)
+            return control.requeue_failed(conn, self.schema)
+
     def status(self) -> list[dict[str, object]]:
         """The control table, oldest period first."""
         with self._transaction() as conn:
@@ -144,32 +159,50 @@ class Callmart:
             return runlog.reject_rows(conn, self.schema, id_run, limit)
 
     def run(self) -> RunSummary:
-        """Load every dimension, then every pending period oldest first; a failed period does not stop the rest."""
+        """Load every dimension, then every pending period oldest first; a failed period does not stop the rest.
+
+        Periods are claimed one at a time, so runs started together share the work; periods left running by a
+        run that died are queued again first."""
         summary = RunSummary(started=datetime.now().replace(microsecond=0))
         with self._transaction() as conn:
             self._check_ready(conn)
-            periods = control.pending(conn, self.schema)
             summary.id_run = runlog.start_run(conn, self.schema, summary.started, self.source_dir)
-        try:
-            for dim in self.schema.mart.dimensions:
-                summary.steps.append(self._run_dimension(dim, summary))
-            for period in periods:
-                summary.steps.append(self._run_period(period, summary))
-            for fact in self.schema.mart.facts:
-                extra = runlog.undated(
-                    fact.name, [s for s in summary.steps if s.period is not None and s.table == fact.name]
-                )
-                if extra is not None:
-                    with self._transaction() as conn:
-                        runlog.record_step(conn, self.schema, summary.id_run, len(summary.steps) + 1, extra)
-                    summary.steps.append(extra)
-        except BaseException as error:
+        with self.engine.connect() as life:
+            locking.hold_run(life, summary.id_run)
+            life.commit()
+            try:
+                with self._transaction() as conn:
+                    summary.freed = control.free_abandoned(conn, self.schema)
+                self._run_steps(summary)
+            except BaseException as error:
+                with self._transaction() as conn:
+                    runlog.finish_run(conn, self.schema, summary.id_run, ok=False, error=self._describe(error))
+                raise
             with self._transaction() as conn:
-                runlog.finish_run(conn, self.schema, summary.id_run, ok=False, error=self._describe(error))
-            raise
-        with self._transaction() as conn:
-            runlog.finish_run(conn, self.schema, summary.id_run, ok=summary.ok, error=None)
+                runlog.finish_run(conn, self.schema, summary.id_run, ok=summary.ok, error=None)
         return summary
+
+    def _run_steps(self, summary: RunSummary) -> None:
+        for dim in self.schema.mart.dimensions:
+            summary.steps.append(self._run_dimension(dim, summary))
+        while True:
+            with self._transaction() as conn:
+                period = control.claim_next(conn, self.schema, summary.id_run, summary.started)
+                if period is not None:
+                    # Creating partitions locks the whole fact table: done here, briefly, not in the long load.
+                    prepare_period(
+                        conn, self.schema, self.schema.mart.fact(period.fact_table), period.start, period.end
+                    )
+            if period is None:
+                break
+            summary.steps.append(self._run_period(period, summary))
+        for fact in self.schema.mart.facts:
+            loaded = [s for s in summary.steps if s.period is not None and s.table == fact.name]
+            extra = runlog.undated(fact.name, loaded)
+            if extra is not None:
+                with self._transaction() as conn:
+                    runlog.record_step(conn, self.schema, summary.id_run, len(summary.steps) + 1, extra)
+                summary.steps.append(extra)
 
     def _run_dimension(self, dim: Dimension, summary: RunSummary) -> StepResult:
         """Merge one dimension and refresh the metrics whose events it holds, in one transaction; a failure
@@ -177,6 +210,7 @@ class Callmart:
         self.reporter.step_started(dim.name)
         began = time.perf_counter()
         with self._transaction() as conn:
+            locking.take_write_turn(conn)
             result = load_dimension(conn, self.schema, dim, self.source_dir, self._progress(dim.name))
             runlog.check_balance(result)
             for fact in self.schema.mart.facts:
@@ -195,14 +229,9 @@ class Callmart:
         began = time.perf_counter()
         fact = self.schema.mart.fact(period.fact_table)
         step = len(summary.steps) + 1
-        with self._transaction() as conn:
-            control.mark(
-                conn, self.schema, period, control.RUNNING, process_run_date=summary.started, error_message=None
-            )
-            # Creating partitions locks the whole fact table: done here, briefly, not in the long load.
-            prepare_period(conn, self.schema, fact, period.start, period.end)
         try:
             with self.engine.begin() as conn:
+                locking.take_write_turn(conn)
                 result = load_period(
                     conn, self.schema, fact, self.source_dir, period.start, period.end, self._progress(name)
                 )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from datetime import date, datetime
 from functools import wraps
 from pathlib import Path
@@ -11,59 +11,20 @@ from typing import Any, TypeVar
 
 import click
 
-from ._errors import CallmartError
+from ._errors import CallmartError, MartBusy
 from .api import Callmart, RunSummary
 from .config import DEFAULT_DATABASE_URL
-from .progress import StepResult
+from .console import ConsoleReporter, JsonReporter, step_name, table
 
-__all__ = ["main", "EXIT_OK", "EXIT_FAILED_PERIODS", "EXIT_ERROR"]
+__all__ = ["EXIT_BUSY", "EXIT_ERROR", "EXIT_FAILED_PERIODS", "EXIT_OK", "main"]
 
-EXIT_OK, EXIT_FAILED_PERIODS, EXIT_ERROR = 0, 1, 2
+EXIT_OK, EXIT_FAILED_PERIODS, EXIT_ERROR, EXIT_BUSY = 0, 1, 2, 3
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-class ConsoleReporter:
-    """Prints each step as it runs, with a live row count on a terminal, to standard error."""
-
-    def __init__(self, live: bool) -> None:
-        self.live = live
-        self.rows: dict[str, int] = {}
-
-    def step_started(self, name: str) -> None:
-        """Show the step's name."""
-        self.rows[name] = 0
-        if self.live:
-            click.echo(f"  {name} …", err=True, nl=False)
-
-    def rows_read(self, name: str, rows: int) -> None:
-        """Show the rows read so far."""
-        self.rows[name] = self.rows.get(name, 0) + rows
-        if self.live:
-            click.echo(f"\r  {name} … {self.rows[name]:,} rows read", err=True, nl=False)
-
-    def step_finished(self, result: StepResult) -> None:
-        """Show how the step ended."""
-        prefix = "\r\x1b[2K" if self.live else ""
-        name = _step_name(result)
-        if result.error:
-            click.echo(f"{prefix}  {name}: {click.style('failed', fg='red')}: {result.error}", err=True)
-        else:
-            click.echo(
-                f"{prefix}  {name}: {result.read:,} read, {result.loaded:,} loaded ({result.seconds:.1f}s)", err=True
-            )
-
-
-def _step_name(result: StepResult) -> str:
-    if result.note:
-        return f"{result.table} ({result.note})"
-    if result.period is None:
-        return result.table
-    start, end = result.period
-    return f"{result.table} [{start:%Y-%m-%d %H:%M}, {end:%Y-%m-%d %H:%M})"
-
-
 def _handle_errors(command: F) -> F:
-    """Turn callmart's own errors into one red line and exit code 2; --debug shows the traceback."""
+    """Turn callmart's own errors into one red line and exit code 2 (3 when another process holds the mart);
+    --debug shows the traceback."""
 
     @wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -73,7 +34,7 @@ def _handle_errors(command: F) -> F:
             if click.get_current_context().find_root().params.get("debug"):
                 raise
             click.echo(click.style("Error: ", fg="red", bold=True) + str(error), err=True)
-            sys.exit(EXIT_ERROR)
+            sys.exit(EXIT_BUSY if isinstance(error, MartBusy) else EXIT_ERROR)
 
     return wrapper  # type: ignore[return-value]
 
@@ -93,9 +54,17 @@ def _handle_errors(command: F) -> F:
     help="Folder of the extracts (Llamadas*.csv, Customers*.csv, Agentes*.csv, CanalDigital*.csv, "
     "logins*.json). Default: the sample shipped with callmart. Env: CALLMART_SOURCE_DIR.",
 )
+@click.option(
+    "--log-format",
+    envvar="CALLMART_LOG_FORMAT",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="How `run` reports its steps on standard error: text, or JSON lines for log collectors.",
+)
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 @click.pass_context
-def cli(ctx: click.Context, database_url: str, source_dir: Path | None, debug: bool) -> None:
+def cli(ctx: click.Context, database_url: str, source_dir: Path | None, log_format: str, debug: bool) -> None:
     """Load the call-center data mart from the call center's extracts.
 
     \b
@@ -104,11 +73,19 @@ def cli(ctx: click.Context, database_url: str, source_dir: Path | None, debug: b
       callmart enqueue --from 2024-03-04 --to 2024-03-11
       callmart run
       callmart status
+
+    \b
+    Every day, from a scheduler (catches up on missed days by itself):
+      callmart run --daily
+
+    \b
+    Exit codes: 0 success, 1 some periods failed (the others loaded),
+    2 usage, configuration or input error, 3 another process holds the mart.
     """
-    ctx.obj = {"database_url": database_url, "source_dir": source_dir}
+    ctx.obj = {"database_url": database_url, "source_dir": source_dir, "log_format": log_format}
 
 
-def _mart(ctx: click.Context, reporter: ConsoleReporter | None = None) -> Callmart:
+def _mart(ctx: click.Context, reporter: ConsoleReporter | JsonReporter | None = None) -> Callmart:
     return Callmart(ctx.obj["database_url"], ctx.obj["source_dir"], reporter=reporter)
 
 
@@ -134,14 +111,22 @@ def init(ctx: click.Context) -> None:
     help="Day after the last day to load (exclusive). Default: the day after --from.",
 )
 @click.option("--force", is_flag=True, help="Queue periods again even if already loaded (to reprocess them).")
+@click.option("--failed", is_flag=True, help="Queue every failed period again (no dates needed).")
 @click.pass_context
 @_handle_errors
-def enqueue(ctx: click.Context, first: datetime | None, last: datetime | None, force: bool) -> None:
+def enqueue(ctx: click.Context, first: datetime | None, last: datetime | None, force: bool, failed: bool) -> None:
     """Queue one pending fact_llamadas period per day in [--from, --to); without dates, yesterday.
 
-    Example: callmart enqueue --from 2023-06-01 --to 2023-09-01
+    \b
+    Examples:
+      callmart enqueue --from 2023-06-01 --to 2023-09-01
+      callmart enqueue --from 2023-06-27 --force     # reprocess one day
+      callmart enqueue --failed                      # retry what failed
     """
     with _mart(ctx) as mart:
+        if failed:
+            click.echo(f"{mart.requeue_failed()} failed period(s) queued again")
+            return
         counts = mart.enqueue(_day(first), _day(last), force=force)
     click.echo(
         f"{counts['added']} period(s) added, {counts['requeued']} queued again, "
@@ -154,26 +139,46 @@ def _day(value: datetime | None) -> date | None:
 
 
 @cli.command()
+@click.option("--daily", is_flag=True, help="First queue every day since the last loaded period up to yesterday.")
+@click.option(
+    "--as-of",
+    type=click.DateTime(["%Y-%m-%d"]),
+    help="With --daily: the day taken as today (to replay a schedule). Default: today.",
+)
 @click.pass_context
 @_handle_errors
-def run(ctx: click.Context) -> None:
+def run(ctx: click.Context, daily: bool, as_of: datetime | None) -> None:
     """Load the dimensions, then every pending period, oldest first, and print a summary.
 
-    Exit code 0 when every period loaded, 1 when some failed (the rest still load), 2 on an error.
+    Exit code 0 when every period loaded, 1 when some failed (the rest still load), 2 on an error, 3 when another
+    process holds the mart.
     """
-    with _mart(ctx, ConsoleReporter(live=sys.stderr.isatty())) as mart:
-        click.echo(f"loading {mart.where} from {mart.source_dir}", err=True)
+    live = sys.stderr.isatty()
+    reporter = JsonReporter() if ctx.obj["log_format"] == "json" else ConsoleReporter(live=live)
+    with _mart(ctx, reporter) as mart:
+        if daily:
+            counts = mart.catch_up(_day(as_of))
+            _say(ctx, f"{counts['added'] + counts['requeued']} period(s) queued to catch up")
+        _say(ctx, f"loading {mart.where} from {mart.source_dir}")
         summary = mart.run()
+        if summary.freed:
+            _say(ctx, f"{summary.freed} period(s) left running by a stopped run were queued again and loaded")
     click.echo(_summary_table(summary))
     if not summary.ok:
         click.echo(click.style(f"{len(summary.failed)} period(s) failed; see `callmart status`", fg="red"), err=True)
         sys.exit(EXIT_FAILED_PERIODS)
 
 
+def _say(ctx: click.Context, message: str) -> None:
+    """A progress note on standard error, unless the log is JSON lines."""
+    if ctx.obj["log_format"] == "text":
+        click.echo(message, err=True)
+
+
 def _summary_table(summary: RunSummary) -> str:
     headers = ["step", "read", "loaded", "rejected", "warned", "inserted", "updated", "inferred", "seconds", "status"]
     rows = [
-        [_step_name(s), s.read, s.loaded, s.rejected, s.warned, s.inserted, s.updated, s.inferred, s.seconds, s.status]
+        [step_name(s), s.read, s.loaded, s.rejected, s.warned, s.inserted, s.updated, s.inferred, s.seconds, s.status]
         for s in summary.steps
     ]
     periods = [s for s in summary.steps if s.period is not None]
@@ -188,33 +193,7 @@ def _summary_table(summary: RunSummary) -> str:
         if any(s.rejected or s.warned for s in summary.steps)
         else ""
     )
-    return _table(headers, rows) + "\n\n" + total + hint
-
-
-def _table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    """A plain text table: text left-aligned, numbers right-aligned."""
-    cells = [[_cell(v) for v in row] for row in rows]
-    widths = [max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(headers)]
-    numeric = [all(isinstance(row[i], int | float) for row in rows) and bool(rows) for i in range(len(headers))]
-
-    def line(values: Sequence[str]) -> str:
-        return "  ".join(
-            v.rjust(w) if n else v.ljust(w) for v, w, n in zip(values, widths, numeric, strict=True)
-        ).rstrip()
-
-    return "\n".join([line(headers), line(["-" * w for w in widths]), *(line(r) for r in cells)]).rstrip()
-
-
-def _cell(value: object) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, datetime):
-        return f"{value:%Y-%m-%d %H:%M}" if value.second == 0 else f"{value:%Y-%m-%d %H:%M:%S}"
-    if isinstance(value, int):
-        return f"{value:,}"
-    if isinstance(value, float):
-        return f"{value:.2f}"
-    return str(value)
+    return table(headers, rows) + "\n\n" + total + hint
 
 
 @cli.command()
@@ -240,7 +219,7 @@ def status(ctx: click.Context) -> None:
             "rows_loaded",
             "error_message",
         ]
-        click.echo(_table(headers, [[row[k] for k in keys] for row in rows]))
+        click.echo(table(headers, [[row[k] for k in keys] for row in rows]))
         counts: dict[str, int] = {}
         for row in rows:
             counts[str(row["status"])] = counts.get(str(row["status"]), 0) + 1
@@ -263,7 +242,7 @@ def status(ctx: click.Context) -> None:
             ]
             for s in steps
         ]
-        click.echo(_table(headers, table_rows))
+        click.echo(table(headers, table_rows))
 
 
 @cli.command()
@@ -283,7 +262,7 @@ def rejects(ctx: click.Context, id_run: int | None, limit: int) -> None:
         return
     headers = ["severity", "table", "file", "line", "column", "value", "reason"]
     keys = ["severity", "table_name", "source_file", "line_number", "column_name", "raw_value", "reason"]
-    click.echo(_table(headers, [[row[k] for k in keys] for row in rows]))
+    click.echo(table(headers, [[row[k] for k in keys] for row in rows]))
 
 
 @cli.command()

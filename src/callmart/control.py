@@ -8,10 +8,26 @@ from datetime import date, datetime, time, timedelta
 
 import sqlalchemy as sa
 
+from . import locking
 from ._errors import ConfigError
+from .dialect import is_postgresql
 from .schema import Schema
 
-__all__ = ["DONE", "FAILED", "PENDING", "RUNNING", "Period", "daily_periods", "enqueue", "pending"]
+__all__ = [
+    "DONE",
+    "FAILED",
+    "PENDING",
+    "RUNNING",
+    "Period",
+    "catch_up_periods",
+    "claim_next",
+    "daily_periods",
+    "enqueue",
+    "free_abandoned",
+    "listing",
+    "mark",
+    "requeue_failed",
+]
 
 PENDING, RUNNING, DONE, FAILED = "pendiente", "corriendo", "exitoso", "fallido"
 
@@ -65,15 +81,45 @@ def enqueue(
     return counts
 
 
-def pending(conn: sa.Connection, schema: Schema) -> list[Period]:
-    """Pending periods, oldest first."""
+def claim_next(conn: sa.Connection, schema: Schema, id_run: int, run_date: datetime) -> Period | None:
+    """Take the oldest pending period for this run (marking it running), or None when none is left.
+
+    On PostgreSQL, FOR UPDATE SKIP LOCKED lets concurrent runs claim different periods without waiting."""
     table = schema.processes
-    rows = conn.execute(
+    oldest = (
         sa.select(table.c.id_process, table.c.fact_table, table.c.start_date, table.c.end_date)
         .where(table.c.status == PENDING)
         .order_by(table.c.start_date, table.c.end_date, table.c.id_process)
+        .limit(1)
     )
-    return [Period(*row) for row in rows]
+    if is_postgresql(conn):
+        oldest = oldest.with_for_update(skip_locked=True)
+    row = conn.execute(oldest).first()
+    if row is None:
+        return None
+    period = Period(*row)
+    mark(conn, schema, period, RUNNING, id_run=id_run, process_run_date=run_date, error_message=None)
+    return period
+
+
+def free_abandoned(conn: sa.Connection, schema: Schema) -> int:
+    """Queue again the periods left running by runs that died (a killed process, a lost machine)."""
+    table = schema.processes
+    running = conn.execute(
+        sa.select(table.c.id_process, table.c.id_run).where(table.c.status == RUNNING).with_for_update(skip_locked=True)
+        if is_postgresql(conn)
+        else sa.select(table.c.id_process, table.c.id_run).where(table.c.status == RUNNING)
+    ).all()
+    freed = 0
+    for id_process, id_run in running:
+        if not locking.alive(conn, id_run):
+            conn.execute(
+                sa.update(table)
+                .where(table.c.id_process == id_process)
+                .values(status=PENDING, error_message="queued again: the run loading it stopped")
+            )
+            freed += 1
+    return freed
 
 
 def mark(conn: sa.Connection, schema: Schema, period: Period, status: str, **values: object) -> None:
@@ -87,3 +133,23 @@ def listing(conn: sa.Connection, schema: Schema) -> list[dict[str, object]]:
     table = schema.processes
     rows = conn.execute(sa.select(table).order_by(table.c.start_date, table.c.fact_table, table.c.id_process))
     return [dict(row._mapping) for row in rows]
+
+
+def catch_up_periods(
+    conn: sa.Connection, schema: Schema, fact_table: str, as_of: date
+) -> list[tuple[datetime, datetime]]:
+    """Every day from the end of the last loaded period up to the day before `as_of`: what a daily schedule
+    that missed some days still owes. With nothing loaded yet, just the day before `as_of`."""
+    table = schema.processes
+    last_end = conn.execute(
+        sa.select(sa.func.max(table.c.end_date)).where(table.c.fact_table == fact_table, table.c.status == DONE)
+    ).scalar()
+    first = last_end.date() if last_end is not None else as_of - timedelta(days=1)
+    return daily_periods(first, as_of) if first < as_of else []
+
+
+def requeue_failed(conn: sa.Connection, schema: Schema) -> int:
+    """Queue every failed period again."""
+    table = schema.processes
+    statement = sa.update(table).where(table.c.status == FAILED).values(status=PENDING, error_message=None)
+    return int(conn.execute(statement).rowcount)

@@ -70,6 +70,23 @@ def _add_primary_key(element: AddPrimaryKey, compiler: Any, **kw: Any) -> str:
     return f"ALTER TABLE {compiler.preparer.format_table(element.table)} ADD PRIMARY KEY ({columns})"
 
 
+class AddColumn(Executable, ClauseElement):
+    """ALTER TABLE … ADD COLUMN, nullable, to bring an older mart up to date."""
+
+    inherit_cache = False
+
+    def __init__(self, table: sa.Table, column: sa.Column[Any]) -> None:
+        self.table = table
+        self.column = column
+
+
+@compiles(AddColumn)
+def _add_column(element: AddColumn, compiler: Any, **kw: Any) -> str:
+    kind = compiler.dialect.type_compiler_instance.process(element.column.type)
+    name = compiler.preparer.format_column(element.column)
+    return f"ALTER TABLE {compiler.preparer.format_table(element.table)} ADD COLUMN {name} {kind}"
+
+
 @compiles(CreateTable, "postgresql")
 def _create_unlogged(create: CreateTable, compiler: Any, **kw: Any) -> str:
     text: str = compiler.visit_create_table(create, **kw)

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from . import rejects
 from .declare import Dimension, Scd
 from .extract import SOURCE_FILE, SOURCE_ROW
-from .keys import KeyLookup, lookups_for, resolve_unknown, with_keys
+from .keys import KeyLookup, lookups_for, next_keys, resolve_unknown, with_keys
 from .progress import StepResult
 from .schema import Schema
 from .stage import stage
@@ -150,7 +150,7 @@ def _insert_new(conn: sa.Connection, schema: Schema, dim: Dimension) -> int:
     stg, table = schema[dim.staging], schema[dim.name]
     names = _tracked(dim)
     select = (
-        sa.select(schema.sequences[dim.name].next_value(), *(stg.c[n] for n in names), sa.false())
+        sa.select(next_keys(table.c[dim.key], stg.c[dim.business_key]), *(stg.c[n] for n in names), sa.false())
         .where(stg.c.change == NEW)
         .order_by(stg.c[dim.business_key])
     )

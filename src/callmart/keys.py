@@ -15,7 +15,7 @@ from .declare import DEFAULT_MEMBER_ID, Dimension, Fact
 from .dialect import fetch_arrow
 from .schema import Schema
 
-__all__ = ["KeyLookup", "lookups_for", "resolve_unknown", "with_keys"]
+__all__ = ["KeyLookup", "lookups_for", "next_keys", "resolve_unknown", "with_keys"]
 
 
 @dataclass(frozen=True)
@@ -67,6 +67,14 @@ def with_keys(batch: pa.RecordBatch, lookups: list[KeyLookup]) -> pa.RecordBatch
     return batch
 
 
+def next_keys(key: sa.Column[Any], order: sa.ColumnElement[Any]) -> sa.ColumnElement[int]:
+    """Surrogate keys for new members: after the largest key, in `order`. Unlike a sequence, a rolled-back load
+    leaves no gap, so a load that crashed and ran again gives the very keys of a clean load; writers of the mart
+    take turns (see the run's lock), so two loads never compute the same keys."""
+    largest = sa.select(sa.func.max(key)).where(key > 0).scalar_subquery()
+    return sa.func.coalesce(largest, 0) + sa.func.row_number().over(order_by=order)
+
+
 def resolve_unknown(conn: sa.Connection, schema: Schema, table: Dimension | Fact) -> int:
     """Create inferred members for staged business ids the dimensions lack, and fill their keys; return how
     many members were created. Only the few rows left without a key are touched."""
@@ -101,7 +109,7 @@ def _create_inferred(
         .subquery()
     )
     columns: dict[str, sa.ColumnElement[Any]] = {
-        target.key: schema.sequences[target.name].next_value(),
+        target.key: next_keys(dim.c[target.key], unknown.c.business_value),
         by.name: unknown.c.business_value,
     }
     for column in target.columns:

@@ -13,7 +13,7 @@ from .declare import DEFAULT_MEMBER_ID, Column, Dimension, Fact, Mart, Type
 
 __all__ = ["PROCESSES", "REJECTS", "RUNS", "RUN_STEPS", "SCHEMA_VERSION", "Schema"]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 PROCESSES = "dm_processes"
 RUNS, RUN_STEPS, REJECTS = "dm_runs", "dm_run_steps", "dm_rejects"
 
@@ -71,7 +71,6 @@ class Schema:
         return table
 
     def _dimension(self, dim: Dimension) -> None:
-        self.sequences[dim.name] = sa.Sequence(f"seq_{dim.key}", start=1, metadata=self.metadata)
         refs = [sa.Column(r.column, sa.Integer, nullable=False) for r in dim.references]
         table = self._add(
             sa.Table(
@@ -145,6 +144,7 @@ class Schema:
                 sa.Column("end_date", sa.DateTime, nullable=False),
                 sa.Column("status", sa.String, nullable=False),
                 sa.Column("process_run_date", sa.DateTime),
+                sa.Column("id_run", sa.Integer),
                 sa.Column("finished_at", sa.DateTime),
                 sa.Column("rows_loaded", sa.BigInteger),
                 sa.Column("error_message", sa.String),
@@ -226,6 +226,8 @@ class Schema:
         inspector = sa.inspect(conn)
         new = {name for name in self.tables if not inspector.has_table(name)}
         self.metadata.create_all(conn, checkfirst=True)
+        for name in sorted(set(self.tables) - new):
+            self._add_missing_columns(conn, self.tables[name])
         for name, columns in self.primary_keys.items():
             if name in new and dialect.enforces_fact_keys(conn):
                 conn.execute(dialect.AddPrimaryKey(self.tables[name], columns))
@@ -239,6 +241,13 @@ class Schema:
         # create_all added what an older version lacked: the mart is now of this version.
         conn.execute(sa.delete(version))
         conn.execute(sa.insert(version).values(version=SCHEMA_VERSION))
+
+    def _add_missing_columns(self, conn: sa.Connection, table: sa.Table) -> None:
+        """Add the columns an older mart's table lacks (always nullable): its rows and keys stay."""
+        present = set(conn.execute(sa.select(sa.text("*")).select_from(table).limit(0)).keys())
+        for column in table.columns:
+            if column.name not in present:
+                conn.execute(dialect.AddColumn(table, column))
 
     def _default_member(self, conn: sa.Connection, dim: Dimension) -> None:
         table = self.tables[dim.name]

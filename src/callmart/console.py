@@ -1,0 +1,118 @@
+"""What the command line prints: step progress as text or JSON lines, and plain text tables."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from datetime import datetime
+
+import click
+
+from .progress import StepResult
+
+__all__ = ["ConsoleReporter", "JsonReporter", "step_name", "table"]
+
+
+class ConsoleReporter:
+    """Prints each step as it runs, with a live row count on a terminal, to standard error."""
+
+    def __init__(self, live: bool) -> None:
+        self.live = live
+        self.rows: dict[str, int] = {}
+
+    def step_started(self, name: str) -> None:
+        """Show the step's name."""
+        self.rows[name] = 0
+        if self.live:
+            click.echo(f"  {name} …", err=True, nl=False)
+
+    def rows_read(self, name: str, rows: int) -> None:
+        """Show the rows read so far."""
+        self.rows[name] = self.rows.get(name, 0) + rows
+        if self.live:
+            click.echo(f"\r  {name} … {self.rows[name]:,} rows read", err=True, nl=False)
+
+    def step_finished(self, result: StepResult) -> None:
+        """Show how the step ended."""
+        prefix = "\r\x1b[2K" if self.live else ""
+        name = step_name(result)
+        if result.error:
+            click.echo(f"{prefix}  {name}: {click.style('failed', fg='red')}: {result.error}", err=True)
+        else:
+            click.echo(
+                f"{prefix}  {name}: {result.read:,} read, {result.loaded:,} loaded ({result.seconds:.1f}s)", err=True
+            )
+
+
+def step_name(result: StepResult) -> str:
+    if result.note:
+        return f"{result.table} ({result.note})"
+    if result.period is None:
+        return result.table
+    start, end = result.period
+    return f"{result.table} [{start:%Y-%m-%d %H:%M}, {end:%Y-%m-%d %H:%M})"
+
+
+class JsonReporter:
+    """Prints one JSON object per event to standard error, for log collectors."""
+
+    def step_started(self, name: str) -> None:
+        """Log the start of a step."""
+        self._emit({"event": "step_started", "step": name})
+
+    def rows_read(self, name: str, rows: int) -> None:
+        """Progress is not logged: one line per step is what collectors want."""
+
+    def step_finished(self, result: StepResult) -> None:
+        """Log a step's counts and outcome."""
+        start, end = result.period or (None, None)
+        self._emit(
+            {
+                "event": "step_finished",
+                "table": result.table,
+                "period_start": start.isoformat() if start else None,
+                "period_end": end.isoformat() if end else None,
+                "note": result.note,
+                "read": result.read,
+                "loaded": result.loaded,
+                "rejected": result.rejected,
+                "warned": result.warned,
+                "inserted": result.inserted,
+                "updated": result.updated,
+                "inferred": result.inferred,
+                "seconds": round(result.seconds, 3),
+                "status": result.status,
+                "error": result.error,
+            }
+        )
+
+    def _emit(self, record: dict[str, object]) -> None:
+        record = {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "logger": "callmart", **record}
+        click.echo(json.dumps(record, ensure_ascii=False), err=True)
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """A plain text table: text left-aligned, numbers right-aligned."""
+    cells = [[cell(v) for v in row] for row in rows]
+    widths = [max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(headers)]
+    numeric = [all(isinstance(row[i], int | float) for row in rows) and bool(rows) for i in range(len(headers))]
+
+    def line(values: Sequence[str]) -> str:
+        return "  ".join(
+            v.rjust(w) if n else v.ljust(w) for v, w, n in zip(values, widths, numeric, strict=True)
+        ).rstrip()
+
+    return "\n".join([line(headers), line(["-" * w for w in widths]), *(line(r) for r in cells)]).rstrip()
+
+
+def cell(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, datetime):
+        return f"{value:%Y-%m-%d %H:%M}" if value.second == 0 else f"{value:%Y-%m-%d %H:%M:%S}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        return f"{value:.2f}"
+    return str(value)
