@@ -1,0 +1,239 @@
+"""Operating the load: killed runs, runs at the same time, a busy mart, catch-up, retries and the run log."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from datetime import date, datetime
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from callmart import Callmart
+from callmart.generate import generate
+from marts import business_dump, full_dump, query
+
+DIMENSIONS = ["dim_clientes", "dim_agentes", "dim_canales_digitales", "dim_logins"]
+START = date(2024, 3, 4)
+
+
+@pytest.fixture(scope="module")
+def extracts(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Six days of generated extracts, some rows dirty: enough work for a run to be caught mid-step."""
+    folder = tmp_path_factory.mktemp("extracts")
+    generate(folder, calls=12_000, days=6, customers=2_000, start=START, seed=11, dirty_share=0.01)
+    return folder
+
+
+def callmart(url: str, source: Path, *args: str) -> subprocess.Popen[str]:
+    """The command line in a process of its own."""
+    env = {**os.environ, "CALLMART_DATABASE_URL": url, "CALLMART_SOURCE_DIR": str(source)}
+    return subprocess.Popen(
+        [sys.executable, "-m", "callmart", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def finish(process: subprocess.Popen[str]) -> tuple[int, str, str]:
+    out, err = process.communicate(timeout=300)
+    return process.returncode, out, err
+
+
+def mart_contents(url: str) -> dict[str, list[tuple[object, ...]]]:
+    """Every row of the dimensions and the fact, and each period's outcome: what a load must make of the sources."""
+    contents = full_dump(url, [*DIMENSIONS, "fact_llamadas"])
+    contents["periods"] = query(
+        url, "SELECT fact_table, start_date, end_date, status, rows_loaded FROM dm_processes ORDER BY start_date"
+    )
+    return contents
+
+
+def clean_load(url: str, source: Path, days: int = 6) -> None:
+    with Callmart(url, source) as mart:
+        mart.init()
+        mart.enqueue(START, date(2024, 3, 4 + days))
+        assert mart.run().ok
+
+
+def test_killed_runs_leave_no_trace(new_database: Callable[[], str], extracts: Path) -> None:
+    """Kill the loading process at random moments, 20 times, then run to the end: the mart equals a clean one."""
+    clean = new_database()
+    clean_load(clean, extracts)
+    expected = mart_contents(clean)
+
+    url = new_database()
+    with Callmart(url, extracts) as mart:
+        mart.init()
+        mart.enqueue(START, date(2024, 3, 10))
+    chance = random.Random(20241125)
+    kills = 0
+    while kills < 20:
+        process = callmart(url, extracts, "run")
+        time.sleep(chance.uniform(0.8, 3.0))
+        if process.poll() is not None:
+            # It finished before the kill: start over with every period queued again.
+            assert process.returncode == 0, process.stderr.read() if process.stderr else ""
+            finish(process)
+            with Callmart(url, extracts) as mart:
+                mart.enqueue(START, date(2024, 3, 10), force=True)
+            continue
+        process.send_signal(signal.SIGKILL)
+        finish(process)
+        kills += 1
+    code, _, err = finish(callmart(url, extracts, "run"))
+    assert code == 0, err
+    assert mart_contents(url) == expected
+    statuses = query(url, "SELECT DISTINCT status FROM dm_runs WHERE finished_at IS NOT NULL")
+    assert statuses == [("exitoso",)]
+
+
+def test_a_period_running_in_a_live_run_is_left_alone(database_url: str, extracts: Path) -> None:
+    clean_load(database_url, extracts, days=1)
+    with Callmart(database_url, extracts) as mart:
+        mart.enqueue(date(2024, 3, 5), date(2024, 3, 7))
+    # A run that died while loading 3/5 (its lock is gone), and one that still loads 3/6 (it holds its lock).
+    query(
+        database_url,
+        "UPDATE dm_processes SET status = 'corriendo', id_run = 990 WHERE start_date = :d",
+        d=datetime(2024, 3, 5),
+    )
+    query(
+        database_url,
+        "UPDATE dm_processes SET status = 'corriendo', id_run = 991 WHERE start_date = :d",
+        d=datetime(2024, 3, 6),
+    )
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(database_url)
+    with engine.connect() as holder:
+        if database_url.startswith("postgresql"):
+            from callmart import locking
+
+            locking.hold_run(holder, 991)
+            holder.commit()
+            with Callmart(database_url, extracts) as mart:
+                summary = mart.run()
+            assert summary.freed == 1
+            statuses = dict(query(database_url, "SELECT start_date, status FROM dm_processes"))
+            assert statuses[datetime(2024, 3, 5)] == "exitoso"
+            assert statuses[datetime(2024, 3, 6)] == "corriendo"
+    engine.dispose()
+    if database_url.startswith("duckdb"):
+        # DuckDB lets one process write the file: whoever opens it knows no other run is alive.
+        with Callmart(database_url, extracts) as mart:
+            summary = mart.run()
+        assert summary.freed == 2
+        assert {s for _, s in query(database_url, "SELECT start_date, status FROM dm_processes")} == {"exitoso"}
+
+
+def test_two_runs_at_once_load_each_period_once(new_database: Callable[[], str], extracts: Path) -> None:
+    url = new_database()
+    if not url.startswith("postgresql"):
+        pytest.skip("DuckDB allows one writer: see test_a_second_run_on_a_busy_duckdb_mart_exits_3")
+    with Callmart(url, extracts) as mart:
+        mart.init()
+        # 24 periods: each day split in four.
+        mart.enqueue(START, date(2024, 3, 10))
+    query(url, "DELETE FROM dm_processes")
+    bounds = [datetime(2024, 3, 4 + n // 4, n % 4 * 6) for n in range(25)]
+    for n, (start, end) in enumerate(zip(bounds, bounds[1:], strict=False), start=1):
+        query(
+            url,
+            "INSERT INTO dm_processes (id_process, fact_table, start_date, end_date, status) "
+            "VALUES (:i, 'fact_llamadas', :s, :e, 'pendiente')",
+            i=n,
+            s=start,
+            e=end,
+        )
+    first, second = callmart(url, extracts, "run"), callmart(url, extracts, "run")
+    results = [finish(first), finish(second)]
+    assert [code for code, _, _ in results] == [0, 0], [err for _, _, err in results]
+    loads = query(
+        url,
+        "SELECT period_start, count(*) FROM dm_run_steps WHERE period_start IS NOT NULL "
+        "AND status = 'exitoso' GROUP BY period_start",
+    )
+    assert len(loads) == 24 and all(n == 1 for _, n in loads)
+    assert len(query(url, "SELECT DISTINCT id_run FROM dm_run_steps")) == 2
+    # Inferred members get their keys in the order the runs met them: compare by business values.
+    clean = new_database()
+    clean_load(clean, extracts)
+    assert business_dump(url) == business_dump(clean)
+
+
+def test_a_second_run_on_a_busy_duckdb_mart_exits_3(tmp_path: Path, extracts: Path) -> None:
+    url = f"duckdb:///{tmp_path / 'busy.duckdb'}"
+    clean_load(url, extracts, days=1)
+    holder = duckdb.connect(str(tmp_path / "busy.duckdb"))
+    try:
+        code, _, err = finish(callmart(url, extracts, "run"))
+    finally:
+        holder.close()
+    assert code == 3
+    assert err.splitlines()[-1].startswith("Error: another process holds the mart")
+    assert "Traceback" not in err
+
+
+def test_daily_runs_catch_up_missed_days(database_url: str, extracts: Path) -> None:
+    with Callmart(database_url, extracts) as mart:
+        mart.init()
+    code, _, err = finish(callmart(database_url, extracts, "run", "--daily", "--as-of", "2024-03-06"))
+    assert code == 0, err
+    assert query(database_url, "SELECT start_date, status FROM dm_processes") == [(datetime(2024, 3, 5), "exitoso")]
+    # The scheduler missed three days: the next run loads every day since the last one.
+    code, _, err = finish(callmart(database_url, extracts, "run", "--daily", "--as-of", "2024-03-09"))
+    assert code == 0, err
+    assert query(database_url, "SELECT start_date, status FROM dm_processes ORDER BY start_date") == [
+        (datetime(2024, 3, day), "exitoso") for day in (5, 6, 7, 8)
+    ]
+    code, _, _ = finish(callmart(database_url, extracts, "run", "--daily", "--as-of", "2024-03-09"))
+    assert code == 0
+    assert len(query(database_url, "SELECT * FROM dm_processes")) == 4
+
+
+def test_failed_periods_are_queued_again_in_one_command(database_url: str, extracts: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "src"
+    folder.mkdir()
+    for f in extracts.iterdir():
+        if not f.name.startswith("Llamadas"):
+            (folder / f.name).write_bytes(f.read_bytes())
+    with Callmart(database_url, folder) as mart:
+        mart.init()
+        mart.enqueue(START, date(2024, 3, 6))
+    code, _, _ = finish(callmart(database_url, folder, "run"))
+    assert code == 1
+    calls = next(extracts.glob("Llamadas*"))
+    (folder / calls.name).write_bytes(calls.read_bytes())
+    code, out, _ = finish(callmart(database_url, folder, "enqueue", "--failed"))
+    assert code == 0 and out.startswith("2 failed period(s) queued again")
+    code, _, err = finish(callmart(database_url, folder, "run"))
+    assert code == 0, err
+    assert {s for (s,) in query(database_url, "SELECT status FROM dm_processes")} == {"exitoso"}
+
+
+def test_the_run_log_answers_what_ran_and_why_it_failed(database_url: str, extracts: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "src"
+    folder.mkdir()
+    for f in extracts.iterdir():
+        if not f.name.startswith("Llamadas"):
+            (folder / f.name).write_bytes(f.read_bytes())
+    with Callmart(database_url, folder) as mart:
+        mart.init()
+        mart.enqueue(START, date(2024, 3, 5))
+    code, _, err = finish(callmart(database_url, folder, "--log-format", "json", "run"))
+    assert code == 1
+    records = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+    finished = [r for r in records if r["event"] == "step_finished"]
+    assert [r["table"] for r in finished] == [*DIMENSIONS, "fact_llamadas"]
+    assert finished[-1]["status"] == "fallido" and "no file matches Llamadas" in finished[-1]["error"]
+    runs = query(database_url, "SELECT id_run, status, finished_at IS NOT NULL FROM dm_runs")
+    assert runs == [(1, "fallido", True)]
+    steps = query(database_url, "SELECT table_name, status, rows_read, error_message FROM dm_run_steps ORDER BY step")
+    assert [s[:2] for s in steps] == [(d, "exitoso") for d in DIMENSIONS] + [("fact_llamadas", "fallido")]
+    assert "no file matches Llamadas" in str(steps[-1][3])
