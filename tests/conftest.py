@@ -19,11 +19,21 @@ SEED = Path(__file__).resolve().parents[2] / "shared" / "seed-sample"
 @pytest.fixture(params=["duckdb", "postgresql"])
 def new_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[], str]]:
     """Makes URLs of empty databases of the parametrized engine; all are dropped after the test."""
+    yield from _databases(request.param, tmp_path)
+
+
+@pytest.fixture
+def new_postgres_database(tmp_path: Path) -> Iterator[Callable[[], str]]:
+    """Makes URLs of empty PostgreSQL databases, for what only PostgreSQL can do (concurrent writers)."""
+    yield from _databases("postgresql", tmp_path)
+
+
+def _databases(engine: str, tmp_path: Path) -> Iterator[Callable[[], str]]:
     created: list[str] = []
 
     def make() -> str:
         name = f"callmart_test_{uuid.uuid4().hex[:12]}"
-        if request.param == "duckdb":
+        if engine == "duckdb":
             return f"duckdb:///{tmp_path / name}.duckdb"
         # A missing server fails the test: the suite is only green when both engines ran.
         with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
