@@ -15,7 +15,7 @@ import time
 import traceback
 from collections import Counter, defaultdict
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +27,7 @@ from psycopg import sql
 if TYPE_CHECKING:
     import sqlalchemy as sa
 
+    from callmart import RunSummary
     from callmart.progress import StepResult
 
 __all__ = ["PHASES", "main"]
@@ -170,25 +171,15 @@ class StatementClock:
 
 
 def step_rows(steps: list[StepResult]) -> list[dict[str, Any]]:
-    """callmart's step results as plain data."""
-    return [
-        {
-            "table": s.table,
-            "period": f"{s.period[0]:%Y-%m-%d}" if s.period else None,
-            "seconds": round(s.seconds, 3),
-            "read": s.read,
-            "staged": s.staged,
-            "rejected": s.rejected,
-            "inserted": s.inserted,
-            "updated": s.updated,
-            "deleted": s.deleted,
-            "inferred": s.inferred,
-            "metric_updated": s.metric_updated,
-            "status": s.status,
-            "error": s.error,
-        }
-        for s in steps
-    ]
+    """callmart's step results as plain data: every plain field, whatever this version of callmart reports."""
+    return [step_row(step) for step in steps]
+
+
+def step_row(step: StepResult) -> dict[str, Any]:
+    """One step result's plain fields (counts, seconds, status); the period as its first day."""
+    row = {f.name: getattr(step, f.name) for f in fields(step)}
+    plain = {name: value for name, value in row.items() if value is None or isinstance(value, int | float | str)}
+    return {**plain, "period": f"{step.period[0]:%Y-%m-%d}" if step.period else None}
 
 
 def phase_callmart_setup(job: Job) -> Timed:
@@ -199,15 +190,14 @@ def phase_callmart_setup(job: Job) -> Timed:
     with Callmart(job.database, job.source) as mart:
         mart.init()
         summary = mart.run()
-    failed_step(summary.steps)
+    check_loaded(summary)
     return Timed(time.perf_counter() - began, details={"steps": step_rows(summary.steps)})
 
 
-def failed_step(steps: list[StepResult]) -> None:
+def check_loaded(summary: RunSummary) -> None:
     """Raise if a callmart step did not load."""
-    for step in steps:
-        if step.error or step.status != "exitoso":
-            raise RuntimeError(f"callmart step {step.table} {step.status}: {step.error}")
+    for step in summary.failed:
+        raise RuntimeError(f"callmart step {step.table} {step.status}: {step.error}")
 
 
 def callmart_load(job: Job, force: bool) -> Timed:
@@ -221,7 +211,7 @@ def callmart_load(job: Job, force: bool) -> Timed:
             mart.enqueue(job.first.date(), job.last.date(), force=force)
             summary = mart.run()
         census = fact_census(mart.engine, job)
-    failed_step(summary.steps)
+    check_loaded(summary)
     rows = sum(s.inserted for s in summary.steps if s.period is not None)
     details = {"steps": step_rows(summary.steps), "splits": clock.splits(), "top_sql": statements.top(6)}
     return meter.result(rows, {**details, "census": census})

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CALLS_FILE",
+    "DEFAULT_KEY",
     "FACT",
     "START",
     "TARGET_ENV",
@@ -31,6 +32,7 @@ __all__ = [
 START = date(2024, 3, 4)
 CALLS_FILE = "Llamadas_sample.csv"
 FACT = "fact_llamadas"
+DEFAULT_KEY = -999  # the dimensions' default member, for a missing or unknown business id
 TARGET_ENV = "CALLMART_BENCH_TARGET"  # the child's database URL: kept out of argv, where `ps` would show a password
 
 
@@ -136,7 +138,7 @@ def fact_census(engine: sa.Engine, job: Job) -> dict[str, int]:
     query = sa.select(
         sa.func.count(),
         sa.func.count(fact.c.key_login_post_llamada),
-        sa.func.count().filter(fact.c.key_cliente_llamada == -999),
+        sa.func.count().filter(fact.c.key_cliente_llamada == DEFAULT_KEY),
     ).where(fact.c.fecha_llamada >= job.first, fact.c.fecha_llamada < job.last)
     with engine.connect() as conn:
         rows, with_login, unknown = conn.execute(query).one()

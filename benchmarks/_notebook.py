@@ -6,7 +6,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from _measure import CALLS_FILE, FACT, Job, Meter, Timed, fact_census, lap
+from _measure import CALLS_FILE, DEFAULT_KEY, FACT, Job, Meter, Timed, fact_census, lap
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -17,14 +17,14 @@ __all__ = ["NOTES", "phase_pandas_load"]
 # pandas is optional: it is imported where it is used, so that the other contenders run without it.
 
 PANDAS_STAGING = "stg_llamadas_pandas"
-UNKNOWN_KEY = -999
 US_MINUTE = "%m/%d/%Y %H:%M"
 TALK_THRESHOLD_SECONDS = 30
 METRIC_WINDOW = timedelta(hours=48)
 PG_MAX_PARAMETERS = 65_535  # per statement: pandas' method="multi" must keep rows x columns below it
 NOTEBOOK_CHUNKSIZE = 10_000
 NOTES = {
-    "pandas keys": "unknown customers and agents get the default key -999 (the notebook creates no inferred members)",
+    "pandas keys": f"unknown customers and agents get the default key {DEFAULT_KEY} (the notebook creates no inferred "
+    "members)",
     "pandas metric": "computed: merge_asof per customer, forward, window 48 h - 1 s, calls with talk >= 30 s",
     "pandas chunksize": f"method='multi' with chunksize {NOTEBOOK_CHUNKSIZE:,} overflows PostgreSQL's "
     f"{PG_MAX_PARAMETERS:,} parameters per statement; the chunksize is lowered to fit the column count",
@@ -94,7 +94,7 @@ def key_map(engine: sa.Engine, table: str, by: str, key: str) -> dict[Any, int]:
 
 def lookup(keys: dict[Any, int], value: Any) -> int:
     """The notebook's lookup: the key, or the default member for anything unknown."""
-    return keys.get(value, UNKNOWN_KEY)
+    return keys.get(value, DEFAULT_KEY)
 
 
 def add_keys(df: pd.DataFrame, engine: sa.Engine) -> None:
@@ -111,7 +111,7 @@ def add_metric(df: pd.DataFrame, engine: sa.Engine) -> None:
     import sqlalchemy as sa
 
     dim = sa.table("dim_logins", *(sa.column(c) for c in ("key_login", "id_login", "fecha_login", "key_cliente_login")))
-    logins = pd.read_sql(sa.select(*dim.c).where(dim.c.key_cliente_login != UNKNOWN_KEY), engine)
+    logins = pd.read_sql(sa.select(*dim.c).where(dim.c.key_cliente_login != DEFAULT_KEY), engine)
     logins["fecha_login"] = logins["fecha_login"].astype("datetime64[ns]")
     logins = logins.rename(columns={"key_cliente_login": "key_cliente_llamada"}).sort_values(
         ["fecha_login", "id_login"]
@@ -127,7 +127,7 @@ def add_metric(df: pd.DataFrame, engine: sa.Engine) -> None:
         tolerance=pd.Timedelta(METRIC_WINDOW - timedelta(seconds=1)),
     )
     found = merged.set_index("row")["key_login"].reindex(range(len(df))).to_numpy()
-    qualifies = (df["segundos_hablados"] >= TALK_THRESHOLD_SECONDS) & (df["key_cliente_llamada"] != UNKNOWN_KEY)
+    qualifies = (df["segundos_hablados"] >= TALK_THRESHOLD_SECONDS) & (df["key_cliente_llamada"] != DEFAULT_KEY)
     df["key_login_post_llamada"] = pd.Series(found, index=df.index).where(qualifies).astype("Int64")
 
 

@@ -30,7 +30,7 @@ from typing import Any
 
 import psycopg
 import sqlalchemy as sa
-from _measure import CALLS_FILE, START, TARGET_ENV, proc_meminfo_kb
+from _measure import CALLS_FILE, FACT, START, TARGET_ENV, proc_meminfo_kb
 from _notebook import NOTES as PANDAS_NOTES
 from psycopg import sql
 
@@ -38,7 +38,6 @@ PG_URL_ENV = "CALLMART_BENCH_PG_URL"
 DEFAULT_PG_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 POSTGRESQL, DUCKDB = "postgresql", "duckdb"
 SEED = 7
-FACT = "fact_llamadas"
 HERE = Path(__file__).resolve().parent
 CHILD = HERE / "_contenders.py"
 RESULTS_DIR = HERE / "results"
@@ -136,7 +135,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def positive(text: str) -> int:
     """An integer >= 1, for argparse."""
-    value = int(text.replace("_", ""))
+    value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
     return value
@@ -334,9 +333,11 @@ def breakdown(details: dict[str, Any]) -> str:
     parts = []
     if "copy" in details:
         parts.append(f"COPY from {details['copy']}")
+    if "threads" in details:
+        parts.append(f"DuckDB threads {details['threads']}")
     steps = details.get("steps", [])
     if steps:
-        dims = sum(s["seconds"] for s in steps if s["period"] is None)
+        dims = sum(s["seconds"] for s in steps if s["period"] is None and s["table"] != FACT)
         parts.append(f"dimensions {dims:.2f} s")
     for name, split in details.get("splits", {}).items():
         if name.startswith(FACT):
@@ -432,7 +433,7 @@ def benchmark(args: argparse.Namespace, scenarios: list[Scenario], work: Path) -
         "extract": extract,
         "results": results,
         "reload_ratios": reload_ratios(outcomes),
-        "notes": NOTES if args.skip_pandas else {**NOTES, **PANDAS_NOTES},
+        "notes": {**NOTES, **PANDAS_NOTES} if any(s.name == "pandas" for s in scenarios) else NOTES,
         "outcomes": outcomes,
     }
 

@@ -12,16 +12,17 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError
 
-from . import control, locking, runlog
+from . import control, dialect, locking, runlog
 from ._errors import CallmartError, DatabaseError, MartNotReady
 from .config import create_engine, default_source_dir, mask, parse_url, scrub
-from .declare import Dimension, Mart
+from .declare import BEGINNING, Dimension, Mart
 from .dimension import load_dimension
 from .fact import load_period, prepare_period
 from .mart import MART
 from .metric import refresh_after_events
 from .progress import Reporter, SilentReporter, StepResult
 from .schema import SCHEMA_VERSION, Schema
+from .settings import find_config, load_mart
 
 __all__ = ["Callmart", "RunSummary"]
 
@@ -33,6 +34,7 @@ class RunSummary:
     started: datetime
     id_run: int = 0
     freed: int = 0
+    business_date: datetime = BEGINNING
     steps: list[StepResult] = field(default_factory=list)
 
     @property
@@ -55,11 +57,12 @@ class Callmart:
         source_dir: Path | str | None = None,
         reporter: Reporter | None = None,
         mart: Mart = MART,
+        config: Path | str | None = None,
     ) -> None:
         self.url = parse_url(database_url)
         self.source_dir = Path(source_dir) if source_dir else default_source_dir()
         self.reporter: Reporter = reporter or SilentReporter()
-        self.schema = Schema(mart)
+        self.schema = Schema(load_mart(mart, find_config(config)))
         self.engine = create_engine(self.url)
 
     @property
@@ -167,6 +170,7 @@ class Callmart:
         with self._transaction() as conn:
             self._check_ready(conn)
             summary.id_run = runlog.start_run(conn, self.schema, summary.started, self.source_dir)
+            summary.business_date = control.business_date(conn, self.schema, summary.started)
         with self.engine.connect() as life:
             locking.hold_run(life, summary.id_run)
             life.commit()
@@ -211,7 +215,10 @@ class Callmart:
         began = time.perf_counter()
         with self._transaction() as conn:
             locking.take_write_turn(conn)
-            result = load_dimension(conn, self.schema, dim, self.source_dir, self._progress(dim.name))
+            dialect.tune_for_bulk(conn)
+            result = load_dimension(
+                conn, self.schema, dim, self.source_dir, self._progress(dim.name), summary.business_date
+            )
             runlog.check_balance(result)
             for fact in self.schema.mart.facts:
                 for metric in fact.metrics:
@@ -232,6 +239,7 @@ class Callmart:
         try:
             with self.engine.begin() as conn:
                 locking.take_write_turn(conn)
+                dialect.tune_for_bulk(conn)
                 result = load_period(
                     conn, self.schema, fact, self.source_dir, period.start, period.end, self._progress(name)
                 )

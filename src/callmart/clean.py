@@ -133,14 +133,40 @@ def _integer(text: pa.Array, fmt: str) -> tuple[pa.Array, pa.Array]:
 def _datetime(text: pa.Array, fmt: str) -> tuple[pa.Array, pa.Array]:
     """Timestamps by a strptime format; a value not matching it, or not a real date, is unparsable."""
     values = pc.strptime(text, format=fmt, unit="s", error_is_null=True)
+    # strptime reads a two-digit %Y (a spreadsheet's 3/4/24) as year 24, and rolls a day the month lacks over
+    # (2/30 becomes 3/1, so only days 1 to 3 can be such): neither is the date written.
+    wrong = pc.fill_null(pc.less(pc.year(values), 1000), False)
+    if fmt.endswith("%S"):
+        wrong = pc.or_(wrong, _leap_second(text))
+    rolled = pc.fill_null(pc.less_equal(pc.day(values), 3), False)
+    if pc.any(rolled).as_py():
+        written = _unpadded(pc.filter(text, rolled))
+        again = _unpadded(pc.strftime(pc.filter(values, rolled), format=fmt, locale="C"))
+        wrong = pc.or_(wrong, pc.replace_with_mask(pa.array([False] * len(text)), rolled, pc.not_equal(written, again)))
+    values = pc.if_else(wrong, pa.scalar(None, values.type), values)
     return values, pc.is_null(values)
+
+
+def _unpadded(text: pa.Array) -> pa.Array:
+    """Text with the leading zeros of its numbers dropped, to compare dates written with or without them."""
+    return pc.replace_substring_regex(text, pattern=r"\b0+(\d)", replacement=r"\1")
 
 
 def _duration(text: pa.Array, fmt: str) -> tuple[pa.Array, pa.Array]:
     """H:MM:SS as int64 seconds (below 24 h: the exports' durations are times of day)."""
-    # strptime validates the fields (minutes and seconds below 60) far faster than a regular expression.
+    # strptime validates the fields (minutes and seconds below 60) far faster than a regular expression, but
+    # takes leap seconds (:60, :61) as well.
     clock = pc.strptime(text, format="%H:%M:%S", unit="s", error_is_null=True)
+    clock = pc.if_else(_leap_second(text), pa.scalar(None, clock.type), clock)
     return pc.subtract(pc.cast(clock, pa.int64()), _CLOCK_ZERO), pc.is_null(clock)
+
+
+def _leap_second(text: pa.Array) -> pa.Array:
+    """Where text ending in seconds has second 60 or 61, which strptime's %S accepts."""
+    return pc.fill_null(pc.is_in(pc.utf8_slice_codeunits(text, -2), value_set=_LEAP_SECONDS), False)
+
+
+_LEAP_SECONDS = pa.array(["60", "61"])
 
 
 _CLOCK_ZERO = pc.cast(pc.strptime(pa.array(["0:00:00"]), format="%H:%M:%S", unit="s"), pa.int64())[0]

@@ -55,6 +55,12 @@ def _handle_errors(command: F) -> F:
     "logins*.json). Default: the sample shipped with callmart. Env: CALLMART_SOURCE_DIR.",
 )
 @click.option(
+    "--config",
+    envvar="CALLMART_CONFIG",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Configuration file (SCD type per attribute). Default: ./callmart.toml if present. Env: CALLMART_CONFIG.",
+)
+@click.option(
     "--log-format",
     envvar="CALLMART_LOG_FORMAT",
     type=click.Choice(["text", "json"]),
@@ -64,7 +70,9 @@ def _handle_errors(command: F) -> F:
 )
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 @click.pass_context
-def cli(ctx: click.Context, database_url: str, source_dir: Path | None, log_format: str, debug: bool) -> None:
+def cli(
+    ctx: click.Context, database_url: str, source_dir: Path | None, config: Path | None, log_format: str, debug: bool
+) -> None:
     """Load the call-center data mart from the call center's extracts.
 
     \b
@@ -82,11 +90,11 @@ def cli(ctx: click.Context, database_url: str, source_dir: Path | None, log_form
     Exit codes: 0 success, 1 some periods failed (the others loaded),
     2 usage, configuration or input error, 3 another process holds the mart.
     """
-    ctx.obj = {"database_url": database_url, "source_dir": source_dir, "log_format": log_format}
+    ctx.obj = {"database_url": database_url, "source_dir": source_dir, "config": config, "log_format": log_format}
 
 
 def _mart(ctx: click.Context, reporter: ConsoleReporter | JsonReporter | None = None) -> Callmart:
-    return Callmart(ctx.obj["database_url"], ctx.obj["source_dir"], reporter=reporter)
+    return Callmart(ctx.obj["database_url"], ctx.obj["source_dir"], reporter=reporter, config=ctx.obj["config"])
 
 
 @cli.command()

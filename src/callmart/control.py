@@ -19,6 +19,7 @@ __all__ = [
     "PENDING",
     "RUNNING",
     "Period",
+    "business_date",
     "catch_up_periods",
     "claim_next",
     "daily_periods",
@@ -153,3 +154,11 @@ def requeue_failed(conn: sa.Connection, schema: Schema) -> int:
     table = schema.processes
     statement = sa.update(table).where(table.c.status == FAILED).values(status=PENDING, error_message=None)
     return int(conn.execute(statement).rowcount)
+
+
+def business_date(conn: sa.Connection, schema: Schema, started: datetime) -> datetime:
+    """The date the run's dimension changes take effect: the end of the latest queued period (an extract is the
+    state at the end of the days it covers); with no period queued, the run's day. Never the time of day."""
+    table = schema.processes
+    latest = conn.execute(sa.select(sa.func.max(table.c.end_date))).scalar()
+    return latest if latest is not None else datetime.combine(started.date(), time())

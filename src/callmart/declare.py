@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from enum import Enum
 
 __all__ = [
@@ -20,9 +20,20 @@ __all__ = [
     "Scd",
     "Source",
     "Type",
+    "BEGINNING",
     "DEFAULT_MEMBER_ID",
+    "IS_CURRENT",
+    "VALID_FROM",
+    "VALID_TO",
+    "VERSION",
     "UNKNOWN",
 ]
+
+VALID_FROM, VALID_TO, IS_CURRENT, VERSION = "valid_from", "valid_to", "is_current", "version"
+"""History columns of a dimension that keeps history."""
+
+BEGINNING = datetime(1900, 1, 1)
+"""valid_from of a member's first version: it holds for every fact before its first change."""
 
 DEFAULT_MEMBER_ID = -999
 """Business id (and surrogate key) of every dimension's default member, used for null business ids."""
@@ -61,7 +72,9 @@ class Case(Enum):
 class Scd(Enum):
     """Slowly-changing-dimension behaviour of one attribute."""
 
-    CHANGING = 1  # type 1: overwritten in place
+    FIXED = 0  # type 0: the first value stays; a change is recorded as a warning
+    CHANGING = 1  # type 1: overwritten in place, in every version
+    HISTORICAL = 2  # type 2: a change closes the current version and opens a new one
 
 
 class Format(Enum):
@@ -119,6 +132,7 @@ class Reference:
     dimension: str
     by: str
     value: Column
+    as_of: str | None = None  # the referencing row's time: picks the version valid then, if the dimension keeps history
 
 
 @dataclass(frozen=True)
@@ -141,6 +155,11 @@ class Dimension:
     def attributes(self) -> tuple[Column, ...]:
         """Columns other than the business key."""
         return tuple(c for c in self.columns if c.name != self.business_key)
+
+    @property
+    def keeps_history(self) -> bool:
+        """Whether any attribute is historical (type 2): then members have versions."""
+        return any(c.scd is Scd.HISTORICAL for c in self.columns)
 
     def column(self, name: str) -> Column:
         """The declared column called name."""

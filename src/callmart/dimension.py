@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 
 import pyarrow as pa
@@ -10,16 +11,16 @@ import pyarrow.compute as pc
 import sqlalchemy as sa
 
 from . import rejects
-from .declare import Dimension, Scd
+from .declare import BEGINNING, IS_CURRENT, VALID_TO, VERSION, Dimension, Scd
 from .extract import SOURCE_FILE, SOURCE_ROW
-from .keys import KeyLookup, lookups_for, next_keys, resolve_unknown, with_keys
+from .keys import KeyLookup, first_version, lookups_for, next_keys, resolve_unknown, with_keys
 from .progress import StepResult
 from .schema import Schema
 from .stage import stage
 
-__all__ = ["CHANGED", "NEW", "load_dimension"]
+__all__ = ["CHANGED", "NEW", "NEW_VERSION", "load_dimension"]
 
-NEW, CHANGED = "new", "changed"
+NEW, CHANGED, NEW_VERSION = "new", "changed", "new version"
 
 
 def load_dimension(
@@ -28,8 +29,10 @@ def load_dimension(
     dim: Dimension,
     source_dir: Path,
     on_rows: Callable[[int], None] | None = None,
+    business_date: datetime = BEGINNING,
 ) -> StepResult:
-    """Load a whole dimension extract into its dimension; the caller owns the transaction."""
+    """Load a whole dimension extract into its dimension; the caller owns the transaction. New versions of
+    members that keep history are valid from `business_date`."""
     # Known members get their key as rows stream by; rows left without one are new.
     own = KeyLookup.load(conn, schema, dim.name, dim.business_key, dim.business_key, dim.key)
     lookups = [*lookups_for(conn, schema, dim), own]
@@ -44,19 +47,20 @@ def load_dimension(
     superseded = _drop_superseded(conn, schema, dim)
     _match_inferred(conn, schema, dim)
     completed = _mark_changed(conn, schema, dim)
-    updated = _apply_changes(conn, schema, dim)
-    inserted = _insert_new(conn, schema, dim)
+    fixed = _fixed_changes(conn, schema, dim)
+    updated = _apply_changes(conn, schema, dim, business_date)
+    inserted = _insert_new(conn, schema, dim, business_date)
     return StepResult(
         table=dim.name,
         read=staged.read,
         loaded=staged.staged - superseded.num_rows,
         rejected=staged.rejected + superseded.num_rows,
-        warned=staged.warned,
+        warned=staged.warned + fixed.num_rows,
         inserted=inserted,
         updated=updated,
         inferred=inferred,
         completed=completed,
-        rejects=rejects.concat([staged.reject_table(), superseded]),
+        rejects=rejects.concat([staged.reject_table(), superseded, fixed]),
     )
 
 
@@ -109,19 +113,20 @@ def _match_inferred(conn: sa.Connection, schema: Schema, dim: Dimension) -> None
         )
 
 
-def _tracked(dim: Dimension) -> list[str]:
-    """Stored columns a source row can change."""
-    return [c.name for c in dim.columns] + [r.column for r in dim.references]
-
-
 def _mark_changed(conn: sa.Connection, schema: Schema, dim: Dimension) -> int:
-    """Mark staged rows of known members whose values differ; return how many complete an inferred member.
-    Unchanged rows keep no mark, so a reload of an unchanged extract writes nothing."""
+    """Mark staged rows of known members whose values differ: a new version when a historical attribute changed,
+    else a change in place. Unchanged rows keep no mark, so a reload of an unchanged extract writes nothing (and
+    NULL compares equal to NULL). Return how many rows complete an inferred member."""
     stg, table = schema[dim.staging], schema[dim.name]
-    differs = sa.or_(table.c.is_inferred, *(table.c[n].is_distinct_from(stg.c[n]) for n in _tracked(dim)))
-    conn.execute(
-        sa.update(stg).values(change=CHANGED).where(table.c[dim.key] == stg.c[dim.key], stg.c.change.is_(None), differs)
-    )
+    same_member = (table.c[dim.key] == stg.c[dim.key], stg.c.change.is_(None))
+    historical = _of_type(dim, Scd.HISTORICAL)
+    if historical:
+        differs = sa.or_(*(table.c[n].is_distinct_from(stg.c[n]) for n in historical))
+        conn.execute(
+            sa.update(stg).values(change=NEW_VERSION).where(*same_member, sa.not_(table.c.is_inferred), differs)
+        )
+    differs = sa.or_(table.c.is_inferred, *(table.c[n].is_distinct_from(stg.c[n]) for n in _of_type(dim, Scd.CHANGING)))
+    conn.execute(sa.update(stg).values(change=CHANGED).where(*same_member, differs))
     completing = (
         sa.select(sa.func.count())
         .select_from(stg.join(table, table.c[dim.key] == stg.c[dim.key]))
@@ -130,29 +135,110 @@ def _mark_changed(conn: sa.Connection, schema: Schema, dim: Dimension) -> int:
     return int(conn.execute(completing).scalar_one())
 
 
-def _apply_changes(conn: sa.Connection, schema: Schema, dim: Dimension) -> int:
-    """Overwrite changing (type 1) attributes in place, completing inferred members."""
+def _fixed_changes(conn: sa.Connection, schema: Schema, dim: Dimension) -> pa.Table:
+    """Warnings for fixed (type 0) attributes the extract would change: the first value stays."""
     stg, table = schema[dim.staging], schema[dim.name]
-    changing = [n for n in _tracked(dim) if _scd(dim, n) is Scd.CHANGING]
-    values: dict[str, object] = {n: stg.c[n] for n in changing}
-    values["is_inferred"] = sa.false()
-    statement = sa.update(table).values(values).where(table.c[dim.key] == stg.c[dim.key], stg.c.change == CHANGED)
-    return conn.execute(statement).rowcount
+    found = []
+    for name in _of_type(dim, Scd.FIXED):
+        column = dim.column(name)
+        rows = conn.execute(
+            sa.select(stg.c[SOURCE_FILE], stg.c[SOURCE_ROW], table.c[name], stg.c[name])
+            .select_from(stg.join(table, table.c[dim.key] == stg.c[dim.key]))
+            .where(sa.not_(table.c.is_inferred), table.c[name].is_distinct_from(stg.c[name]))
+        ).all()
+        if rows:
+            found.append(
+                rejects.make(
+                    [r[0] for r in rows],
+                    [r[1] for r in rows],
+                    column.source,
+                    [None if r[3] is None else str(r[3]) for r in rows],
+                    None,
+                    f"fixed {name} would change; it keeps its first value",
+                    rejects.WARNING,
+                )
+            )
+    return rejects.concat(found)
 
 
-def _scd(dim: Dimension, name: str) -> Scd:
-    declared = {c.name: c.scd for c in dim.columns}
-    return declared.get(name, Scd.CHANGING)
+def _of_type(dim: Dimension, scd: Scd) -> list[str]:
+    """Stored columns a source row can change, of one SCD type (references change in place)."""
+    names = [c.name for c in dim.columns if c.name != dim.business_key and c.scd is scd]
+    return names + [r.column for r in dim.references] if scd is Scd.CHANGING else names
 
 
-def _insert_new(conn: sa.Connection, schema: Schema, dim: Dimension) -> int:
-    """Insert members never seen before, keys given in business-key order."""
+def _tracked(dim: Dimension) -> list[str]:
+    """Stored columns a source row sets."""
+    return [c.name for c in dim.columns] + [r.column for r in dim.references]
+
+
+def _apply_changes(conn: sa.Connection, schema: Schema, dim: Dimension, business_date: datetime) -> int:
+    """Complete inferred members, overwrite changing (type 1) attributes in every version of their member, and
+    close the versions whose historical attributes changed; return the rows changed in place."""
+    stg, table = schema[dim.staging], schema[dim.name]
+    completed = conn.execute(
+        sa.update(table)
+        .values({**{n: stg.c[n] for n in _tracked(dim)}, "is_inferred": sa.false()})
+        .where(table.c[dim.key] == stg.c[dim.key], stg.c.change == CHANGED, table.c.is_inferred)
+    ).rowcount
+    changing = _of_type(dim, Scd.CHANGING)
+    updated = 0
+    if changing:
+        differs = sa.or_(*(table.c[n].is_distinct_from(stg.c[n]) for n in changing))
+        updated = conn.execute(
+            sa.update(table)
+            .values({n: stg.c[n] for n in changing})
+            .where(
+                table.c[dim.business_key] == stg.c[dim.business_key],
+                stg.c.change.in_([CHANGED, NEW_VERSION]),
+                differs,
+            )
+        ).rowcount
+    if dim.keeps_history:
+        conn.execute(
+            sa.update(table)
+            .values({VALID_TO: business_date, IS_CURRENT: False})
+            .where(table.c[dim.key] == stg.c[dim.key], stg.c.change == NEW_VERSION)
+        )
+    return int(completed + updated)
+
+
+def _insert_new(conn: sa.Connection, schema: Schema, dim: Dimension, business_date: datetime) -> int:
+    """Insert members never seen before (keys in business-key order), then the new versions of changed members."""
     stg, table = schema[dim.staging], schema[dim.name]
     names = _tracked(dim)
+    history = list(first_version()) if dim.keeps_history else []
     select = (
-        sa.select(next_keys(table.c[dim.key], stg.c[dim.business_key]), *(stg.c[n] for n in names), sa.false())
-        .where(stg.c.change == NEW)
+        sa.select(
+            next_keys(table.c[dim.key], stg.c[dim.business_key]),
+            *(stg.c[n] for n in names),
+            sa.false(),
+            *first_version().values(),
+        )
+        if dim.keeps_history
+        else sa.select(next_keys(table.c[dim.key], stg.c[dim.business_key]), *(stg.c[n] for n in names), sa.false())
+    )
+    select = select.where(stg.c.change == NEW).order_by(stg.c[dim.business_key])
+    inserted = conn.execute(sa.insert(table).from_select([dim.key, *names, "is_inferred", *history], select)).rowcount
+    if not dim.keeps_history:
+        return int(inserted)
+    old = table.alias("previous")
+    # The new version takes the staged values, except fixed attributes, which keep the first value.
+    values = [old.c[n] if dim.column(n).scd is Scd.FIXED else stg.c[n] for n in [c.name for c in dim.columns]]
+    values += [stg.c[r.column] for r in dim.references]
+    versions = (
+        sa.select(
+            next_keys(table.c[dim.key], stg.c[dim.business_key]),
+            *values,
+            sa.false(),
+            sa.literal(business_date, sa.DateTime),
+            sa.null(),
+            sa.true(),
+            old.c[VERSION] + 1,
+        )
+        .select_from(stg.join(old, old.c[dim.key] == stg.c[dim.key]))
+        .where(stg.c.change == NEW_VERSION)
         .order_by(stg.c[dim.business_key])
     )
-    statement = sa.insert(table).from_select([dim.key, *names, "is_inferred"], select)
-    return conn.execute(statement).rowcount
+    statement = sa.insert(table).from_select([dim.key, *names, "is_inferred", *history], versions)
+    return int(inserted + conn.execute(statement).rowcount)

@@ -82,16 +82,18 @@ def _with_origin(batch: pa.RecordBatch, path: Path, lines: pa.Array) -> pa.Recor
 
 
 def _csv_header(path: Path, encoding: str) -> list[str]:
+    """The header's names as the CSV reader names the columns: untrimmed, without a byte order mark."""
     with path.open("r", encoding=encoding, newline="") as handle:
         first = next(csv.reader(handle), [])
-    return [name.strip().lstrip("\ufeff") for name in first]
+    return [name.lstrip("\ufeff") for name in first]
 
 
 def _read_csv(path: Path, encoding: str, fields: Sequence[str], problems: list[pa.Table]) -> Iterator[pa.RecordBatch]:
     if path.stat().st_size == 0:
         return
     encoding = detect_encoding(path, encoding)
-    header = _csv_header(path, encoding)
+    raw_header = _csv_header(path, encoding)
+    header = [name.strip() for name in raw_header]
     missing = [f for f in fields if f not in header]
     if missing:
         raise SourceError(f"{path.name} lacks the column(s) {', '.join(missing)}; its header is {','.join(header)}")
@@ -108,20 +110,24 @@ def _read_csv(path: Path, encoding: str, fields: Sequence[str], problems: list[p
         problems.append(rejects.make([path.name], [row.number], None, None, [row.text], reason))
         return "skip"
 
+    # Read columns in the file's order, so that a reject's raw line shows the fields as the line has them; the
+    # reader knows them by their untrimmed names, the batches by the trimmed ones.
+    read = [i for i, name in enumerate(header) if name in fields]
     reader = pa_csv.open_csv(
         path,
         read_options=pa_csv.ReadOptions(encoding=encoding, block_size=BLOCK_SIZE, use_threads=False),
         parse_options=pa_csv.ParseOptions(invalid_row_handler=skip),
         convert_options=pa_csv.ConvertOptions(
-            column_types={name: pa.string() for name in header},
-            include_columns=list(fields),
+            column_types={name: pa.string() for name in raw_header},
+            include_columns=[raw_header[i] for i in read],
             strings_can_be_null=False,
         ),
     )
     line = 2  # the header is line 1
     for batch in reader:
         lines, line = _line_numbers(batch.num_rows, line, skipped)
-        yield _with_origin(batch, path, lines)
+        named = pa.RecordBatch.from_arrays(batch.columns, names=[header[i] for i in read])
+        yield _with_origin(named, path, lines)
 
 
 def _line_numbers(count: int, first: int, skipped: set[int]) -> tuple[pa.Array, int]:
@@ -140,6 +146,8 @@ def _line_numbers(count: int, first: int, skipped: set[int]) -> tuple[pa.Array, 
 def _read_json_array(path: Path, fields: Sequence[str]) -> Iterator[pa.RecordBatch]:
     if path.stat().st_size == 0:
         return
+    # JSON is UTF-8: a UTF-16 or latin-1 file gets the same one-line error as a CSV would.
+    detect_encoding(path, "utf-8")
     # DuckDB's reader streams a JSON array without holding the parsed document in Python objects.
     connection = duckdb.connect()
     try:
@@ -148,7 +156,7 @@ def _read_json_array(path: Path, fields: Sequence[str]) -> Iterator[pa.RecordBat
         for batch in relation.to_arrow_reader(JSON_BATCH_ROWS):
             yield _with_origin(batch, path, pa.array(range(row, row + batch.num_rows), pa.int64()))
             row += batch.num_rows
-    except duckdb.Error:
+    except (duckdb.Error, UnicodeDecodeError):
         raise SourceError(f"{path.name} is not a JSON array of objects: {_json_problem(path)}") from None
     finally:
         connection.close()

@@ -68,13 +68,12 @@ def _duplicate_rows(conn: sa.Connection, schema: Schema, fact: Fact) -> list[pa.
     """Warnings for staged rows identical to an earlier row of the extract: loaded, but worth a look."""
     stg = schema[fact.staging]
     content = [stg.c[c.name] for c in staged_columns(fact)]
-    repeated = sa.select(*content).group_by(*content).having(sa.func.count() > 1).subquery()
-    same = sa.and_(*(c.is_not_distinct_from(repeated.c[c.name]) for c in content))
-    first = sa.func.min(stg.c[SOURCE_ROW]).over(partition_by=content)
-    rows = sa.select(stg.c[SOURCE_FILE], stg.c[SOURCE_ROW], first.label("first")).select_from(stg.join(repeated, same))
-    found = [r for r in conn.execute(rows) if r[1] != r[2]]
-    if not found:
+    # One hash aggregate answers the usual question (none); only then are the duplicates numbered, in one sort.
+    if conn.execute(sa.select(*content).group_by(*content).having(sa.func.count() > 1).limit(1)).first() is None:
         return []
+    place = sa.func.row_number().over(partition_by=content, order_by=(stg.c[SOURCE_FILE], stg.c[SOURCE_ROW]))
+    numbered = sa.select(stg.c[SOURCE_FILE], stg.c[SOURCE_ROW], place.label("place")).subquery()
+    found = conn.execute(sa.select(numbered.c[SOURCE_FILE], numbered.c[SOURCE_ROW]).where(numbered.c.place > 1)).all()
     return [
         rejects.make(
             [r[0] for r in found],

@@ -11,60 +11,101 @@ import pyarrow.compute as pc
 import sqlalchemy as sa
 
 from .clean import arrow_type
-from .declare import DEFAULT_MEMBER_ID, Dimension, Fact
+from .declare import BEGINNING, DEFAULT_MEMBER_ID, IS_CURRENT, VALID_FROM, VALID_TO, VERSION, Dimension, Fact
 from .dialect import fetch_arrow
 from .schema import Schema
 
-__all__ = ["KeyLookup", "lookups_for", "next_keys", "resolve_unknown", "with_keys"]
+__all__ = ["KeyLookup", "first_version", "lookups_for", "next_keys", "resolve_unknown", "with_keys"]
 
 
 @dataclass(frozen=True)
 class KeyLookup:
     """A dimension's surrogate keys by one of its business columns, as of the step's start; it fills the staged
-    column `key_column` from the staged column `value_column`."""
+    column `key_column` from the staged column `value_column`. With `time_column`, each row gets the version of
+    its member valid at that time (valid_from <= time < valid_to); without, the current version."""
 
     value_column: str
     key_column: str
-    values: pa.Array
-    keys: pa.Array
+    versions: pa.Table  # value, key, and for point-in-time lookups valid_from and valid_to
+    time_column: str | None = None
     null_key: int | None = DEFAULT_MEMBER_ID
 
     @classmethod
     def load(
-        cls, conn: sa.Connection, schema: Schema, dimension: str, by: str, value_column: str, key_column: str
+        cls,
+        conn: sa.Connection,
+        schema: Schema,
+        dimension: str,
+        by: str,
+        value_column: str,
+        key_column: str,
+        as_of: str | None = None,
     ) -> KeyLookup:
-        """Read every (business value, key) pair of the dimension."""
+        """Read the (business value, key) pairs of the dimension, with validity when a time picks the version."""
         declared = schema.mart.dimension(dimension)
         dim = schema[dimension]
         value_type = arrow_type(next(c.type for c in declared.columns if c.name == by))
-        pairs = fetch_arrow(
-            conn,
-            sa.select(dim.c[by], dim.c[declared.key]).where(dim.c[by].is_not(None)),
-            pa.schema([("value", value_type), ("key", pa.int32())]),
-        )
-        return cls(value_column, key_column, pairs["value"].combine_chunks(), pairs["key"].combine_chunks())
+        columns = [dim.c[by], dim.c[declared.key]]
+        fields = [("value", value_type), ("key", pa.int32())]
+        select = sa.select(*columns).where(dim.c[by].is_not(None))
+        point_in_time = declared.keeps_history and as_of is not None
+        if point_in_time:
+            select = sa.select(*columns, dim.c[VALID_FROM], dim.c[VALID_TO]).where(dim.c[by].is_not(None))
+            fields += [("valid_from", pa.timestamp("s")), ("valid_to", pa.timestamp("s"))]
+        elif declared.keeps_history:
+            select = select.where(dim.c[IS_CURRENT])
+        versions = fetch_arrow(conn, select, pa.schema(fields)).combine_chunks()
+        return cls(value_column, key_column, versions, as_of if point_in_time else None)
 
-    def map(self, values: pa.Array) -> pa.Array:
-        """Keys for values: `null_key` for null, null where the dimension does not know the value yet."""
+    def map(self, batch: pa.RecordBatch) -> pa.Array:
+        """Keys for the batch's values: `null_key` for null, null where the dimension does not know the value yet."""
+        values = batch.column(self.value_column)
         # Hash the batch's few distinct values and scan the dimension's values against them, rather than hash a
         # million-member dimension again for every batch.
-        present = pc.is_in(self.values, value_set=pc.unique(values))
-        candidates, candidate_keys = pc.filter(self.values, present), pc.filter(self.keys, present)
-        keys = pc.take(candidate_keys, pc.index_in(values, value_set=candidates))
-        return pc.if_else(pc.is_null(values), pa.scalar(self.null_key, pa.int32()), keys)
+        candidates = self.versions.filter(pc.is_in(self.versions["value"], value_set=pc.unique(values)))
+        if self.time_column is None:
+            keys = pc.take(candidates["key"], pc.index_in(values, value_set=candidates["value"]))
+        else:
+            keys = _valid_keys(values, batch.column(self.time_column), candidates)
+        mapped = pc.if_else(pc.is_null(values), pa.scalar(self.null_key, pa.int32()), keys)
+        return mapped.combine_chunks() if isinstance(mapped, pa.ChunkedArray) else mapped
+
+
+def _valid_keys(values: pa.Array, times: pa.Array, versions: pa.Table) -> pa.Array:
+    """For each (value, time), the key of the version valid at that time."""
+    rows = pa.table({"row": pa.array(range(len(values)), pa.int64()), "value": values, "time": times})
+    joined = rows.join(versions, keys="value", join_type="inner")
+    valid = pc.and_(
+        pc.less_equal(joined["valid_from"], joined["time"]),
+        pc.fill_null(pc.less(joined["time"], joined["valid_to"]), True),
+    )
+    joined = joined.filter(valid)
+    return pc.take(joined["key"], pc.index_in(rows["row"], value_set=joined["row"]))
 
 
 def lookups_for(conn: sa.Connection, schema: Schema, table: Dimension | Fact) -> list[KeyLookup]:
     """One lookup per reference of the table."""
-    return [KeyLookup.load(conn, schema, ref.dimension, ref.by, ref.value.name, ref.column) for ref in table.references]
+    return [
+        KeyLookup.load(conn, schema, ref.dimension, ref.by, ref.value.name, ref.column, ref.as_of)
+        for ref in table.references
+    ]
 
 
 def with_keys(batch: pa.RecordBatch, lookups: list[KeyLookup]) -> pa.RecordBatch:
     """The batch with each lookup's key column appended."""
     for lookup in lookups:
-        keys = lookup.map(batch.column(lookup.value_column))
-        batch = batch.append_column(pa.field(lookup.key_column, pa.int32()), keys)
+        batch = batch.append_column(pa.field(lookup.key_column, pa.int32()), lookup.map(batch))
     return batch
+
+
+def first_version() -> dict[str, sa.ColumnElement[Any]]:
+    """History columns of a member's first version."""
+    return {
+        VALID_FROM: sa.literal(BEGINNING, sa.DateTime),
+        VALID_TO: sa.null(),
+        IS_CURRENT: sa.true(),
+        VERSION: sa.literal(1),
+    }
 
 
 def next_keys(key: sa.Column[Any], order: sa.ColumnElement[Any]) -> sa.ColumnElement[int]:
@@ -88,7 +129,11 @@ def resolve_unknown(conn: sa.Connection, schema: Schema, table: Dimension | Fact
         if conn.execute(sa.select(value).where(unresolved).limit(1)).first() is None:
             continue
         created += _create_inferred(conn, schema, target, value, by, unresolved)
-        conn.execute(sa.update(staging).values({ref.column: dim.c[target.key]}).where(unresolved, by == value))
+        matches = [unresolved, by == value]
+        if target.keeps_history:
+            # Inferred members have a single version, valid from the beginning.
+            matches.append(dim.c[IS_CURRENT])
+        conn.execute(sa.update(staging).values({ref.column: dim.c[target.key]}).where(*matches))
     return created
 
 
@@ -118,5 +163,7 @@ def _create_inferred(
     for reference in target.references:
         columns[reference.column] = sa.literal(DEFAULT_MEMBER_ID)
     columns["is_inferred"] = sa.true()
+    if target.keeps_history:
+        columns.update(first_version())
     select = sa.select(*(expr.label(name) for name, expr in columns.items())).order_by(unknown.c.business_value)
     return int(conn.execute(sa.insert(dim).from_select(list(columns), select)).rowcount)

@@ -89,12 +89,14 @@ LOGINS = Dimension(
             "dim_clientes",
             by="id_cliente",
             value=Column("id_cliente_login", Type.INTEGER, "customerid", Parse.INTEGER),
+            as_of="fecha_login",
         ),
         Reference(
             "key_canal_digital_login",
             "dim_canales_digitales",
             by="id_canal_digital",
             value=Column("id_canal_digital_login", Type.INTEGER, "channel", Parse.INTEGER),
+            as_of="fecha_login",
         ),
     ),
 )
@@ -121,12 +123,14 @@ CALLS = Fact(
             by="id_cliente",
             # -1 marks a call to someone who is not a customer yet.
             value=Column("id_cliente_llamada", Type.INTEGER, "IDCliente", Parse.INTEGER, missing=("", "-1")),
+            as_of="fecha_llamada",
         ),
         Reference(
             "key_agente_llamada",
             "dim_agentes",
             by="agente",
             value=Column("agente_llamada", Type.TEXT, "Agente", case=Case.LOWER, missing=NOT_GIVEN),
+            as_of="fecha_llamada",
         ),
     ),
     metrics=(

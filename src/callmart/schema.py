@@ -9,7 +9,19 @@ from typing import Any
 import sqlalchemy as sa
 
 from . import dialect
-from .declare import DEFAULT_MEMBER_ID, Column, Dimension, Fact, Mart, Type
+from .declare import (
+    BEGINNING,
+    DEFAULT_MEMBER_ID,
+    IS_CURRENT,
+    VALID_FROM,
+    VALID_TO,
+    VERSION,
+    Column,
+    Dimension,
+    Fact,
+    Mart,
+    Type,
+)
 
 __all__ = ["PROCESSES", "REJECTS", "RUNS", "RUN_STEPS", "SCHEMA_VERSION", "Schema"]
 
@@ -34,6 +46,16 @@ def sql_type(type_: Type) -> sa.types.TypeEngine[Any]:
 
 def _column(col: Column, nullable: bool = True) -> sa.Column[object]:
     return sa.Column(col.name, sql_type(col.type), nullable=nullable)
+
+
+def _history_columns() -> list[sa.Column[Any]]:
+    """valid_from <= time < valid_to (NULL: still valid); is_current marks the latest version."""
+    return [
+        sa.Column(VALID_FROM, sa.DateTime),
+        sa.Column(VALID_TO, sa.DateTime),
+        sa.Column(IS_CURRENT, sa.Boolean),
+        sa.Column(VERSION, sa.Integer),
+    ]
 
 
 def _key(name: str, type_: Type = Type.INTEGER) -> sa.Column[object]:
@@ -80,6 +102,7 @@ class Schema:
                 *(_column(c) for c in dim.columns),
                 *refs,
                 sa.Column("is_inferred", sa.Boolean, nullable=False, server_default=sa.false()),
+                *(_history_columns() if dim.keeps_history else []),
             )
         )
         lookups = {dim.business_key} | {r.by for r in self.mart.references_to(dim.name)}
@@ -237,6 +260,14 @@ class Schema:
                 index.create(conn)
         for dim in self.mart.dimensions:
             self._default_member(conn, dim)
+            if dim.keeps_history:
+                # A dimension that starts keeping history: each member's present row becomes its first version.
+                table = self.tables[dim.name]
+                conn.execute(
+                    sa.update(table)
+                    .where(table.c[VERSION].is_(None))
+                    .values({VALID_FROM: BEGINNING, VALID_TO: None, IS_CURRENT: True, VERSION: 1})
+                )
         version = self.tables["dm_schema"]
         # create_all added what an older version lacked: the mart is now of this version.
         conn.execute(sa.delete(version))
