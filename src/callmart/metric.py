@@ -3,26 +3,62 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 
-from .declare import DEFAULT_MEMBER_ID, Fact, FirstEventWithin
-from .dimension import CHANGED, NEW
+from .declare import DEFAULT_MEMBER_ID, Dimension, Fact, FirstEventWithin
+from .dimension import CHANGED, NEW, NEW_VERSION
 from .schema import Schema
 
 __all__ = ["first_event_key", "first_events", "refresh_after_events"]
 
 
-def first_event_key(schema: Schema, metric: FirstEventWithin, facts: sa.FromClause) -> sa.ColumnElement[object]:
-    """The key of the first event of the fact row's entity at or after its time and within the window."""
+def _entity_dimension(schema: Schema, metric: FirstEventWithin) -> Dimension:
+    """The dimension both sides' entity keys point at (customers, for calls and logins)."""
+    events = schema.mart.dimension(metric.events)
+    reference = next(r for r in events.references if r.column == metric.event_entity)
+    return schema.mart.dimension(reference.dimension)
+
+
+def _events(schema: Schema, metric: FirstEventWithin) -> sa.FromClause:
+    """The events with an `entity` column that is the same for every version of a member: the surrogate key when
+    the entity dimension keeps no history, else its business id (a customer's calls and logins may point at
+    different versions of the customer)."""
     events = schema[metric.events]
     declared = schema.mart.dimension(metric.events)
-    time, entity = facts.c[metric.fact_time], facts.c[metric.fact_entity]
+    entity_dim = _entity_dimension(schema, metric)
+    columns = [events.c[declared.key], events.c[declared.business_key], events.c[metric.event_time]]
+    if not entity_dim.keeps_history:
+        return sa.select(*columns, events.c[metric.event_entity].label("entity")).subquery("events")
+    dim = schema[entity_dim.name]
+    return (
+        sa.select(*columns, dim.c[entity_dim.business_key].label("entity"))
+        .select_from(events.join(dim, dim.c[entity_dim.key] == events.c[metric.event_entity]))
+        .subquery("events")
+    )
+
+
+def _fact_entity(schema: Schema, metric: FirstEventWithin, facts: sa.FromClause) -> sa.ColumnElement[Any]:
+    """The fact row's entity, comparable with `_events(...).c.entity`."""
+    entity_dim = _entity_dimension(schema, metric)
+    key = facts.c[metric.fact_entity]
+    if not entity_dim.keeps_history:
+        return key
+    dim = schema[entity_dim.name]
+    return sa.select(dim.c[entity_dim.business_key]).where(dim.c[entity_dim.key] == key).scalar_subquery()
+
+
+def first_event_key(schema: Schema, metric: FirstEventWithin, facts: sa.FromClause) -> sa.ColumnElement[object]:
+    """The key of the first event of the fact row's entity at or after its time and within the window."""
+    events = _events(schema, metric)
+    declared = schema.mart.dimension(metric.events)
+    time = facts.c[metric.fact_time]
     event_time = events.c[metric.event_time]
     first = (
         sa.select(events.c[declared.key])
         .where(
-            events.c[metric.event_entity] == entity,
+            events.c.entity == _fact_entity(schema, metric, facts),
             event_time >= time,
             event_time < time + metric.window,
         )
@@ -31,7 +67,9 @@ def first_event_key(schema: Schema, metric: FirstEventWithin, facts: sa.FromClau
         .scalar_subquery()
     )
     # The default member stands for "no known customer": such calls and logins never match.
-    qualifies = sa.and_(facts.c[metric.threshold_column] >= metric.threshold, entity != DEFAULT_MEMBER_ID)
+    qualifies = sa.and_(
+        facts.c[metric.threshold_column] >= metric.threshold, facts.c[metric.fact_entity] != DEFAULT_MEMBER_ID
+    )
     return sa.case((qualifies, first), else_=sa.null())
 
 
@@ -42,7 +80,7 @@ def first_events(
 
     Set-based: one hash join of the facts with the events of the period's window, then the first per fact row.
     For a whole period this is far cheaper than looking each row's first event up on its own."""
-    events = schema[metric.events]
+    events = _events(schema, metric)
     declared = schema.mart.dimension(metric.events)
     time, entity = facts.c[metric.fact_time], facts.c[metric.fact_entity]
     event_time = events.c[metric.event_time]
@@ -54,7 +92,11 @@ def first_events(
         .select_from(
             facts.join(
                 events,
-                sa.and_(events.c[metric.event_entity] == entity, event_time >= time, event_time < time + metric.window),
+                sa.and_(
+                    events.c.entity == _fact_entity(schema, metric, facts),
+                    event_time >= time,
+                    event_time < time + metric.window,
+                ),
             )
         )
         .where(
@@ -73,9 +115,9 @@ def refresh_after_events(conn: sa.Connection, schema: Schema, fact: Fact, metric
     table = schema[fact.name]
     declared = schema.mart.dimension(metric.events)
     staged = schema[declared.staging]
-    time, entity = table.c[metric.fact_time], table.c[metric.fact_entity]
+    time = table.c[metric.fact_time]
     event_time = staged.c[metric.event_time]
-    landed = staged.c.change.in_([NEW, CHANGED])
+    landed = staged.c.change.in_([NEW, CHANGED, NEW_VERSION])
     first, last = conn.execute(sa.select(sa.func.min(event_time), sa.func.max(event_time)).where(landed)).one()
     if first is None:
         return 0
@@ -83,9 +125,15 @@ def refresh_after_events(conn: sa.Connection, schema: Schema, fact: Fact, metric
     recompute = {metric.column: first_event_key(schema, metric, table)}
     # A new or moved event can become the first one of calls in the window before it; the time bounds let the
     # database read only those days of the fact table.
+    reference = next(r for r in declared.references if r.column == metric.event_entity)
+    staged_entity = (
+        staged.c[reference.value.name]
+        if _entity_dimension(schema, metric).keeps_history
+        else staged.c[metric.event_entity]
+    )
     in_window = sa.exists().where(
         landed,
-        staged.c[metric.event_entity] == entity,
+        staged_entity == _fact_entity(schema, metric, table),
         event_time >= time,
         event_time < time + metric.window,
     )

@@ -69,6 +69,7 @@ def stage(
     columns = staged_columns(table)
     fields = list(dict.fromkeys(c.source for c in columns if c.source))
     checks = table.checks if isinstance(table, Fact) else ()
+    sources = {c.name: c.source for c in columns if c.source}
     result = Staged()
     problems: list[pa.Table] = []
 
@@ -82,7 +83,7 @@ def stage(
             _keep_rejects(result.unplaced, outcome.rejects, outcome.rows.column(SOURCE_ROW), unplaced)
             result.read += pc.sum(in_scope).as_py() or 0
             rows = outcome.rows.filter(pc.and_not(in_scope, outcome.bad))
-            result.rejects.extend(_doubts(rows, raw.filter(pc.and_not(in_scope, outcome.bad)), checks))
+            result.rejects.extend(_doubts(rows, raw.filter(pc.and_not(in_scope, outcome.bad)), checks, sources))
             if on_rows is not None:
                 on_rows(raw.num_rows)
             yield rows if enrich is None else enrich(rows)
@@ -110,20 +111,24 @@ def _settle_problems(result: Staged, problems: list[pa.Table], placeable: bool) 
         result.read += rejects.rows_rejected(problem)
 
 
-def _doubts(rows: pa.RecordBatch, raw: pa.RecordBatch, checks: Sequence[Check]) -> list[pa.Table]:
-    """Warnings for loadable rows that fail a declared check."""
+def _doubts(
+    rows: pa.RecordBatch, raw: pa.RecordBatch, checks: Sequence[Check], sources: dict[str, str]
+) -> list[pa.Table]:
+    """Warnings for loadable rows that fail a declared check, naming the source field and its text as read."""
     found = []
     for check in checks:
         value = rows.column(check.column)
         limit = rows.column(check.limit) if isinstance(check.limit, str) else pa.scalar(check.limit, value.type)
         doubtful = pc.fill_null(pc.greater(value, limit), False)
         if pc.any(doubtful).as_py():
+            source = sources.get(check.column, check.column)
+            shown = raw.column(source) if source in raw.schema.names else pc.cast(value, pa.string())
             found.append(
                 rejects.make(
                     pc.filter(rows.column(SOURCE_FILE), doubtful),
                     pc.filter(rows.column(SOURCE_ROW), doubtful),
-                    check.column,
-                    pc.cast(pc.filter(value, doubtful), pa.string()),
+                    source,
+                    pc.filter(shown, doubtful),
                     pc.filter(raw_lines(raw), doubtful),
                     check.reason,
                     rejects.WARNING,
