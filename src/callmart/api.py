@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -60,6 +61,7 @@ class Callmart:
         config: Path | str | None = None,
     ) -> None:
         self.url = parse_url(database_url)
+        source_dir = source_dir or os.environ.get("CALLMART_SOURCE_DIR")
         self.source_dir = Path(source_dir) if source_dir else default_source_dir()
         self.reporter: Reporter = reporter or SilentReporter()
         self.schema = Schema(load_mart(mart, find_config(config)))

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import codecs
 import csv
+import functools
 import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 
 from . import rejects
@@ -97,6 +99,11 @@ def _read_csv(path: Path, encoding: str, fields: Sequence[str], problems: list[p
     missing = [f for f in fields if f not in header]
     if missing:
         raise SourceError(f"{path.name} lacks the column(s) {', '.join(missing)}; its header is {','.join(header)}")
+    repeated = [f for f in fields if header.count(f) > 1]
+    if repeated:
+        raise SourceError(
+            f"{path.name} has the column(s) {', '.join(repeated)} more than once; its header is {','.join(header)}"
+        )
     unknown = [name for name in header if name not in fields]
     if unknown:
         problems.append(
@@ -106,6 +113,8 @@ def _read_csv(path: Path, encoding: str, fields: Sequence[str], problems: list[p
 
     def skip(row: pa_csv.InvalidRow) -> str:
         skipped.add(row.number)
+        if not row.text.strip():
+            return "skip"  # a blank line is no row, but it still counts for the line numbers after it
         reason = f"expected {row.expected_columns} fields, found {row.actual_columns}"
         problems.append(rejects.make([path.name], [row.number], None, None, [row.text], reason))
         return "skip"
@@ -116,7 +125,7 @@ def _read_csv(path: Path, encoding: str, fields: Sequence[str], problems: list[p
     reader = pa_csv.open_csv(
         path,
         read_options=pa_csv.ReadOptions(encoding=encoding, block_size=BLOCK_SIZE, use_threads=False),
-        parse_options=pa_csv.ParseOptions(invalid_row_handler=skip),
+        parse_options=pa_csv.ParseOptions(invalid_row_handler=skip, ignore_empty_lines=False),
         convert_options=pa_csv.ConvertOptions(
             column_types={name: pa.string() for name in raw_header},
             include_columns=[raw_header[i] for i in read],
@@ -126,8 +135,23 @@ def _read_csv(path: Path, encoding: str, fields: Sequence[str], problems: list[p
     line = 2  # the header is line 1
     for batch in reader:
         lines, line = _line_numbers(batch.num_rows, line, skipped)
-        named = pa.RecordBatch.from_arrays(batch.columns, names=[header[i] for i in read])
-        yield _with_origin(named, path, lines)
+        named = _with_origin(pa.RecordBatch.from_arrays(batch.columns, names=[header[i] for i in read]), path, lines)
+        # Blank lines arrive as rows of empty fields (so the line numbers after them stay right): they hold no data,
+        # but are recorded, like any line that cannot be loaded.
+        blank = functools.reduce(pc.and_, (pc.equal(column, "") for column in batch.columns))
+        if batch.num_rows and pc.any(blank).as_py():
+            problems.append(
+                rejects.make(
+                    [path.name] * pc.sum(blank).as_py(),
+                    pc.filter(lines, blank),
+                    None,
+                    None,
+                    [""] * pc.sum(blank).as_py(),
+                    "blank line (no field has a value)",
+                )
+            )
+            named = named.filter(pc.invert(blank))
+        yield named
 
 
 def _line_numbers(count: int, first: int, skipped: set[int]) -> tuple[pa.Array, int]:

@@ -55,7 +55,7 @@ def load_period(
         read=staged.read,
         loaded=inserted,
         rejected=staged.rejected,
-        warned=found.num_rows - rejects.rows_rejected(found),
+        warned=rejects.warnings(found),
         inserted=inserted,
         deleted=deleted,
         inferred=inferred,

@@ -7,7 +7,17 @@ from collections.abc import Sequence
 import pyarrow as pa
 import pyarrow.compute as pc
 
-__all__ = ["ERROR", "REJECT_SCHEMA", "SOURCE_FILE", "SOURCE_ROW", "WARNING", "concat", "make", "rows_rejected"]
+__all__ = [
+    "ERROR",
+    "REJECT_SCHEMA",
+    "SOURCE_FILE",
+    "SOURCE_ROW",
+    "WARNING",
+    "concat",
+    "make",
+    "rows_rejected",
+    "warnings",
+]
 
 SOURCE_FILE = "source_file"
 SOURCE_ROW = "source_row"
@@ -60,3 +70,8 @@ def rows_rejected(table: pa.Table) -> int:
     """Distinct source rows with at least one error."""
     errors = table.filter(pc.equal(table["severity"], ERROR))
     return len(set(zip(errors[SOURCE_FILE].to_pylist(), errors[SOURCE_ROW].to_pylist(), strict=True)))
+
+
+def warnings(table: pa.Table) -> int:
+    """Warning rows: doubts about rows that were loaded."""
+    return int(pc.sum(pc.equal(table["severity"], WARNING)).as_py() or 0)

@@ -133,7 +133,7 @@ def _first_of_each(found: pa.Table, keys: pa.Array) -> pa.Table:
 def last_run_steps(conn: sa.Connection, schema: Schema) -> list[dict[str, object]]:
     """The steps of the latest run, in order."""
     steps = schema[RUN_STEPS]
-    latest = sa.select(sa.func.max(steps.c.id_run)).scalar_subquery()
+    latest = _latest_run(schema)
     rows = conn.execute(sa.select(steps).where(steps.c.id_run == latest).order_by(steps.c.step))
     return [dict(row._mapping) for row in rows]
 
@@ -141,7 +141,7 @@ def last_run_steps(conn: sa.Connection, schema: Schema) -> list[dict[str, object
 def reject_rows(conn: sa.Connection, schema: Schema, id_run: int | None, limit: int) -> list[dict[str, object]]:
     """Reject and warning rows of a run (the latest by default), errors first."""
     table = schema[REJECTS]
-    run = id_run if id_run is not None else sa.select(sa.func.max(table.c.id_run)).scalar_subquery()
+    run = id_run if id_run is not None else _latest_run(schema)
     rows = conn.execute(
         sa.select(table)
         .where(table.c.id_run == run)
@@ -149,3 +149,8 @@ def reject_rows(conn: sa.Connection, schema: Schema, id_run: int | None, limit: 
         .limit(limit)
     )
     return [dict(row._mapping) for row in rows]
+
+
+def _latest_run(schema: Schema) -> sa.ScalarSelect[int]:
+    """The id of the latest run, whatever it recorded."""
+    return sa.select(sa.func.max(schema[RUNS].c.id_run)).scalar_subquery()

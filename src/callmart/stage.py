@@ -42,8 +42,7 @@ class Staged:
     @property
     def warned(self) -> int:
         """Warnings recorded for loaded rows."""
-        table = self.reject_table()
-        return int(pc.sum(pc.equal(table["severity"], rejects.WARNING)).as_py() or 0)
+        return rejects.warnings(self.reject_table())
 
 
 def staged_columns(table: Dimension | Fact) -> tuple[Column, ...]:
@@ -76,7 +75,7 @@ def stage(
     def cleaned() -> Iterator[pa.RecordBatch]:
         for raw in read_source(source_dir, table.source, fields, problems):
             outcome = clean_batch(raw, columns)
-            scope = pa.array([True] * raw.num_rows) if keep is None else keep(outcome.rows)
+            scope = pa.array([True] * raw.num_rows, pa.bool_()) if keep is None else keep(outcome.rows)
             in_scope = pc.fill_null(scope, False)
             unplaced = pc.and_(pc.is_null(scope), outcome.bad)
             _keep_rejects(result.rejects, outcome.rejects, outcome.rows.column(SOURCE_ROW), in_scope)

@@ -1,4 +1,4 @@
-"""What every scheduler adapter shares: the mart's settings from the environment, step logs, failing on failed periods."""
+"""What the scheduler adapters share: settings from the environment, one log line per step, failing on failures."""
 
 from __future__ import annotations
 
@@ -59,4 +59,4 @@ def check(summary: RunSummary) -> RunSummary:
     if summary.ok:
         return summary
     failed = "; ".join(f"{step_name(s)}: {s.error}" for s in summary.failed)
-    raise PeriodsFailed(f"{len(summary.failed)} period(s) failed (the others loaded): {failed}")
+    raise PeriodsFailed(f"{len(summary.failed)} step(s) failed (the others loaded): {failed}")

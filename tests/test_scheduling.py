@@ -1,0 +1,335 @@
+"""The scheduler adapters: the Airflow DAG run by Airflow, the Azure timer function, the Databricks job and the
+GitHub Actions workflow, each loading the packaged sample into a DuckDB mart."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from datetime import date, timedelta
+from importlib import metadata
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import duckdb
+import pytest
+import yaml
+
+from callmart.config import default_source_dir
+from callmart.scheduling import PeriodsFailed
+
+SCHEDULING = Path(__file__).resolve().parents[1] / "src" / "callmart" / "scheduling"
+REQUIRE_AIRFLOW = os.environ.get("CALLMART_REQUIRE_AIRFLOW") == "1"
+HAS_AIRFLOW = importlib.util.find_spec("airflow") is not None
+needs_airflow = pytest.mark.skipif(
+    not HAS_AIRFLOW and not REQUIRE_AIRFLOW,
+    reason="Airflow is not installed; .ci/scheduling runs these in a virtual environment of its own",
+)
+
+
+def periods(database: Path) -> list[tuple[str, str]]:
+    """Each period of the control table as (day, status), oldest first."""
+    with duckdb.connect(str(database), read_only=True) as conn:
+        rows = conn.execute("SELECT start_date, status FROM dm_processes ORDER BY start_date").fetchall()
+    return [(start.date().isoformat(), status) for start, status in rows]
+
+
+def days(*numbers: int) -> list[tuple[str, str]]:
+    """Loaded periods of March 2024, the month of the packaged sample."""
+    return [(f"2024-03-{n:02d}", "exitoso") for n in numbers]
+
+
+def clean_environment(**extra: str) -> dict[str, str]:
+    """The environment without any callmart or Airflow setting of the machine, plus `extra`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CALLMART_", "AIRFLOW"))}
+    return {**env, **extra}
+
+
+def broken_sample(folder: Path) -> Path:
+    """The packaged sample whose calls extract lacks columns: every period fails, the dimensions load."""
+    shutil.copytree(default_source_dir(), folder)
+    (folder / "Llamadas_sample.csv").write_text("Fecha,IDCliente\n2024-03-05 10:00:00,1\n")
+    return folder
+
+
+# Airflow: the DAG as Airflow parses it and `airflow dags test` runs it, on a SQLite metadata database.
+
+
+@pytest.fixture(scope="module")
+def airflow_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """An Airflow home with a migrated SQLite database and a DAGs folder holding the one-line DAG file."""
+    if not HAS_AIRFLOW:
+        pytest.fail("CALLMART_REQUIRE_AIRFLOW=1 but airflow cannot be imported: pip install 'callmart[airflow]'")
+    home = tmp_path_factory.mktemp("airflow")
+    (home / "dags").mkdir()
+    (home / "dags" / "callmart_dag.py").write_text("from callmart.scheduling.airflow import dag  # noqa: F401\n")
+    env = clean_environment(
+        AIRFLOW_HOME=str(home),
+        AIRFLOW__CORE__DAGS_FOLDER=str(home / "dags"),
+        AIRFLOW__CORE__LOAD_EXAMPLES="False",
+    )
+    airflow("db", "migrate", env=env)
+    yield env
+
+
+def airflow(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """The Airflow command line; its output is shown when it fails."""
+    done = subprocess.run(
+        [sys.executable, "-m", "airflow", *args], env=env, capture_output=True, text=True, timeout=600, check=False
+    )
+    assert done.returncode == 0, f"airflow {' '.join(args)} exited {done.returncode}:\n{done.stdout}\n{done.stderr}"
+    return done
+
+
+PARSE_DAGS = """
+import json, sys
+try:
+    from airflow.dag_processing.dagbag import DagBag
+except ImportError:
+    from airflow.models.dagbag import DagBag
+bag = DagBag(dag_folder=sys.argv[1])
+dag = bag.dags.get("callmart_daily")
+print(json.dumps({
+    "import_errors": {str(k): str(v) for k, v in bag.import_errors.items()},
+    "dag_ids": sorted(bag.dag_ids),
+    "tasks": {t.task_id: t.retries for t in dag.tasks} if dag else {},
+    "max_active_runs": dag.max_active_runs if dag else None,
+    "fileloc": dag.fileloc if dag else None,
+}))
+"""
+
+
+@needs_airflow
+def test_the_dag_parses_with_no_import_errors(airflow_home: dict[str, str]) -> None:
+    folder = airflow_home["AIRFLOW__CORE__DAGS_FOLDER"]
+    done = subprocess.run(
+        [sys.executable, "-c", PARSE_DAGS, folder], env=airflow_home, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    bag = json.loads(done.stdout.strip().splitlines()[-1])
+    assert bag["import_errors"] == {}
+    assert bag["dag_ids"] == ["callmart_daily"]
+    assert bag["tasks"] == {"load": 2}
+    assert bag["max_active_runs"] == 1
+    assert bag["fileloc"] == str(Path(folder) / "callmart_dag.py")
+
+
+@needs_airflow
+def test_airflow_runs_the_dag_for_its_data_interval_with_the_connection(
+    airflow_home: dict[str, str], tmp_path: Path
+) -> None:
+    mart = tmp_path / "mart.duckdb"
+    env = {**airflow_home, "AIRFLOW_CONN_CALLMART_MART": f"duckdb:///{mart}"}
+    done = airflow("dags", "test", "callmart_daily", "2024-03-08", env=env)
+    # A manual run at 2024-03-08 gets the daily interval that ends then: [2024-03-07, 2024-03-08).
+    assert periods(mart) == days(7)
+    assert "state=success" in done.stdout + done.stderr
+
+
+@needs_airflow
+def test_airflow_takes_the_url_from_the_environment_and_catches_up(
+    airflow_home: dict[str, str], tmp_path: Path
+) -> None:
+    mart = tmp_path / "mart.duckdb"
+    env = {**airflow_home, "CALLMART_DATABASE_URL": f"duckdb:///{mart}"}
+    airflow("dags", "test", "callmart_daily", "2024-03-06", env=env)
+    assert periods(mart) == days(5)
+    # Airflow missed two intervals (catchup is off): the next run loads them with its own.
+    airflow("dags", "test", "callmart_daily", "2024-03-09", env=env)
+    assert periods(mart) == days(5, 6, 7, 8)
+
+
+RUN_WITHOUT_LOGICAL_DATE = """
+import sys
+try:
+    from airflow.dag_processing.dagbag import DagBag
+except ImportError:
+    from airflow.models.dagbag import DagBag
+run = DagBag(dag_folder=sys.argv[1]).dags["callmart_daily"].test(logical_date=None)
+print(run.state)
+"""
+
+
+@needs_airflow
+def test_an_airflow_run_without_a_logical_date_loads_what_the_daily_command_would(
+    airflow_home: dict[str, str], tmp_path: Path
+) -> None:
+    mart = tmp_path / "mart.duckdb"
+    env = {**airflow_home, "CALLMART_DATABASE_URL": f"duckdb:///{mart}"}
+    folder = airflow_home["AIRFLOW__CORE__DAGS_FOLDER"]
+    done = subprocess.run(
+        [sys.executable, "-c", RUN_WITHOUT_LOGICAL_DATE, folder], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "success"
+    # No data interval: yesterday, as `callmart run --daily` (the sample holds no call that day).
+    assert periods(mart) == [((date.today() - timedelta(days=1)).isoformat(), "exitoso")]
+
+
+# Azure Functions: the timer function called as the Functions host would, with a real TimerRequest.
+
+
+@pytest.fixture
+def function_app(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[ModuleType]:
+    """The template function_app.py, imported by path, its mart a DuckDB file set by app settings."""
+    monkeypatch.setenv("CALLMART_DATABASE_URL", f"duckdb:///{tmp_path / 'mart.duckdb'}")
+    monkeypatch.delenv("CALLMART_SOURCE_DIR", raising=False)
+    spec = importlib.util.spec_from_file_location("callmart_function_app", SCHEDULING / "azure" / "function_app.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    yield module
+
+
+@pytest.fixture
+def timer(function_app: ModuleType) -> Callable[[bool], None]:
+    """Invokes the timer function the way the host does, with the TimerRequest its converter makes."""
+    from azure.functions.timer import TimerRequest
+
+    functions = {f.get_function_name(): f.get_user_function() for f in function_app.app.get_functions()}
+
+    def invoke(past_due: bool) -> None:
+        functions["callmart_daily"](TimerRequest(past_due=past_due))
+
+    return invoke
+
+
+def test_the_function_app_declares_a_timer_from_app_settings_with_retries(function_app: ModuleType) -> None:
+    (function,) = function_app.app.get_functions()
+    (binding,) = json.loads(function.get_function_json())["bindings"]
+    assert binding == {
+        "direction": "IN",
+        "type": "timerTrigger",
+        "name": "timer",
+        "schedule": "%CALLMART_SCHEDULE%",
+        "runOnStartup": False,
+        "useMonitor": True,
+    }
+    assert function.get_setting("retry_policy") is not None
+    host = json.loads((SCHEDULING / "azure" / "host.json").read_text())
+    assert host["version"] == "2.0" and host["extensionBundle"]["id"] == "Microsoft.Azure.Functions.ExtensionBundle"
+    requirements = (SCHEDULING / "azure" / "requirements.txt").read_text().split()
+    assert "callmart" in requirements and any(r.startswith("azure-functions") for r in requirements)
+
+
+def test_the_timer_loads_yesterday_then_catches_up_when_past_due(
+    function_app: ModuleType,
+    timer: Callable[[bool], None],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="callmart")
+    monkeypatch.setattr(function_app, "today", lambda: date(2024, 3, 6))
+    timer(False)
+    assert periods(tmp_path / "mart.duckdb") == days(5)
+    assert "past due" not in caplog.text
+
+    # The host was down for three days: the late invocation loads every day owed since the last load.
+    monkeypatch.setattr(function_app, "today", lambda: date(2024, 3, 9))
+    timer(True)
+    assert periods(tmp_path / "mart.duckdb") == days(5, 6, 7, 8)
+    assert "past due" in caplog.text
+    assert "fact_llamadas [2024-03-08 00:00, 2024-03-09 00:00): exitoso" in caplog.text
+
+
+def test_the_timer_fails_the_invocation_when_a_period_fails(
+    function_app: ModuleType, timer: Callable[[bool], None], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("CALLMART_SOURCE_DIR", str(broken_sample(tmp_path / "extracts")))
+    monkeypatch.setattr(function_app, "today", lambda: date(2024, 3, 6))
+    with pytest.raises(PeriodsFailed, match=r"1 step\(s\) failed .*lacks the column"):
+        timer(False)
+    assert periods(tmp_path / "mart.duckdb") == [("2024-03-05", "fallido")]
+
+
+# Databricks and GitHub Actions: the definitions, and the very commands they run, run here.
+
+
+def databricks_job() -> dict[str, Any]:
+    bundle = yaml.safe_load((SCHEDULING / "databricks" / "databricks.yml").read_text())
+    job: dict[str, Any] = bundle["resources"]["jobs"]["callmart_daily"]
+    return job
+
+
+def workflow() -> dict[str, Any]:
+    data: dict[Any, Any] = yaml.safe_load((SCHEDULING / "github" / "callmart-daily.yml").read_text())
+    # YAML 1.1 reads the key `on` as true.
+    data["on"] = data.pop(True, data.get("on"))
+    return data
+
+
+def test_the_databricks_job_runs_the_daily_command_on_a_schedule_with_the_url_from_a_secret() -> None:
+    job = databricks_job()
+    assert job["name"] and job["max_concurrent_runs"] == 1
+    cron = job["schedule"]["quartz_cron_expression"].split()
+    assert len(cron) in (6, 7) and "?" in (cron[3], cron[5])
+    tasks = {t["task_key"]: t for t in job["tasks"]}
+    load = tasks["load"]
+    assert load["python_wheel_task"] == {
+        "package_name": "callmart",
+        "entry_point": "callmart",
+        "parameters": ["run", "--daily"],
+    }
+    assert load["depends_on"] == [{"task_key": "init"}] and tasks["init"]["python_wheel_task"]["parameters"] == ["init"]
+    assert load["max_retries"] >= 1
+    (cluster,) = [c for c in job["job_clusters"] if c["job_cluster_key"] == load["job_cluster_key"]]
+    assert cluster["new_cluster"]["spark_env_vars"]["CALLMART_DATABASE_URL"] == "{{secrets/callmart/database_url}}"
+    # The entry point the wheel task names is callmart's console script.
+    (script,) = metadata.entry_points(group="console_scripts", name="callmart")
+    assert script.value == "callmart.cli:main"
+
+
+def test_the_github_workflow_runs_the_daily_command_on_a_schedule_with_the_url_from_a_secret() -> None:
+    flow = workflow()
+    assert len(flow["on"]["schedule"][0]["cron"].split()) == 5
+    assert "workflow_dispatch" in flow["on"]
+    job = flow["jobs"]["load"]
+    assert job["env"]["CALLMART_DATABASE_URL"] == "${{ secrets.CALLMART_DATABASE_URL }}"
+    commands = [step["run"] for step in job["steps"] if "run" in step]
+    assert any(command.startswith("callmart run --daily") for command in commands)
+
+
+def callmart(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "callmart", *args], env=env, capture_output=True, text=True, timeout=300, check=False
+    )
+
+
+def test_the_databricks_tasks_run_here_load_the_day_before(tmp_path: Path) -> None:
+    mart = tmp_path / "mart.duckdb"
+    env = clean_environment(CALLMART_DATABASE_URL=f"duckdb:///{mart}")
+    for task in databricks_job()["tasks"]:
+        parameters = task["python_wheel_task"]["parameters"]
+        replay = ["--as-of", "2024-03-08"] if parameters[0] == "run" else []
+        done = callmart(*parameters, *replay, env=env)
+        assert done.returncode == 0, done.stderr
+    assert periods(mart) == days(7)
+    # A failed period makes the task fail, so Databricks retries it.
+    other = tmp_path / "other.duckdb"
+    env = clean_environment(
+        CALLMART_DATABASE_URL=f"duckdb:///{other}", CALLMART_SOURCE_DIR=str(broken_sample(tmp_path / "broken"))
+    )
+    assert callmart("init", env=env).returncode == 0
+    assert callmart("run", "--daily", "--as-of", "2024-03-08", env=env).returncode == 1
+
+
+def test_the_github_workflow_steps_run_here_load_the_day_before(tmp_path: Path) -> None:
+    mart = tmp_path / "mart.duckdb"
+    bin_dir = str(Path(sys.executable).parent)
+    env = clean_environment(
+        CALLMART_DATABASE_URL=f"duckdb:///{mart}",
+        AS_OF="2024-03-08",
+        PATH=f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+    )
+    for step in workflow()["jobs"]["load"]["steps"]:
+        if step.get("run", "").startswith("callmart"):
+            done = subprocess.run(["bash", "-c", step["run"]], env=env, capture_output=True, text=True, timeout=300)
+            assert done.returncode == 0, done.stderr
+    assert periods(mart) == days(7)
