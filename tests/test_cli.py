@@ -15,7 +15,7 @@ def invoke(*args: str, env: dict[str, str] | None = None) -> Result:
     return CliRunner().invoke(cli, list(args), env=env, catch_exceptions=False)
 
 
-@pytest.mark.parametrize("command", ["init", "enqueue", "run", "status", "generate"])
+@pytest.mark.parametrize("command", ["init", "enqueue", "run", "status", "rejects", "generate", "report", "profile"])
 def test_every_command_has_help(command: str) -> None:
     result = invoke(command, "--help")
     assert result.exit_code == 0

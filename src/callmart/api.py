@@ -13,7 +13,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError
 
-from . import control, dialect, locking, runlog
+from . import analytics, control, dialect, locking, runlog
 from ._errors import CallmartError, DatabaseError, MartNotReady
 from .config import create_engine, default_source_dir, mask, parse_url, scrub
 from .declare import BEGINNING, Dimension, Mart
@@ -36,6 +36,7 @@ class RunSummary:
     id_run: int = 0
     freed: int = 0
     business_date: datetime = BEGINNING
+    touched: analytics.Touched = field(default_factory=analytics.Touched)
     steps: list[StepResult] = field(default_factory=list)
 
     @property
@@ -209,6 +210,8 @@ class Callmart:
                 with self._transaction() as conn:
                     runlog.record_step(conn, self.schema, summary.id_run, len(summary.steps) + 1, extra)
                 summary.steps.append(extra)
+        with self._transaction() as conn:
+            analytics.refresh_aggregates(conn, self.schema, summary.touched)
 
     def _run_dimension(self, dim: Dimension, summary: RunSummary) -> StepResult:
         """Merge one dimension and refresh the metrics whose events it holds, in one transaction; a failure
@@ -226,6 +229,7 @@ class Callmart:
                 for metric in fact.metrics:
                     if metric.events == dim.name:
                         result.metric_updated += refresh_after_events(conn, self.schema, fact, metric)
+            summary.touched.add_events(analytics.landed_events(conn, self.schema, dim))
             result.seconds = time.perf_counter() - began
             runlog.record_step(conn, self.schema, summary.id_run, len(summary.steps) + 1, result)
         self.reporter.step_finished(result)
@@ -251,6 +255,7 @@ class Callmart:
                 control.mark(
                     conn, self.schema, period, control.DONE, rows_loaded=result.inserted, finished_at=datetime.now()
                 )
+                summary.touched.add_period(period.start, period.end)
         except Exception as error:  # noqa: BLE001 - any failure fails the period, and the run goes on
             message = self._describe(error)
             result = StepResult(

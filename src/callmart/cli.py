@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 import click
 
 from ._errors import CallmartError, MartBusy
+from .analytics_cli import profile, report
 from .api import Callmart, RunSummary
 from .config import DEFAULT_DATABASE_URL
 from .console import ConsoleReporter, JsonReporter, step_name, table
@@ -296,6 +297,10 @@ def generate(calls: int, days: int, customers: int, start: datetime, seed: int, 
     )
     for name, rows in written.items():
         click.echo(f"{out / name}: {rows:,} rows")
+
+
+cli.add_command(report)
+cli.add_command(profile)
 
 
 def main() -> None:

@@ -9,6 +9,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from . import dialect
+from .analytics import aggregate_tables
 from .declare import (
     BEGINNING,
     DEFAULT_MEMBER_ID,
@@ -25,7 +26,7 @@ from .declare import (
 
 __all__ = ["PROCESSES", "REJECTS", "RUNS", "RUN_STEPS", "SCHEMA_VERSION", "Schema"]
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 PROCESSES = "dm_processes"
 RUNS, RUN_STEPS, REJECTS = "dm_runs", "dm_run_steps", "dm_rejects"
 
@@ -79,6 +80,8 @@ class Schema:
         for fact in self.mart.facts:
             self._fact(fact)
         self._processes()
+        for table in aggregate_tables(self.metadata):
+            self._add(table)
 
     def __getitem__(self, name: str) -> sa.Table:
         return self.tables[name]

@@ -1,0 +1,342 @@
+"""The conversion report's data: aggregates of a period by day, campaign, agent and channel, and data quality."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+
+from ._errors import MartNotReady
+from .analytics import AGENT, CAMPAIGN, CHANNEL, THRESHOLD, WINDOW, Settings, aggregates_of, settings_of
+from .declare import UNKNOWN, Dimension, Fact
+from .mart import AGENTES, CANALES
+from .runlog import DONE
+from .schema import REJECTS, RUN_STEPS, RUNS, Schema
+
+__all__ = ["Balance", "ChannelGroup", "Group", "RejectCount", "ReportData", "RunLine", "report_data"]
+
+SUMS = (
+    "llamadas",
+    "contactos",
+    "contactos_efectivos",
+    "conversiones",
+    "segundos_hablados",
+    "segundos_totales",
+    "segundos_hasta_login",
+)
+RECENT_RUNS = 10
+
+
+@dataclass(frozen=True)
+class Group:
+    """Sums of one group of calls: a day, a campaign, an agent, or the whole period."""
+
+    label: str
+    calls: int
+    contacts: int
+    effective: int
+    conversions: int
+    talk_seconds: int
+    total_seconds: int
+    to_login_seconds: int
+
+    @property
+    def rate(self) -> float | None:
+        """Conversions per effective contact."""
+        return self.conversions / self.effective if self.effective else None
+
+    @property
+    def average_talk(self) -> float | None:
+        """Average talk time per call, seconds."""
+        return self.talk_seconds / self.calls if self.calls else None
+
+    @property
+    def average_total(self) -> float | None:
+        """Average total time per call, seconds."""
+        return self.total_seconds / self.calls if self.calls else None
+
+    @property
+    def hours_to_login(self) -> float | None:
+        """Average hours from a converted call to its first login."""
+        return self.to_login_seconds / self.conversions / 3600 if self.conversions else None
+
+
+@dataclass(frozen=True)
+class ChannelGroup:
+    """Conversions that went to one digital channel."""
+
+    label: str
+    conversions: int
+    to_login_seconds: int
+
+    @property
+    def hours_to_login(self) -> float | None:
+        """Average hours from call to login on this channel."""
+        return self.to_login_seconds / self.conversions / 3600 if self.conversions else None
+
+
+@dataclass(frozen=True)
+class RejectCount:
+    """Source rows rejected (errors) or loaded with a doubt (warnings), for one table and reason."""
+
+    severity: str
+    table: str
+    source: str
+    reason: str
+    rows: int
+
+
+@dataclass(frozen=True)
+class Balance:
+    """Reconciliation of one table's loads behind the period: rows read = loaded + rejected."""
+
+    table: str
+    source: str
+    steps: int
+    read: int
+    loaded: int
+    rejected: int
+    warned: int
+    inferred: int
+
+
+@dataclass(frozen=True)
+class RunLine:
+    """One recent run."""
+
+    id_run: int
+    started: datetime
+    finished: datetime | None
+    status: str
+    steps: int
+    failed_steps: int
+    error: str | None
+
+
+@dataclass(frozen=True)
+class ReportData:
+    """Everything the report shows for the days first to last (both included)."""
+
+    first: date
+    last: date
+    settings: Settings
+    total: Group
+    days: tuple[tuple[date, Group], ...]
+    campaigns: tuple[Group, ...]
+    agents: tuple[Group, ...]
+    channels: tuple[ChannelGroup, ...]
+    rejects: tuple[RejectCount, ...]
+    balance: tuple[Balance, ...]
+    runs: tuple[RunLine, ...]
+
+
+def _group(label: str, row: Any) -> Group:
+    values = [int(row[name] or 0) for name in SUMS]
+    return Group(label, *values)
+
+
+def _sums(table: sa.Table) -> list[sa.Label[Any]]:
+    return [sa.func.sum(table.c[name]).label(name) for name in SUMS]
+
+
+def report_data(
+    conn: sa.Connection,
+    schema: Schema,
+    first: date | None = None,
+    end: date | None = None,
+    settings: Settings | None = None,
+) -> ReportData:
+    """The report's figures for the days [first, end); by default every day the aggregates hold."""
+    settings = settings or settings_of(schema.mart)
+    daily = aggregates_of(schema).daily
+    if not sa.inspect(conn).has_table(daily.name):
+        raise MartNotReady(f"the mart has no {daily.name} table yet; run `callmart init` to add it")
+    mine = [daily.c[THRESHOLD] == settings.threshold, daily.c[WINDOW] == settings.window_seconds]
+    low, high = conn.execute(sa.select(sa.func.min(daily.c.dia), sa.func.max(daily.c.dia)).where(*mine)).one()
+    if low is None and (first is None or end is None):
+        raise MartNotReady(
+            f"no aggregates for {settings.describe()} yet: load calls with `callmart run`, which computes them"
+        )
+    first = first or low
+    last = (end - timedelta(days=1)) if end else high
+    assert first is not None and last is not None
+    where = [*mine, daily.c.dia >= first, daily.c.dia <= last]
+    return ReportData(
+        first=first,
+        last=last,
+        settings=settings,
+        total=_group("all calls", conn.execute(sa.select(*_sums(daily)).where(*where)).mappings().one()),
+        days=_by_day(conn, daily, where, first, last),
+        campaigns=_by_campaign(conn, daily, where),
+        agents=_by_agent(conn, schema, daily, where),
+        channels=_by_channel(conn, schema, settings, first, last),
+        rejects=_rejects(conn, schema, first, last),
+        balance=_balance(conn, schema, first, last),
+        runs=_runs(conn, schema),
+    )
+
+
+def _by_day(
+    conn: sa.Connection, daily: sa.Table, where: list[Any], first: date, last: date
+) -> tuple[tuple[date, Group], ...]:
+    """Every day from first to last; a day without calls has zeros (and no rate), so charts show the gap."""
+    rows = conn.execute(sa.select(daily.c.dia, *_sums(daily)).where(*where).group_by(daily.c.dia)).mappings()
+    found = {row["dia"]: _group(f"{row['dia']:%Y-%m-%d}", row) for row in rows}
+    days = [first + timedelta(days=n) for n in range((last - first).days + 1)]
+    return tuple((day, found.get(day) or Group(f"{day:%Y-%m-%d}", 0, 0, 0, 0, 0, 0, 0)) for day in days)
+
+
+def _by_campaign(conn: sa.Connection, daily: sa.Table, where: list[Any]) -> tuple[Group, ...]:
+    campaign = daily.c[CAMPAIGN]
+    rows = conn.execute(sa.select(campaign, *_sums(daily)).where(*where).group_by(campaign)).mappings()
+    return tuple(sorted((_group(row[CAMPAIGN], row) for row in rows), key=lambda g: (-g.calls, g.label)))
+
+
+def _by_agent(conn: sa.Connection, schema: Schema, daily: sa.Table, where: list[Any]) -> tuple[Group, ...]:
+    """By agent login; the versions of an agent (history) are one agent."""
+    agents = schema[AGENTES.name]
+    name = sa.func.max(agents.c.nombre_agente + " " + agents.c.apellido_agente).label("name")
+    rows = conn.execute(
+        sa.select(agents.c.agente, name, *_sums(daily))
+        .select_from(daily.join(agents, agents.c.key_agente == daily.c[AGENT]))
+        .where(*where)
+        .group_by(agents.c.agente)
+    ).mappings()
+    return tuple(sorted((_group(_agent_label(r), r) for r in rows), key=lambda g: (-g.calls, g.label)))
+
+
+def _agent_label(row: Any) -> str:
+    login, name = row["agente"], row["name"]
+    if login in (None, UNKNOWN):
+        return "unknown agent"
+    if not name or UNKNOWN in name:
+        return f"{login} (not in agents file)"
+    return f"{name} ({login})"
+
+
+def _by_channel(
+    conn: sa.Connection, schema: Schema, settings: Settings, first: date, last: date
+) -> tuple[ChannelGroup, ...]:
+    channel = aggregates_of(schema).channel
+    channels = schema[CANALES.name]
+    label = channels.c.descripcion_canal_digital
+    rows = conn.execute(
+        sa.select(
+            label,
+            sa.func.sum(channel.c.conversiones).label("conversions"),
+            sa.func.sum(channel.c.segundos_hasta_login).label("seconds"),
+        )
+        .select_from(channel.join(channels, channels.c.key_canal_digital == channel.c[CHANNEL]))
+        .where(
+            channel.c[THRESHOLD] == settings.threshold,
+            channel.c[WINDOW] == settings.window_seconds,
+            channel.c.dia >= first,
+            channel.c.dia <= last,
+        )
+        .group_by(label)
+    ).mappings()
+    found = [
+        ChannelGroup(
+            "unknown channel" if r["descripcion_canal_digital"] in (None, UNKNOWN) else r["descripcion_canal_digital"],
+            int(r["conversions"] or 0),
+            int(r["seconds"] or 0),
+        )
+        for r in rows
+    ]
+    return tuple(sorted(found, key=lambda c: (-c.conversions, c.label)))
+
+
+def _latest_steps(schema: Schema, first: date, last: date) -> sa.Subquery:
+    """Per table and period, the latest run's successful step: the load whose rows the mart holds now."""
+    # A failed reload leaves the previous load in place; dimensions and undated rows have no period.
+    steps = schema[RUN_STEPS]
+    start = datetime.combine(first, datetime.min.time())
+    end = datetime.combine(last + timedelta(days=1), datetime.min.time())
+    return (
+        sa.select(steps.c.table_name, steps.c.period_start, sa.func.max(steps.c.id_run).label("id_run"))
+        .where(
+            steps.c.status == DONE,
+            sa.or_(steps.c.period_start.is_(None), sa.and_(steps.c.period_start >= start, steps.c.period_start < end)),
+        )
+        .group_by(steps.c.table_name, steps.c.period_start)
+        .subquery("latest")
+    )
+
+
+def _same_step(latest: sa.Subquery, table: sa.Table) -> sa.ColumnElement[bool]:
+    return sa.and_(
+        table.c.table_name == latest.c.table_name,
+        table.c.id_run == latest.c.id_run,
+        table.c.period_start.is_not_distinct_from(latest.c.period_start),
+    )
+
+
+def _rejects(conn: sa.Connection, schema: Schema, first: date, last: date) -> tuple[RejectCount, ...]:
+    rejects = schema[REJECTS]
+    latest = _latest_steps(schema, first, last)
+    columns = (rejects.c.severity, rejects.c.table_name, rejects.c.reason)
+    rows = conn.execute(
+        sa.select(*columns, sa.func.count().label("rows"))
+        .select_from(rejects.join(latest, _same_step(latest, rejects)))
+        .group_by(*columns)
+    )
+    found = [
+        RejectCount(severity, table, _source(schema, table), reason, int(n)) for severity, table, reason, n in rows
+    ]
+    return tuple(sorted(found, key=lambda r: (r.severity != "error", -r.rows, r.table, r.reason)))
+
+
+def _source(schema: Schema, table: str) -> str:
+    """The files a table is loaded from, e.g. Llamadas*.csv."""
+    tables: tuple[Dimension | Fact, ...] = (*schema.mart.dimensions, *schema.mart.facts)
+    return next((t.source.pattern for t in tables if t.name == table), "")
+
+
+def _balance(conn: sa.Connection, schema: Schema, first: date, last: date) -> tuple[Balance, ...]:
+    steps = schema[RUN_STEPS]
+    latest = _latest_steps(schema, first, last)
+    counts = ("rows_read", "rows_loaded", "rows_rejected", "rows_warned", "inferred_members")
+    order = [*(d.name for d in schema.mart.dimensions), *(f.name for f in schema.mart.facts)]
+    rows = conn.execute(
+        sa.select(steps.c.table_name, sa.func.count(), *(sa.func.sum(steps.c[c]) for c in counts))
+        .select_from(steps.join(latest, _same_step(latest, steps)))
+        .where(steps.c.table_name.in_(order))
+        .group_by(steps.c.table_name)
+    )
+    found = [
+        Balance(table, _source(schema, table), int(n), *(int(v or 0) for v in values)) for table, n, *values in rows
+    ]
+    return tuple(sorted(found, key=lambda b: order.index(b.table)))
+
+
+def _runs(conn: sa.Connection, schema: Schema) -> tuple[RunLine, ...]:
+    runs, steps = schema[RUNS], schema[RUN_STEPS]
+    counted = (
+        sa.select(
+            steps.c.id_run,
+            sa.func.count().label("steps"),
+            sa.func.sum(sa.case((steps.c.status != DONE, 1), else_=0)).label("failed"),
+        )
+        .group_by(steps.c.id_run)
+        .subquery("counted")
+    )
+    rows = conn.execute(
+        sa.select(runs, counted.c.steps, counted.c.failed)
+        .select_from(runs.outerjoin(counted, counted.c.id_run == runs.c.id_run))
+        .order_by(runs.c.id_run.desc())
+        .limit(RECENT_RUNS)
+    ).mappings()
+    return tuple(
+        RunLine(
+            id_run=r["id_run"],
+            started=r["started_at"],
+            finished=r["finished_at"],
+            status=r["status"],
+            steps=int(r["steps"] or 0),
+            failed_steps=int(r["failed"] or 0),
+            error=r["error_message"],
+        )
+        for r in rows
+    )
