@@ -87,16 +87,20 @@ def first_events(
     place = sa.func.row_number().over(
         partition_by=facts.c[fact_key], order_by=(event_time, events.c[declared.business_key])
     )
+    # Joined, not looked up row by row: the entity's business id when its dimension keeps history.
+    source: sa.FromClause = facts
+    fact_entity: sa.ColumnElement[Any] = facts.c[metric.fact_entity]
+    entity_dim = _entity_dimension(schema, metric)
+    if entity_dim.keeps_history:
+        members = schema[entity_dim.name].alias("fact_entity")
+        source = facts.join(members, members.c[entity_dim.key] == facts.c[metric.fact_entity])
+        fact_entity = members.c[entity_dim.business_key]
     matches = (
         sa.select(facts.c[fact_key].label("fact_key"), events.c[declared.key].label("event_key"), place.label("place"))
         .select_from(
-            facts.join(
+            source.join(
                 events,
-                sa.and_(
-                    events.c.entity == _fact_entity(schema, metric, facts),
-                    event_time >= time,
-                    event_time < time + metric.window,
-                ),
+                sa.and_(events.c.entity == fact_entity, event_time >= time, event_time < time + metric.window),
             )
         )
         .where(
