@@ -207,7 +207,7 @@ def test_accented_agent_names_are_latin1(extracts: Path) -> None:
 
 def test_channels_are_the_two_digital_channels(extracts: Path) -> None:
     text = (extracts / "CanalDigital_sample.csv").read_bytes().decode("latin-1")
-    assert text == "idcanal,desc_canal\n1,Whatsapp\n2,AppCallCore\n"
+    assert text == "idcanal,desc_canal\n2,AppCallCore\n1,Whatsapp\n"
 
 
 def test_a_few_calls_point_outside_the_dimensions(extracts: Path) -> None:

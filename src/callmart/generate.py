@@ -564,7 +564,7 @@ def _write_agents(path: Path, team: Sequence[_Agent]) -> int:
 
 
 def _write_channels(path: Path) -> int:
-    """The digital channels file."""
-    rows = [f"{number},{name}\n" for number, name in CHANNELS.items()]
+    """The digital channels file, sorted by name."""
+    rows = [f"{number},{name}\n" for number, name in sorted(CHANNELS.items(), key=lambda item: item[1])]
     path.write_bytes((CHANNELS_HEADER + "".join(rows)).encode(ENCODING))
     return len(rows)
