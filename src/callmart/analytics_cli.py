@@ -5,43 +5,22 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
-from collections.abc import Callable
 from datetime import date, datetime
-from functools import wraps
 from pathlib import Path
-from typing import Any, TypeVar
 
 import click
 from sqlalchemy.exc import DBAPIError
 
-from ._errors import CallmartError, DatabaseError, MartBusy
+from ._errors import DatabaseError
 from .api import Callmart
 from .config import default_source_dir, scrub
-from .console import table
+from .console import EXIT_ERROR, table
+from .console import handle_errors as _handle_errors
 from .profile import FileProfile, SourceProfile, profile_source
 from .report import report_data
 from .report_html import render_report
 
 __all__ = ["describe_profile", "profile", "report"]
-
-EXIT_ERROR, EXIT_BUSY = 2, 3
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _handle_errors(command: F) -> F:
-    """callmart's own errors as one red line and exit code 2 (3 when another process holds the mart)."""
-
-    @wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return command(*args, **kwargs)
-        except CallmartError as error:
-            if click.get_current_context().find_root().params.get("debug"):
-                raise
-            click.echo(click.style("Error: ", fg="red", bold=True) + str(error), err=True)
-            sys.exit(EXIT_BUSY if isinstance(error, MartBusy) else EXIT_ERROR)
-
-    return wrapper  # type: ignore[return-value]
 
 
 def _day(value: datetime | None) -> date | None:

@@ -3,41 +3,27 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
 from datetime import date, datetime
-from functools import wraps
 from pathlib import Path
-from typing import Any, TypeVar
 
 import click
 
-from ._errors import CallmartError, MartBusy
 from .analytics_cli import profile, report
 from .api import Callmart, RunSummary
 from .config import DEFAULT_DATABASE_URL
-from .console import ConsoleReporter, JsonReporter, step_name, table
+from .console import (
+    EXIT_BUSY,
+    EXIT_ERROR,
+    EXIT_FAILED_PERIODS,
+    EXIT_OK,
+    ConsoleReporter,
+    JsonReporter,
+    step_name,
+    table,
+)
+from .console import handle_errors as _handle_errors
 
 __all__ = ["EXIT_BUSY", "EXIT_ERROR", "EXIT_FAILED_PERIODS", "EXIT_OK", "main"]
-
-EXIT_OK, EXIT_FAILED_PERIODS, EXIT_ERROR, EXIT_BUSY = 0, 1, 2, 3
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _handle_errors(command: F) -> F:
-    """Turn callmart's own errors into one red line and exit code 2 (3 when another process holds the mart);
-    --debug shows the traceback."""
-
-    @wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return command(*args, **kwargs)
-        except CallmartError as error:
-            if click.get_current_context().find_root().params.get("debug"):
-                raise
-            click.echo(click.style("Error: ", fg="red", bold=True) + str(error), err=True)
-            sys.exit(EXIT_BUSY if isinstance(error, MartBusy) else EXIT_ERROR)
-
-    return wrapper  # type: ignore[return-value]
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

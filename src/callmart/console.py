@@ -3,15 +3,50 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
+from functools import wraps
+from typing import Any, TypeVar
 
 import click
 
+from ._errors import CallmartError, MartBusy
 from .progress import StepResult
 
-__all__ = ["ConsoleReporter", "JsonReporter", "step_name", "table"]
+__all__ = [
+    "EXIT_BUSY",
+    "EXIT_ERROR",
+    "EXIT_FAILED_PERIODS",
+    "EXIT_OK",
+    "handle_errors",
+    "ConsoleReporter",
+    "JsonReporter",
+    "step_name",
+    "table",
+]
+
+
+EXIT_OK, EXIT_FAILED_PERIODS, EXIT_ERROR, EXIT_BUSY = 0, 1, 2, 3
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def handle_errors(command: F) -> F:
+    """Turn callmart's own errors into one red line and exit code 2 (3 when another process holds the mart);
+    --debug shows the traceback."""
+
+    @wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except CallmartError as error:
+            if click.get_current_context().find_root().params.get("debug"):
+                raise
+            click.echo(click.style("Error: ", fg="red", bold=True) + str(error), err=True)
+            sys.exit(EXIT_BUSY if isinstance(error, MartBusy) else EXIT_ERROR)
+
+    return wrapper  # type: ignore[return-value]
 
 
 class ConsoleReporter:
