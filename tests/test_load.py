@@ -354,17 +354,17 @@ def test_a_failed_period_is_left_as_it_was(
         (folder / "Llamadas_2024.csv").unlink()
         expected = ["fallido", "fallido"]
     else:
-        # The period's rows are already deleted, in the database, when the insert that follows fails.
-        cleared = fact.dialect.clear_period
+        # The period's rows are already replaced, in the database, when what follows fails.
+        replaced = fact.dialect.replace_period
 
-        def clear_then_fail(conn: Any, table: Any, start: datetime, end: datetime) -> int:
-            removed = cleared(conn, table, start, end)
+        def replace_then_fail(conn: Any, table: Any, start: datetime, end: datetime, rows: Any) -> tuple[int, int]:
+            removed, added = replaced(conn, table, start, end, rows)
             assert removed > 0
             if start == datetime(2023, 6, 28):
                 raise RuntimeError("the disk is full")
-            return removed
+            return removed, added
 
-        monkeypatch.setattr(fact.dialect, "clear_period", clear_then_fail)
+        monkeypatch.setattr(fact.dialect, "replace_period", replace_then_fail)
         expected = ["exitoso", "fallido"]
     before = full_dump(database_url, ["fact_llamadas"])
     with Callmart(database_url, folder) as mart:

@@ -13,7 +13,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError
 
-from . import analytics, control, dialect, locking, runlog
+from . import analytics, control, dialect, fingerprint, locking, runlog
 from ._errors import CallmartError, DatabaseError, MartNotReady
 from .config import create_engine, default_source_dir, mask, parse_url, scrub
 from .declare import BEGINNING, Dimension, Mart
@@ -164,11 +164,12 @@ class Callmart:
             self._check_ready(conn)
             return runlog.reject_rows(conn, self.schema, id_run, limit)
 
-    def run(self) -> RunSummary:
+    def run(self, reload_dimensions: bool = False) -> RunSummary:
         """Load every dimension, then every pending period oldest first; a failed period does not stop the rest.
 
-        Periods are claimed one at a time, so runs started together share the work; periods left running by a
-        run that died are queued again first."""
+        A dimension whose source files and rules are those of its last merge is skipped, unless
+        `reload_dimensions`. Periods are claimed one at a time, so runs started together share the work; periods
+        left running by a run that died are queued again first."""
         summary = RunSummary(started=datetime.now().replace(microsecond=0))
         with self._transaction() as conn:
             self._check_ready(conn)
@@ -180,7 +181,7 @@ class Callmart:
             try:
                 with self._transaction() as conn:
                     summary.freed = control.free_abandoned(conn, self.schema)
-                self._run_steps(summary)
+                self._run_steps(summary, reload_dimensions)
             except BaseException as error:
                 with self._transaction() as conn:
                     runlog.finish_run(conn, self.schema, summary.id_run, ok=False, error=self._describe(error))
@@ -189,9 +190,9 @@ class Callmart:
                 runlog.finish_run(conn, self.schema, summary.id_run, ok=summary.ok, error=None)
         return summary
 
-    def _run_steps(self, summary: RunSummary) -> None:
+    def _run_steps(self, summary: RunSummary, reload_dimensions: bool) -> None:
         for dim in self.schema.mart.dimensions:
-            summary.steps.append(self._run_dimension(dim, summary))
+            summary.steps.append(self._run_dimension(dim, summary, reload_dimensions))
         while True:
             with self._transaction() as conn:
                 period = control.claim_next(conn, self.schema, summary.id_run, summary.started)
@@ -213,13 +214,21 @@ class Callmart:
         with self._transaction() as conn:
             analytics.refresh_aggregates(conn, self.schema, summary.touched)
 
-    def _run_dimension(self, dim: Dimension, summary: RunSummary) -> StepResult:
+    def _run_dimension(self, dim: Dimension, summary: RunSummary, reload: bool) -> StepResult:
         """Merge one dimension and refresh the metrics whose events it holds, in one transaction; a failure
         stops the run, since facts must not be loaded against a dimension that is not."""
         self.reporter.step_started(dim.name)
         began = time.perf_counter()
+        # Hashed before the merge: a file replaced during it then differs from the digest kept, and loads next time.
+        digest = fingerprint.fingerprint(self.source_dir, dim)
         with self._transaction() as conn:
             locking.take_write_turn(conn)
+            if not reload and fingerprint.is_current(conn, self.schema, dim, digest):
+                result = StepResult(table=dim.name, note="source unchanged since its last merge")
+                result.seconds = time.perf_counter() - began
+                runlog.record_step(conn, self.schema, summary.id_run, len(summary.steps) + 1, result)
+                self.reporter.step_finished(result)
+                return result
             dialect.tune_for_bulk(conn)
             result = load_dimension(
                 conn, self.schema, dim, self.source_dir, self._progress(dim.name), summary.business_date
@@ -230,6 +239,7 @@ class Callmart:
                     if metric.events == dim.name:
                         result.metric_updated += refresh_after_events(conn, self.schema, fact, metric)
             summary.touched.add_events(analytics.landed_events(conn, self.schema, dim))
+            fingerprint.remember(conn, self.schema, dim, digest, summary.id_run)
             result.seconds = time.perf_counter() - began
             runlog.record_step(conn, self.schema, summary.id_run, len(summary.steps) + 1, result)
         self.reporter.step_finished(result)

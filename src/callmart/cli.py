@@ -140,9 +140,14 @@ def _day(value: datetime | None) -> date | None:
     type=click.DateTime(["%Y-%m-%d"]),
     help="With --daily: the day taken as today (to replay a schedule). Default: today.",
 )
+@click.option(
+    "--reload-dimensions",
+    is_flag=True,
+    help="Merge every dimension again, even one whose source files are unchanged since its last merge.",
+)
 @click.pass_context
 @_handle_errors
-def run(ctx: click.Context, daily: bool, as_of: datetime | None) -> None:
+def run(ctx: click.Context, daily: bool, as_of: datetime | None, reload_dimensions: bool) -> None:
     """Load the dimensions, then every pending period, oldest first, and print a summary.
 
     Exit code 0 when every period loaded, 1 when some failed (the rest still load), 2 on an error, 3 when another
@@ -155,7 +160,7 @@ def run(ctx: click.Context, daily: bool, as_of: datetime | None) -> None:
             counts = mart.catch_up(_day(as_of))
             _say(ctx, f"{counts['added'] + counts['requeued']} period(s) queued to catch up")
         _say(ctx, f"loading {mart.where} from {mart.source_dir}")
-        summary = mart.run()
+        summary = mart.run(reload_dimensions=reload_dimensions)
         if summary.freed:
             _say(ctx, f"{summary.freed} period(s) left running by a stopped run were queued again and loaded")
     click.echo(_summary_table(summary))

@@ -46,8 +46,9 @@ def load_period(
     staged = stage(conn, staging, fact, source_dir, keep=_in_period(fact, start, end), enrich=enrich, on_rows=on_rows)
     inferred = resolve_unknown(conn, schema, fact)
     doubts = [staged.reject_table(), *(_duplicate_rows(conn, schema, fact) if fact.warn_duplicate_rows else [])]
-    deleted = dialect.clear_period(conn, schema[fact.name], start, end)
-    inserted = conn.execute(_insert_from_staging(schema, fact, start, end)).rowcount
+    deleted, inserted = dialect.replace_period(
+        conn, schema[fact.name], start, end, lambda lower, upper: _rows_from_staging(schema, fact, lower, upper)
+    )
     found = rejects.concat(doubts)
     return StepResult(
         table=fact.name,
@@ -68,11 +69,16 @@ def _duplicate_rows(conn: sa.Connection, schema: Schema, fact: Fact) -> list[pa.
     """Warnings for staged rows identical to an earlier row of the extract: loaded, but worth a look."""
     stg = schema[fact.staging]
     content = [stg.c[c.name] for c in staged_columns(fact)]
-    # One hash aggregate answers the usual question (none); only then are the duplicates numbered, in one sort.
-    if conn.execute(sa.select(*content).group_by(*content).having(sa.func.count() > 1).limit(1)).first() is None:
+    # Grouping by one hash of the content finds the candidates at a fraction of the cost of grouping by every
+    # column; only the few candidates are then compared column by column, so a collision cannot mislead.
+    row_hash = dialect.RowHash(*content)
+    repeated = sa.select(row_hash).select_from(stg).group_by(row_hash).having(sa.func.count() > 1)
+    if conn.execute(repeated.limit(1)).first() is None:
         return []
-    place = sa.func.row_number().over(partition_by=content, order_by=(stg.c[SOURCE_FILE], stg.c[SOURCE_ROW]))
-    numbered = sa.select(stg.c[SOURCE_FILE], stg.c[SOURCE_ROW], place.label("place")).subquery()
+    candidates = sa.select(stg).where(row_hash.in_(repeated)).subquery()
+    same = [candidates.c[c.name] for c in content]
+    place = sa.func.row_number().over(partition_by=same, order_by=(candidates.c[SOURCE_FILE], candidates.c[SOURCE_ROW]))
+    numbered = sa.select(candidates.c[SOURCE_FILE], candidates.c[SOURCE_ROW], place.label("place")).subquery()
     found = conn.execute(sa.select(numbered.c[SOURCE_FILE], numbered.c[SOURCE_ROW]).where(numbered.c.place > 1)).all()
     return [
         rejects.make(
@@ -131,15 +137,21 @@ def _in_period(fact: Fact, start: datetime, end: datetime) -> Callable[[pa.Recor
     return keep
 
 
-def _insert_from_staging(schema: Schema, fact: Fact, start: datetime, end: datetime) -> sa.Insert:
-    """One set-based insert of the staged rows, with their keys and the metrics."""
+def _rows_from_staging(schema: Schema, fact: Fact, start: datetime, end: datetime) -> sa.Select[Any]:
+    """The staged rows of [start, end) as fact rows, with their keys and the metrics, named as the fact's columns."""
     stg = schema[fact.staging]
-    names = [fact.key, *(c.name for c in fact.columns), *(r.column for r in fact.references)]
-    exprs: list[sa.ColumnElement[Any]] = [stg.c[name] for name in names]
+    table = schema[fact.name]
+    exprs: dict[str, sa.ColumnElement[Any]] = {
+        name: stg.c[name] for name in [fact.key, *(c.name for c in fact.columns), *(r.column for r in fact.references)]
+    }
     rows: sa.FromClause = stg
     for metric in fact.metrics:
         firsts = first_events(schema, metric, stg, fact.key, start, end)
         rows = rows.outerjoin(firsts, firsts.c.fact_key == stg.c[fact.key])
-        names.append(metric.column)
-        exprs.append(firsts.c.event_key)
-    return sa.insert(schema[fact.name]).from_select(names, sa.select(*exprs).select_from(rows))
+        exprs[metric.column] = firsts.c.event_key
+    time = stg.c[fact.time_column]
+    return (
+        sa.select(*(exprs[c.name].label(c.name) for c in table.columns))
+        .select_from(rows)
+        .where(time >= start, time < end)
+    )

@@ -24,11 +24,12 @@ from .declare import (
     Type,
 )
 
-__all__ = ["PROCESSES", "REJECTS", "RUNS", "RUN_STEPS", "SCHEMA_VERSION", "Schema"]
+__all__ = ["PROCESSES", "REJECTS", "RUNS", "RUN_STEPS", "SCHEMA_VERSION", "SOURCES", "Schema"]
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 PROCESSES = "dm_processes"
 RUNS, RUN_STEPS, REJECTS = "dm_runs", "dm_run_steps", "dm_rejects"
+SOURCES = "dm_sources"
 
 _TYPES: dict[Type, Callable[[], sa.types.TypeEngine[Any]]] = {
     Type.INTEGER: sa.Integer,
@@ -185,6 +186,16 @@ class Schema:
             )
         )
         self._run_log()
+        self._add(
+            sa.Table(
+                SOURCES,
+                self.metadata,
+                sa.Column("table_name", sa.String, primary_key=True),
+                sa.Column("fingerprint", sa.String, nullable=False),
+                sa.Column("id_run", sa.Integer, nullable=False),
+                sa.Column("loaded_at", sa.DateTime, nullable=False),
+            )
+        )
 
     def _run_log(self) -> None:
         """Runs, their steps with the reconciliation of rows, and every rejected or doubted source row."""
