@@ -738,7 +738,9 @@ def check_file_case(url: str, tmp_path: Path, folder: Path, case: Case) -> None:
             assert [s for s, _ in processes] == ["fallido", "fallido"]
             assert all(case.error in str(m) for _, m in processes)
             recorded = [(s["table_name"], s["status"], s["rows_read"], s["error_message"]) for s in mart.last_run()]
-            assert recorded[:4] == [(d, "exitoso", GOOD_STEPS[d][0], None) for d in DIMENSIONS]
+            # The dimension extracts are those of the good load: not merged again.
+            assert recorded[:4] == [(d, "exitoso", 0, None) for d in DIMENSIONS]
+            assert all(s.note == "source unchanged since its last merge" for s in summary.steps[:4])
             assert [(t, s, r) for t, s, r, _ in recorded[4:]] == [("fact_llamadas", "fallido", 0)] * 2
             # The failed periods keep the rows of the good load.
             assert full_dump(url, MART_TABLES) == {t: before[t] for t in MART_TABLES}

@@ -51,7 +51,7 @@ def clean_batch(batch: pa.RecordBatch, columns: Sequence[Column]) -> Cleaned:
     """Clean every declared column of a raw batch, marking the rows that have a bad field."""
     parsed: dict[tuple[str, Parse, str | None], tuple[pa.Array, pa.Array]] = {}
     fields = {c.name: _clean_column(batch.column(c.source or c.name), c, parsed) for c in columns}
-    bad = pa.array([False] * batch.num_rows, pa.bool_())
+    bad = _all(False, batch.num_rows)
     reject_parts = []
     seen: set[tuple[str | None, str]] = set()
     for column in columns:
@@ -65,6 +65,17 @@ def clean_batch(batch: pa.RecordBatch, columns: Sequence[Column]) -> Cleaned:
     arrays = [fields[c.name].values for c in columns] + [batch.column(SOURCE_FILE), batch.column(SOURCE_ROW)]
     names = [c.name for c in columns] + [SOURCE_FILE, SOURCE_ROW]
     return Cleaned(pa.RecordBatch.from_arrays(arrays, names=names), bad, rejects.concat(reject_parts))
+
+
+def _all(value: bool, length: int) -> pa.Array:
+    """A boolean array of one value."""
+    return pa.repeat(pa.scalar(value, pa.bool_()), length)
+
+
+def _int(value: int) -> pa.Scalar:
+    """An int64 scalar. Compute functions given a bare Python number look for optional converters (dateutil,
+    decimal) on every call, which costs more than the computation on a small batch."""
+    return pa.scalar(value, pa.int64())
 
 
 def raw_lines(batch: pa.RecordBatch) -> pa.Array:
@@ -103,7 +114,7 @@ def _clean_column(
         pc.or_(pc.is_null(text), pc.is_in(text, value_set=pa.array(column.missing, pa.string()))), True
     )
     if column.parse is Parse.TEXT:
-        values, unparsable = _text(text, column), pa.array([False] * len(text), pa.bool_())
+        values, unparsable = _text(text, column), _all(False, len(text))
     else:
         cache_key = (column.source or column.name, column.parse, column.fmt)
         if cache_key not in parsed:
@@ -111,7 +122,7 @@ def _clean_column(
         values, unparsable = _fit(*parsed[cache_key], column.type)
     default = pa.scalar(column.default, arrow_type(column.type))
     values = pc.if_else(missing, default, values)
-    no_value = missing if column.required else pa.array([False] * len(text), pa.bool_())
+    no_value = missing if column.required else _all(False, len(text))
     return _Field(values, no_value, pc.fill_null(pc.and_not(unparsable, missing), False))
 
 
@@ -126,7 +137,7 @@ def _text(text: pa.Array, column: Column) -> pa.Array:
 def _integer(text: pa.Array, fmt: str) -> tuple[pa.Array, pa.Array]:
     """Whole numbers as int64; anything else is unparsable."""
     shaped = pc.fill_null(pc.match_substring_regex(text, _INTEGER), False)
-    numbers = pc.cast(pc.if_else(shaped, text, None), pa.int64())
+    numbers = pc.cast(pc.if_else(shaped, text, pa.scalar(None, pa.string())), pa.int64())
     return numbers, pc.invert(shaped)
 
 
@@ -135,14 +146,14 @@ def _datetime(text: pa.Array, fmt: str) -> tuple[pa.Array, pa.Array]:
     values = pc.strptime(text, format=fmt, unit="s", error_is_null=True)
     # strptime reads a two-digit %Y (a spreadsheet's 3/4/24) as year 24, and rolls a day the month lacks over
     # (2/30 becomes 3/1, so only days 1 to 3 can be such): neither is the date written.
-    wrong = pc.fill_null(pc.less(pc.year(values), 1000), False)
+    wrong = pc.fill_null(pc.less(pc.year(values), _int(1000)), False)
     if fmt.endswith("%S"):
         wrong = pc.or_(wrong, _leap_second(text))
-    rolled = pc.fill_null(pc.less_equal(pc.day(values), 3), False)
+    rolled = pc.fill_null(pc.less_equal(pc.day(values), _int(3)), False)
     if pc.any(rolled).as_py():
         written = _unpadded(pc.filter(text, rolled))
         again = _unpadded(pc.strftime(pc.filter(values, rolled), format=fmt, locale="C"))
-        wrong = pc.or_(wrong, pc.replace_with_mask(pa.array([False] * len(text)), rolled, pc.not_equal(written, again)))
+        wrong = pc.or_(wrong, pc.replace_with_mask(_all(False, len(text)), rolled, pc.not_equal(written, again)))
     values = pc.if_else(wrong, pa.scalar(None, values.type), values)
     return values, pc.is_null(values)
 
@@ -186,8 +197,8 @@ def _fit(values: pa.Array, unparsable: pa.Array, type_: Type) -> tuple[pa.Array,
     if pa.types.is_timestamp(values.type):
         return values, unparsable
     limit = _LIMITS[type_]
-    in_range = pc.fill_null(pc.less_equal(pc.abs(values), limit), False)
-    fitted = pc.if_else(in_range, values, None)
+    in_range = pc.fill_null(pc.less_equal(pc.abs(values), pa.scalar(limit, values.type)), False)
+    fitted = pc.if_else(in_range, values, pa.scalar(None, values.type))
     if type_ is Type.TIME:
         return pc.cast(pc.cast(fitted, pa.int32()), pa.time32("s")), pc.invert(in_range)
     return pc.cast(fitted, arrow_type(type_)), pc.invert(in_range)

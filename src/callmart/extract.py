@@ -76,8 +76,17 @@ def detect_encoding(path: Path, declared: str) -> str:
     return "utf-8" if not head.isascii() else declared
 
 
+def _is_ascii(path: Path) -> bool:
+    """Whether every byte of the file is ASCII (read in blocks: the check runs at memory speed)."""
+    with path.open("rb") as handle:
+        while block := handle.read(BLOCK_SIZE * 4):
+            if not block.isascii():
+                return False
+    return True
+
+
 def _with_origin(batch: pa.RecordBatch, path: Path, lines: pa.Array) -> pa.RecordBatch:
-    origin_file = pa.array([path.name] * batch.num_rows, pa.string())
+    origin_file = pa.repeat(pa.scalar(path.name, pa.string()), batch.num_rows)
     return pa.RecordBatch.from_arrays(
         [*batch.columns, origin_file, lines], names=[*batch.schema.names, SOURCE_FILE, SOURCE_ROW]
     )
@@ -94,6 +103,9 @@ def _read_csv(path: Path, encoding: str, fields: Sequence[str], problems: list[p
     if path.stat().st_size == 0:
         return
     encoding = detect_encoding(path, encoding)
+    if encoding != "utf-8" and _is_ascii(path):
+        # ASCII reads the same in any of the exports' encodings, and as UTF-8 the reader need not transcode it.
+        encoding = "utf-8"
     raw_header = _csv_header(path, encoding)
     header = [name.strip() for name in raw_header]
     missing = [f for f in fields if f not in header]
@@ -138,7 +150,8 @@ def _read_csv(path: Path, encoding: str, fields: Sequence[str], problems: list[p
         named = _with_origin(pa.RecordBatch.from_arrays(batch.columns, names=[header[i] for i in read]), path, lines)
         # Blank lines arrive as rows of empty fields (so the line numbers after them stay right): they hold no data,
         # but are recorded, like any line that cannot be loaded.
-        blank = functools.reduce(pc.and_, (pc.equal(column, "") for column in batch.columns))
+        empty = pa.scalar("", pa.string())
+        blank = functools.reduce(pc.and_, (pc.equal(column, empty) for column in batch.columns))
         if batch.num_rows and pc.any(blank).as_py():
             problems.append(
                 rejects.make(
@@ -157,7 +170,8 @@ def _read_csv(path: Path, encoding: str, fields: Sequence[str], problems: list[p
 def _line_numbers(count: int, first: int, skipped: set[int]) -> tuple[pa.Array, int]:
     """Line numbers of `count` parsed rows from line `first` on, stepping over skipped lines."""
     if not any(first <= s < first + count + len(skipped) for s in skipped):
-        return pa.array(range(first, first + count), pa.int64()), first + count
+        ones = pa.repeat(pa.scalar(1, pa.int64()), count)
+        return pc.add(pc.cumulative_sum(ones), pa.scalar(first - 1, pa.int64())), first + count
     numbers: list[int] = []
     line = first
     while len(numbers) < count:

@@ -109,7 +109,7 @@ class MinuteNumbering:
 
     def number(self, batch: pa.RecordBatch) -> pa.RecordBatch:
         """The batch with the fact's key column appended."""
-        minutes = pc.divide(pc.cast(batch.column(self.fact.time_column), pa.int64()), 60)
+        minutes = pc.divide(pc.cast(batch.column(self.fact.time_column), pa.int64()), pa.scalar(60, pa.int64()))
         if len(minutes) == 0:
             return batch.append_column(pa.field(self.fact.key, pa.int64()), pa.array([], pa.int64()))
         # Place within this batch's minute: rank among equal minutes in order of appearance, from 0.
@@ -118,12 +118,12 @@ class MinuteNumbering:
         distinct, how_many = counts.field("values"), counts.field("counts")
         before = pa.array([self.seen.get(m, 0) for m in distinct.to_pylist()], pa.int64())
         offset = pc.take(before, pc.index_in(minutes, value_set=distinct))
-        rank = pc.add(pc.add(pc.cast(place, pa.int64()), offset), 1)
+        rank = pc.add(pc.add(pc.cast(place, pa.int64()), offset), pa.scalar(1, pa.int64()))
         for minute, previous, added in zip(distinct.to_pylist(), before.to_pylist(), how_many.to_pylist(), strict=True):
             self.seen[minute] = previous + added
         if pc.max(rank).as_py() >= CALLS_PER_MINUTE:
             raise ValueError(f"more than {CALLS_PER_MINUTE - 1:,} rows share one minute of {self.fact.time_column}")
-        key = pc.add(pc.multiply(minutes, CALLS_PER_MINUTE), rank)
+        key = pc.add(pc.multiply(minutes, pa.scalar(CALLS_PER_MINUTE, pa.int64())), rank)
         return batch.append_column(pa.field(self.fact.key, pa.int64()), key)
 
 

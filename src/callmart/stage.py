@@ -75,7 +75,7 @@ def stage(
     def cleaned() -> Iterator[pa.RecordBatch]:
         for raw in read_source(source_dir, table.source, fields, problems):
             outcome = clean_batch(raw, columns)
-            scope = pa.array([True] * raw.num_rows, pa.bool_()) if keep is None else keep(outcome.rows)
+            scope = pa.repeat(pa.scalar(True), raw.num_rows) if keep is None else keep(outcome.rows)
             in_scope = pc.fill_null(scope, False)
             unplaced = pc.and_(pc.is_null(scope), outcome.bad)
             _keep_rejects(result.rejects, outcome.rejects, outcome.rows.column(SOURCE_ROW), in_scope)
