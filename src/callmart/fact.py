@@ -17,6 +17,7 @@ from .extract import SOURCE_FILE, SOURCE_ROW
 from .keys import lookups_for, resolve_unknown, with_keys
 from .metric import first_events
 from .progress import StepResult
+from .rowhash import ROW_HASH, RowHasher
 from .schema import Schema
 from .stage import stage, staged_columns
 
@@ -38,12 +39,20 @@ def load_period(
     """Replace the fact rows of [start, end) with the period's rows of the source; the caller commits."""
     lookups = lookups_for(conn, schema, fact)
     numbering = MinuteNumbering(fact)
+    hasher = RowHasher([c.name for c in staged_columns(fact)]) if fact.warn_duplicate_rows else None
 
     def enrich(batch: pa.RecordBatch) -> pa.RecordBatch:
-        return numbering.number(with_keys(batch, lookups))
+        batch = numbering.number(with_keys(batch, lookups))
+        return batch if hasher is None else hasher(batch)
 
     staging = schema[fact.staging]
-    staged = stage(conn, staging, fact, source_dir, keep=_in_period(fact, start, end), enrich=enrich, on_rows=on_rows)
+    try:
+        staged = stage(
+            conn, staging, fact, source_dir, keep=_in_period(fact, start, end), enrich=enrich, on_rows=on_rows
+        )
+    finally:
+        if hasher is not None:
+            hasher.close()
     inferred = resolve_unknown(conn, schema, fact)
     doubts = [staged.reject_table(), *(_duplicate_rows(conn, schema, fact) if fact.warn_duplicate_rows else [])]
     deleted, inserted = dialect.replace_period(
@@ -69,10 +78,11 @@ def _duplicate_rows(conn: sa.Connection, schema: Schema, fact: Fact) -> list[pa.
     """Warnings for staged rows identical to an earlier row of the extract: loaded, but worth a look."""
     stg = schema[fact.staging]
     content = [stg.c[c.name] for c in staged_columns(fact)]
-    # Grouping by one hash of the content finds the candidates at a fraction of the cost of grouping by every
-    # column; only the few candidates are then compared column by column, so a collision cannot mislead.
-    row_hash = dialect.RowHash(*content)
-    repeated = sa.select(row_hash).select_from(stg).group_by(row_hash).having(sa.func.count() > 1)
+    # Grouping by the hash computed as the rows streamed in finds the candidates at a fraction of the cost of
+    # grouping by every column; only the few candidates are then compared column by column, so that a collision
+    # cannot make a warning.
+    row_hash = stg.c[ROW_HASH]
+    repeated = sa.select(row_hash).group_by(row_hash).having(sa.func.count() > 1)
     if conn.execute(repeated.limit(1)).first() is None:
         return []
     candidates = sa.select(stg).where(row_hash.in_(repeated)).subquery()

@@ -23,6 +23,7 @@ from .declare import (
     Mart,
     Type,
 )
+from .rowhash import ROW_HASH
 
 __all__ = ["PROCESSES", "REJECTS", "RUNS", "RUN_STEPS", "SCHEMA_VERSION", "SOURCES", "Schema"]
 
@@ -132,7 +133,10 @@ class Schema:
         # The key is unique by construction (it holds the minute); the time joins it in the primary key so that
         # PostgreSQL can partition the table by day, making a period's replace a TRUNCATE.
         self.primary_keys[fact.name] = (fact.key, fact.time_column)
-        self._staging(fact.staging, fact.columns, fact, extra=[sa.Column(fact.key, sa.BigInteger)])
+        extra: list[sa.Column[object]] = [sa.Column(fact.key, sa.BigInteger)]
+        if fact.warn_duplicate_rows:
+            extra.append(sa.Column(ROW_HASH, sa.BigInteger))
+        self._staging(fact.staging, fact.columns, fact, extra=extra)
         for metric in fact.metrics:
             events = self.tables[metric.events]
             self.indexes.append(
