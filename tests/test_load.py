@@ -379,3 +379,28 @@ def test_a_failed_period_is_left_as_it_was(
     message = statuses[1][2]
     assert isinstance(message, str) and "\n" not in message
     assert ("Llamadas" in message) if damage == "missing calls file" else ("the disk is full" in message)
+
+
+def test_exact_duplicates_are_found_however_many_hashes_repeat(
+    database_url: str, seed_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "src"
+    folder.mkdir()
+    for f in seed_dir.iterdir():
+        (folder / f.name).write_bytes(f.read_bytes())
+    calls = folder / "Llamadas_2024.csv"
+    lines = calls.read_bytes().splitlines(keepends=True)
+    calls.write_bytes(b"".join([*lines, lines[1], lines[1]]))
+    day = datetime.strptime(lines[1].decode("latin-1").split(",")[0], "%m/%d/%Y %H:%M").date()
+    duplicates = (
+        "SELECT line_number FROM dm_rejects WHERE reason = 'exact duplicate of an earlier row of the extract' "
+        "AND id_run = (SELECT max(id_run) FROM dm_runs) ORDER BY line_number"
+    )
+
+    load(database_url, folder, day, day + timedelta(days=1))
+    listed = query(database_url, duplicates)
+    # Beyond the limit, the repeated hashes are found again by a subquery instead of passed as values.
+    monkeypatch.setattr(fact, "MAX_LISTED_HASHES", 0)
+    load(database_url, folder, day, day + timedelta(days=1), force=True)
+    assert query(database_url, duplicates) == listed
+    assert [len(lines) + 1, len(lines) + 2] == [n for (n,) in listed][-2:]

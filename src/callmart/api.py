@@ -212,6 +212,7 @@ class Callmart:
                     runlog.record_step(conn, self.schema, summary.id_run, len(summary.steps) + 1, extra)
                 summary.steps.append(extra)
         with self._transaction() as conn:
+            dialect.tune_for_bulk(conn)
             analytics.refresh_aggregates(conn, self.schema, summary.touched)
 
     def _run_dimension(self, dim: Dimension, summary: RunSummary, reload: bool) -> StepResult:

@@ -23,6 +23,9 @@ from .stage import stage, staged_columns
 
 __all__ = ["CALLS_PER_MINUTE", "MinuteNumbering", "load_period", "prepare_period"]
 
+MAX_LISTED_HASHES = 10_000
+"""Most repeated row hashes passed to the database as values; beyond, they are found again by a subquery."""
+
 CALLS_PER_MINUTE = 100_000
 """Room for rows sharing one minute in the fact key: key = minute number * CALLS_PER_MINUTE + rank."""
 
@@ -82,10 +85,17 @@ def _duplicate_rows(conn: sa.Connection, schema: Schema, fact: Fact) -> list[pa.
     # grouping by every column; only the few candidates are then compared column by column, so that a collision
     # cannot make a warning.
     row_hash = stg.c[ROW_HASH]
-    repeated = sa.select(row_hash).group_by(row_hash).having(sa.func.count() > 1)
-    if conn.execute(repeated.limit(1)).first() is None:
+    with dialect.grouping_by_sort(conn):
+        repeated = conn.execute(sa.select(row_hash).group_by(row_hash).having(sa.func.count() > 1)).scalars().all()
+    if not repeated:
         return []
-    candidates = sa.select(stg).where(row_hash.in_(repeated)).subquery()
+    # Exact duplicates are few: their hashes go back as values. A file loaded twice over would make too many
+    # for one statement's parameters, and is found by the subquery instead.
+    if len(repeated) <= MAX_LISTED_HASHES:
+        chosen = row_hash.in_(repeated)
+    else:
+        chosen = row_hash.in_(sa.select(row_hash).group_by(row_hash).having(sa.func.count() > 1))
+    candidates = sa.select(stg).where(chosen).subquery()
     same = [candidates.c[c.name] for c in content]
     place = sa.func.row_number().over(partition_by=same, order_by=(candidates.c[SOURCE_FILE], candidates.c[SOURCE_ROW]))
     numbered = sa.select(candidates.c[SOURCE_FILE], candidates.c[SOURCE_ROW], place.label("place")).subquery()

@@ -87,7 +87,8 @@ def stage(
                 on_rows(raw.num_rows)
             yield rows if enrich is None else enrich(rows)
 
-    result.staged = dialect.bulk_insert(conn, staging, cleaned())
+    result.staged = dialect.bulk_insert(conn, staging, cleaned(), truncated=True)
+    dialect.analyze(conn, staging)
     _settle_problems(result, problems, placeable=keep is None)
     return result
 
