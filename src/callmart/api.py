@@ -18,7 +18,7 @@ from ._errors import CallmartError, DatabaseError, MartNotReady
 from .config import create_engine, default_source_dir, mask, parse_url, scrub
 from .declare import BEGINNING, Dimension, Mart
 from .dimension import load_dimension
-from .fact import load_period, prepare_period
+from .fact import load_period
 from .mart import MART
 from .metric import refresh_after_events
 from .progress import Reporter, SilentReporter, StepResult
@@ -196,11 +196,6 @@ class Callmart:
         while True:
             with self._transaction() as conn:
                 period = control.claim_next(conn, self.schema, summary.id_run, summary.started)
-                if period is not None:
-                    # Creating partitions locks the whole fact table: done here, briefly, not in the long load.
-                    prepare_period(
-                        conn, self.schema, self.schema.mart.fact(period.fact_table), period.start, period.end
-                    )
             if period is None:
                 break
             summary.steps.append(self._run_period(period, summary))

@@ -27,7 +27,6 @@ __all__ = [
     "replace_period",
     "fetch_arrow",
     "is_postgresql",
-    "prepare_period",
     "wants_indexes",
 ]
 
@@ -36,6 +35,9 @@ UNLOGGED = "unlogged"
 
 PARTITIONED_BY_DAY = "partitioned_by_day"
 """Table info key naming the timestamp column by whose day PostgreSQL partitions the table."""
+
+PRIMARY_KEY = "primary_key"
+"""Table info key naming the columns of a primary key that only some engines enforce (see enforces_fact_keys)."""
 
 
 def is_postgresql(conn: sa.Connection) -> bool:
@@ -254,25 +256,6 @@ def fetch_arrow(conn: sa.Connection, select: sa.Select[Any], schema: pa.Schema) 
     return pa_csv.read_csv(buffer, read_options=options, convert_options=pa_csv.ConvertOptions(column_types=schema))
 
 
-def prepare_period(conn: sa.Connection, table: sa.Table, start: datetime, end: datetime) -> None:
-    """Make room for a period's rows: on PostgreSQL, one partition per day the period touches."""
-    if not (is_postgresql(conn) and table.info.get(PARTITIONED_BY_DAY)):
-        return
-    raw = conn.connection.driver_connection
-    assert raw is not None
-    with raw.cursor() as cursor:
-        for day in _days(start, end):
-            # Partition bounds are DDL, which takes no parameters: psycopg quotes them as literals.
-            cursor.execute(
-                pg_sql.SQL("CREATE TABLE IF NOT EXISTS {} PARTITION OF {} FOR VALUES FROM ({}) TO ({})").format(
-                    pg_sql.Identifier(_partition_name(table, day)),
-                    pg_sql.Identifier(table.name),
-                    pg_sql.Literal(day),
-                    pg_sql.Literal(day + timedelta(days=1)),
-                )
-            )
-
-
 RowsOf = Callable[[datetime, datetime], sa.Select[Any]]
 """The rows to load for [lower, upper), named as the table's columns."""
 
@@ -283,7 +266,7 @@ def replace_period(
     """Replace the rows of [start, end) with `rows(lower, upper)` for each part of it; return (deleted, inserted).
 
     PostgreSQL: each day is written into a new bare table that then takes the place of the day's partition, so no
-    row goes through partition routing or an index one at a time: ATTACH builds the primary key in one sort,
+    row goes through partition routing or an index one at a time: the primary key is built in one sort,
     and the old rows leave with their table instead of as dead rows to vacuum. Elsewhere: DELETE, then INSERT."""
     time = table.c[table.info[PARTITIONED_BY_DAY]]
     names = [c.name for c in table.columns]
@@ -302,7 +285,10 @@ def replace_period(
 def _swap_partition(
     conn: sa.Connection, table: sa.Table, day: datetime, lower: datetime, upper: datetime, rows: sa.Select[Any]
 ) -> tuple[int, int]:
-    """Build the day's partition anew, with the rows of [lower, upper) from `rows` and the day's other rows kept."""
+    """Build the day's partition anew, with the rows of [lower, upper) from `rows` and the day's other rows kept.
+
+    Everything slow (rows, primary key, bounds check, statistics) happens on the new table, which no one else
+    sees; the fact table itself is locked only for the swap, a few catalog changes, until the load commits."""
     name = _partition_name(table, day)
     time = table.c[table.info[PARTITIONED_BY_DAY]]
     names = [c.name for c in table.columns]
@@ -320,21 +306,39 @@ def _swap_partition(
             conn.execute(sa.insert(fresh).from_select(names, kept))
     raw = conn.connection.driver_connection
     assert raw is not None
+    q = pg_sql.Identifier
+    parent, partition, new = q(table.name), q(name), q(fresh.name)
+    first, after = pg_sql.Literal(day), pg_sql.Literal(day + timedelta(days=1))
     with raw.cursor() as cursor:
-        parent, partition = pg_sql.Identifier(table.name), pg_sql.Identifier(name)
+        # DDL takes no parameters: psycopg quotes the bounds as literals. The check lets ATTACH skip its scan;
+        # the key index, built in one sort, becomes the partition's part of the fact table's primary key.
+        cursor.execute(
+            pg_sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} CHECK ({} >= {} AND {} < {})").format(
+                new, q(f"{name}_bounds"), q(time.name), first, q(time.name), after
+            )
+        )
+        cursor.execute(
+            pg_sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} PRIMARY KEY ({})").format(
+                new, q(f"{name}_new_pkey"), pg_sql.SQL(", ").join(map(q, table.info[PRIMARY_KEY]))
+            )
+        )
+        # Statistics now: the planner would otherwise take a million rows for a few thousand, and the aggregates
+        # refreshed next (and analysts' queries) get nested loops instead of hash joins.
+        cursor.execute(pg_sql.SQL("ANALYZE {}").format(new))
         if exists:
             cursor.execute(pg_sql.SQL("ALTER TABLE {} DETACH PARTITION {}").format(parent, partition))
             cursor.execute(pg_sql.SQL("DROP TABLE {}").format(partition))
-        cursor.execute(pg_sql.SQL("ALTER TABLE {} RENAME TO {}").format(pg_sql.Identifier(fresh.name), partition))
-        # Partition bounds are DDL, which takes no parameters: psycopg quotes them as literals.
+        cursor.execute(pg_sql.SQL("ALTER TABLE {} RENAME TO {}").format(new, partition))
         cursor.execute(
-            pg_sql.SQL("ALTER TABLE {} ATTACH PARTITION {} FOR VALUES FROM ({}) TO ({})").format(
-                parent, partition, pg_sql.Literal(day), pg_sql.Literal(day + timedelta(days=1))
+            pg_sql.SQL("ALTER TABLE {} RENAME CONSTRAINT {} TO {}").format(
+                partition, q(f"{name}_new_pkey"), q(f"{name}_pkey")
             )
         )
-        # A new table has no statistics: without them the planner takes a million rows for a few thousand, and
-        # the aggregates refreshed next (and analysts' queries) get nested loops instead of hash joins.
-        cursor.execute(pg_sql.SQL("ANALYZE {}").format(partition))
+        cursor.execute(
+            pg_sql.SQL("ALTER TABLE {} ATTACH PARTITION {} FOR VALUES FROM ({}) TO ({})").format(
+                parent, partition, first, after
+            )
+        )
     return deleted, inserted
 
 

@@ -21,7 +21,7 @@ from .rowhash import ROW_HASH, RowHasher
 from .schema import Schema
 from .stage import stage, staged_columns
 
-__all__ = ["CALLS_PER_MINUTE", "MinuteNumbering", "load_period", "prepare_period"]
+__all__ = ["CALLS_PER_MINUTE", "MinuteNumbering", "load_period"]
 
 MAX_LISTED_HASHES = 10_000
 """Most repeated row hashes passed to the database as values; beyond, they are found again by a subquery."""
@@ -45,13 +45,19 @@ def load_period(
     hasher = RowHasher([c.name for c in staged_columns(fact)]) if fact.warn_duplicate_rows else None
 
     def enrich(batch: pa.RecordBatch) -> pa.RecordBatch:
-        batch = numbering.number(with_keys(batch, lookups))
-        return batch if hasher is None else hasher(batch)
+        return numbering.number(with_keys(batch, lookups))
 
     staging = schema[fact.staging]
     try:
         staged = stage(
-            conn, staging, fact, source_dir, keep=_in_period(fact, start, end), enrich=enrich, on_rows=on_rows
+            conn,
+            staging,
+            fact,
+            source_dir,
+            keep=_in_period(fact, start, end),
+            enrich=enrich,
+            on_rows=on_rows,
+            finish=hasher,
         )
     finally:
         if hasher is not None:
@@ -111,11 +117,6 @@ def _duplicate_rows(conn: sa.Connection, schema: Schema, fact: Fact) -> list[pa.
             rejects.WARNING,
         )
     ]
-
-
-def prepare_period(conn: sa.Connection, schema: Schema, fact: Fact, start: datetime, end: datetime) -> None:
-    """Make room for the period in the fact table (PostgreSQL partitions); commit before the load."""
-    dialect.prepare_period(conn, schema[fact.name], start, end)
 
 
 class MinuteNumbering:

@@ -127,11 +127,14 @@ class Schema:
                 *columns,
                 *(sa.Column(r.column, sa.Integer, nullable=False) for r in fact.references),
                 *(sa.Column(m.column, sa.Integer) for m in fact.metrics),
-                info={dialect.PARTITIONED_BY_DAY: fact.time_column},
+                info={
+                    dialect.PARTITIONED_BY_DAY: fact.time_column,
+                    dialect.PRIMARY_KEY: (fact.key, fact.time_column),
+                },
             )
         )
         # The key is unique by construction (it holds the minute); the time joins it in the primary key so that
-        # PostgreSQL can partition the table by day, making a period's replace a TRUNCATE.
+        # PostgreSQL can partition the table by day, making a period's replace a swap of its day's partition.
         self.primary_keys[fact.name] = (fact.key, fact.time_column)
         extra: list[sa.Column[object]] = [sa.Column(fact.key, sa.BigInteger)]
         if fact.warn_duplicate_rows:

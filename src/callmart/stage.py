@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,6 +14,7 @@ from . import dialect, rejects
 from .clean import clean_batch, raw_lines
 from .declare import Check, Column, Dimension, Fact
 from .extract import SOURCE_FILE, SOURCE_ROW, read_source
+from .streams import prefetched
 
 __all__ = ["Staged", "stage", "staged_columns"]
 
@@ -58,12 +59,14 @@ def stage(
     keep: RowFilter | None = None,
     enrich: Callable[[pa.RecordBatch], pa.RecordBatch] | None = None,
     on_rows: Callable[[int], None] | None = None,
+    finish: Callable[[pa.RecordBatch], pa.RecordBatch] | None = None,
 ) -> Staged:
     """Truncate the staging table, then fill it with the cleaned rows of the source that `keep` selects.
 
     Bad rows in scope are rejects of the step; bad rows that `keep` cannot place (say, an unparsable date in a
     fact extract) belong to no step and go to `unplaced`. `enrich` adds columns (keys) to the loadable rows;
-    like reading and cleaning, it runs in a worker thread, so it must not use the connection."""
+    like reading and cleaning, it runs in a worker thread, so it must not use the connection. `finish` adds more
+    columns in a thread of its own, while the next batches are read and cleaned."""
     conn.execute(dialect.Truncate(staging))
     columns = staged_columns(table)
     fields = list(dict.fromkeys(c.source for c in columns if c.source))
@@ -87,7 +90,10 @@ def stage(
                 on_rows(raw.num_rows)
             yield rows if enrich is None else enrich(rows)
 
-    result.staged = dialect.bulk_insert(conn, staging, cleaned(), truncated=True)
+    batches: Iterable[pa.RecordBatch] = cleaned()
+    if finish is not None:
+        batches = map(finish, prefetched(batches))
+    result.staged = dialect.bulk_insert(conn, staging, batches, truncated=True)
     dialect.analyze(conn, staging)
     _settle_problems(result, problems, placeable=keep is None)
     return result
