@@ -56,6 +56,11 @@ def test_first_load_through_the_cli(database_url: str, seed_dir: Path) -> None:
     assert forced.output.startswith("0 period(s) added, 1 queued again")
     assert query(database_url, "SELECT count(*) FROM dm_processes WHERE status = 'pendiente'") == [(1,)]
 
+    # The dimension extracts have not changed: skipped, unless asked for.
+    assert "dim_clientes (source unchanged since its last merge)" in invoke("run", env=env).output
+    reloaded = invoke("run", "--reload-dimensions", env=env)
+    assert reloaded.exit_code == 0 and "dim_clientes (source unchanged" not in reloaded.output
+
 
 def test_enqueue_without_dates_queues_yesterday(database_url: str, seed_dir: Path) -> None:
     env = {"CALLMART_DATABASE_URL": database_url, "CALLMART_SOURCE_DIR": str(seed_dir)}

@@ -404,3 +404,39 @@ def test_exact_duplicates_are_found_however_many_hashes_repeat(
     load(database_url, folder, day, day + timedelta(days=1), force=True)
     assert query(database_url, duplicates) == listed
     assert [len(lines) + 1, len(lines) + 2] == [n for (n,) in listed][-2:]
+
+
+def test_a_dimension_is_merged_again_only_when_its_extract_changes(
+    database_url: str, seed_dir: Path, tmp_path: Path
+) -> None:
+    folder = tmp_path / "src"
+    folder.mkdir()
+    for f in seed_dir.iterdir():
+        (folder / f.name).write_bytes(f.read_bytes())
+    day = date(2023, 6, 27)
+    load(database_url, folder, day, day + timedelta(days=1))
+    dimensions = ["dim_clientes", "dim_agentes", "dim_canales_digitales", "dim_logins"]
+
+    unchanged = run_again(database_url, folder)
+    assert [(s.table, s.read, s.note) for s in unchanged.steps] == [
+        (d, 0, "source unchanged since its last merge") for d in dimensions
+    ]
+
+    # One customer's type changes: only the customers are merged again, and the change lands.
+    customers = folder / "Customers_2024.csv"
+    header, first, *rest = customers.read_text(encoding="latin-1").splitlines(keepends=True)
+    fields = first.rstrip("\r\n").split(",")
+    fields[2] = "MOVED"
+    customers.write_text("".join([header, ",".join(fields) + "\n", *rest]), encoding="latin-1")
+    changed = run_again(database_url, folder)
+    assert [(s.table, s.note is None) for s in changed.steps] == [
+        ("dim_clientes", True),
+        *((d, False) for d in dimensions[1:]),
+    ]
+    assert changed.steps[0].read == len(rest) + 1 and changed.steps[0].updated == 1
+    moved = query(database_url, "SELECT tipo_cliente FROM dim_clientes WHERE id_cliente = :i", i=int(fields[0]))
+    assert moved == [("MOVED",)]
+
+    with Callmart(database_url, folder) as mart:
+        forced = mart.run(reload_dimensions=True)
+    assert all(s.note is None and s.read > 0 for s in forced.steps)
