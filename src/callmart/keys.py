@@ -29,6 +29,8 @@ class KeyLookup:
     versions: pa.Table  # value, key, and for point-in-time lookups valid_from and valid_to
     time_column: str | None = None
     null_key: int | None = DEFAULT_MEMBER_ID
+    by_value: pa.Array | None = None  # for dense whole-number ids: the key of id `first_value + i` at i, or null
+    first_value: int = 0
 
     @classmethod
     def load(
@@ -55,11 +57,29 @@ class KeyLookup:
         elif declared.keeps_history:
             select = select.where(dim.c[IS_CURRENT])
         versions = fetch_arrow(conn, select, pa.schema(fields)).combine_chunks()
-        return cls(value_column, key_column, versions, as_of if point_in_time else None)
+        direct = None if point_in_time else _direct_table(versions)
+        by_value, first_value = direct if direct is not None else (None, 0)
+        return cls(
+            value_column,
+            key_column,
+            versions,
+            as_of if point_in_time else None,
+            by_value=by_value,
+            first_value=first_value,
+        )
 
     def map(self, batch: pa.RecordBatch) -> pa.Array:
         """Keys for the batch's values: `null_key` for null, null where the dimension does not know the value yet."""
         values = batch.column(self.value_column)
+        if self.by_value is not None:
+            place = pc.subtract(pc.cast(values, pa.int64()), pa.scalar(self.first_value, pa.int64()))
+            inside = pc.and_(
+                pc.greater_equal(place, pa.scalar(0, pa.int64())),
+                pc.less(place, pa.scalar(len(self.by_value), pa.int64())),
+            )
+            keys = pc.take(self.by_value, pc.if_else(inside, place, pa.scalar(None, pa.int64())))
+            mapped = pc.if_else(pc.is_null(values), pa.scalar(self.null_key, pa.int32()), keys)
+            return mapped.combine_chunks() if isinstance(mapped, pa.ChunkedArray) else mapped
         # Hash the batch's few distinct values and scan the dimension's values against them, rather than hash a
         # million-member dimension again for every batch.
         candidates = self.versions.filter(pc.is_in(self.versions["value"], value_set=pc.unique(values)))
@@ -69,6 +89,25 @@ class KeyLookup:
             keys = _valid_keys(values, batch.column(self.time_column), candidates)
         mapped = pc.if_else(pc.is_null(values), pa.scalar(self.null_key, pa.int32()), keys)
         return mapped.combine_chunks() if isinstance(mapped, pa.ChunkedArray) else mapped
+
+
+DIRECT_TABLE_LIMIT = 1 << 24
+"""Widest span of ids (16M: a 64 MB table at most) for which ids index a table of keys directly."""
+
+
+def _direct_table(versions: pa.Table) -> tuple[pa.Array, int] | None:
+    """The keys laid out by id, and the first id, when ids are whole numbers spanning at most a few times the
+    members (or 1M): each batch then finds its keys by position, at a cost that does not grow with the dimension.
+    Sparse or textual ids keep the scan of `map`, whose cost per batch grows with the dimension's size."""
+    value = versions["value"]
+    if not pa.types.is_integer(value.type) or len(value) == 0:
+        return None
+    lowest, highest = pc.min(value).as_py(), pc.max(value).as_py()
+    span = highest - lowest + 1
+    if span > min(DIRECT_TABLE_LIMIT, 4 * len(value) + (1 << 20)):
+        return None
+    ids = pc.add(pc.cumulative_sum(pa.repeat(pa.scalar(1, value.type), span)), pa.scalar(lowest - 1, value.type))
+    return pc.take(versions["key"], pc.index_in(ids, value_set=value)), lowest
 
 
 def _valid_keys(values: pa.Array, times: pa.Array, versions: pa.Table) -> pa.Array:
