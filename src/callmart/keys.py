@@ -107,7 +107,10 @@ def _direct_table(versions: pa.Table) -> tuple[pa.Array, int] | None:
     if span > min(DIRECT_TABLE_LIMIT, 4 * len(value) + (1 << 20)):
         return None
     ids = pc.add(pc.cumulative_sum(pa.repeat(pa.scalar(1, value.type), span)), pa.scalar(lowest - 1, value.type))
-    return pc.take(versions["key"], pc.index_in(ids, value_set=value)), lowest
+    table = pc.take(versions["key"].combine_chunks(), pc.index_in(ids, value_set=value))
+    # The hash table and the ids are garbage now: hand their memory back rather than keep it through the load.
+    pa.default_memory_pool().release_unused()
+    return table, lowest
 
 
 def _valid_keys(values: pa.Array, times: pa.Array, versions: pa.Table) -> pa.Array:
