@@ -125,18 +125,33 @@ def _create_unlogged(create: CreateTable, compiler: Any, **kw: Any) -> str:
     return text
 
 
-class Truncate(Executable, ClauseElement):
-    """TRUNCATE TABLE: PostgreSQL reclaims the space at once, where DELETE would leave dead rows to vacuum."""
+class TableCommand(Executable, ClauseElement):
+    """A command on one whole table, named by `command`."""
 
     inherit_cache = False
+    command = ""
 
     def __init__(self, table: sa.TableClause) -> None:
         self.table = table
 
 
-@compiles(Truncate)
-def _truncate(element: Truncate, compiler: Any, **kw: Any) -> str:
-    return "TRUNCATE TABLE " + str(compiler.preparer.format_table(element.table))
+@compiles(TableCommand)
+def _table_command(element: TableCommand, compiler: Any, **kw: Any) -> str:
+    return f"{element.command} {compiler.preparer.format_table(element.table)}"
+
+
+class Truncate(TableCommand):
+    """TRUNCATE TABLE: PostgreSQL reclaims the space at once, where DELETE would leave dead rows to vacuum."""
+
+    inherit_cache = False
+    command = "TRUNCATE TABLE"
+
+
+class Analyze(TableCommand):
+    """ANALYZE: statistics of one table, for the planner."""
+
+    inherit_cache = False
+    command = "ANALYZE"
 
 
 def bulk_insert(
@@ -219,20 +234,6 @@ def analyze(conn: sa.Connection, table: sa.Table) -> None:
     thousand and plans sorts that spill to disk where hash joins fit in memory. DuckDB needs none."""
     if is_postgresql(conn):
         conn.execute(Analyze(table))
-
-
-class Analyze(Executable, ClauseElement):
-    """ANALYZE of one table."""
-
-    inherit_cache = False
-
-    def __init__(self, table: sa.TableClause) -> None:
-        self.table = table
-
-
-@compiles(Analyze)
-def _analyze(element: Analyze, compiler: Any, **kw: Any) -> str:
-    return "ANALYZE " + str(compiler.preparer.format_table(element.table))
 
 
 def fetch_arrow(conn: sa.Connection, select: sa.Select[Any], schema: pa.Schema) -> pa.Table:
@@ -322,9 +323,10 @@ def _swap_partition(
                 new, q(f"{name}_new_pkey"), pg_sql.SQL(", ").join(map(q, table.info[PRIMARY_KEY]))
             )
         )
-        # Statistics now: the planner would otherwise take a million rows for a few thousand, and the aggregates
-        # refreshed next (and analysts' queries) get nested loops instead of hash joins.
-        cursor.execute(pg_sql.SQL("ANALYZE {}").format(new))
+    # Statistics now: the planner would otherwise take a million rows for a few thousand, and the aggregates
+    # refreshed next (and analysts' queries) get nested loops instead of hash joins.
+    analyze(conn, fresh)
+    with raw.cursor() as cursor:
         if exists:
             cursor.execute(pg_sql.SQL("ALTER TABLE {} DETACH PARTITION {}").format(parent, partition))
             cursor.execute(pg_sql.SQL("DROP TABLE {}").format(partition))

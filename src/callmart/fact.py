@@ -91,16 +91,14 @@ def _duplicate_rows(conn: sa.Connection, schema: Schema, fact: Fact) -> list[pa.
     # grouping by every column; only the few candidates are then compared column by column, so that a collision
     # cannot make a warning.
     row_hash = stg.c[ROW_HASH]
+    repeated_hashes = sa.select(row_hash).group_by(row_hash).having(sa.func.count() > 1)
     with dialect.grouping_by_sort(conn):
-        repeated = conn.execute(sa.select(row_hash).group_by(row_hash).having(sa.func.count() > 1)).scalars().all()
+        repeated = conn.execute(repeated_hashes).scalars().all()
     if not repeated:
         return []
     # Exact duplicates are few: their hashes go back as values. A file loaded twice over would make too many
     # for one statement's parameters, and is found by the subquery instead.
-    if len(repeated) <= MAX_LISTED_HASHES:
-        chosen = row_hash.in_(repeated)
-    else:
-        chosen = row_hash.in_(sa.select(row_hash).group_by(row_hash).having(sa.func.count() > 1))
+    chosen = row_hash.in_(repeated if len(repeated) <= MAX_LISTED_HASHES else repeated_hashes)
     candidates = sa.select(stg).where(chosen).subquery()
     same = [candidates.c[c.name] for c in content]
     place = sa.func.row_number().over(partition_by=same, order_by=(candidates.c[SOURCE_FILE], candidates.c[SOURCE_ROW]))

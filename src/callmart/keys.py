@@ -72,23 +72,27 @@ class KeyLookup:
         """Keys for the batch's values: `null_key` for null, null where the dimension does not know the value yet."""
         values = batch.column(self.value_column)
         if self.by_value is not None:
-            place = pc.subtract(pc.cast(values, pa.int64()), pa.scalar(self.first_value, pa.int64()))
-            inside = pc.and_(
-                pc.greater_equal(place, pa.scalar(0, pa.int64())),
-                pc.less(place, pa.scalar(len(self.by_value), pa.int64())),
-            )
-            keys = pc.take(self.by_value, pc.if_else(inside, place, pa.scalar(None, pa.int64())))
-            mapped = pc.if_else(pc.is_null(values), pa.scalar(self.null_key, pa.int32()), keys)
-            return mapped.combine_chunks() if isinstance(mapped, pa.ChunkedArray) else mapped
-        # Hash the batch's few distinct values and scan the dimension's values against them, rather than hash a
-        # million-member dimension again for every batch.
-        candidates = self.versions.filter(pc.is_in(self.versions["value"], value_set=pc.unique(values)))
-        if self.time_column is None:
-            keys = pc.take(candidates["key"], pc.index_in(values, value_set=candidates["value"]))
+            keys = self._by_position(values)
         else:
-            keys = _valid_keys(values, batch.column(self.time_column), candidates)
+            # Hash the batch's few distinct values and scan the dimension's values against them, rather than hash a
+            # million-member dimension again for every batch.
+            candidates = self.versions.filter(pc.is_in(self.versions["value"], value_set=pc.unique(values)))
+            if self.time_column is None:
+                keys = pc.take(candidates["key"], pc.index_in(values, value_set=candidates["value"]))
+            else:
+                keys = _valid_keys(values, batch.column(self.time_column), candidates)
         mapped = pc.if_else(pc.is_null(values), pa.scalar(self.null_key, pa.int32()), keys)
         return mapped.combine_chunks() if isinstance(mapped, pa.ChunkedArray) else mapped
+
+    def _by_position(self, values: pa.Array) -> pa.Array:
+        """Keys read from the table laid out by id: null for an id outside it or missing from it."""
+        assert self.by_value is not None
+        place = pc.subtract(pc.cast(values, pa.int64()), pa.scalar(self.first_value, pa.int64()))
+        inside = pc.and_(
+            pc.greater_equal(place, pa.scalar(0, pa.int64())),
+            pc.less(place, pa.scalar(len(self.by_value), pa.int64())),
+        )
+        return pc.take(self.by_value, pc.if_else(inside, place, pa.scalar(None, pa.int64())))
 
 
 DIRECT_TABLE_LIMIT = 1 << 24

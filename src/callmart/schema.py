@@ -74,7 +74,6 @@ class Schema:
     tables: dict[str, sa.Table] = field(default_factory=dict)
     sequences: dict[str, sa.Sequence] = field(default_factory=dict)
     indexes: list[sa.Index] = field(default_factory=list)
-    primary_keys: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for dim in self.mart.dimensions:
@@ -127,15 +126,14 @@ class Schema:
                 *columns,
                 *(sa.Column(r.column, sa.Integer, nullable=False) for r in fact.references),
                 *(sa.Column(m.column, sa.Integer) for m in fact.metrics),
+                # The key is unique by construction (it holds the minute); the time joins it in the primary key so
+                # that PostgreSQL can partition the table by day, making a period's replace a swap of its partition.
                 info={
                     dialect.PARTITIONED_BY_DAY: fact.time_column,
                     dialect.PRIMARY_KEY: (fact.key, fact.time_column),
                 },
             )
         )
-        # The key is unique by construction (it holds the minute); the time joins it in the primary key so that
-        # PostgreSQL can partition the table by day, making a period's replace a swap of its day's partition.
-        self.primary_keys[fact.name] = (fact.key, fact.time_column)
         extra: list[sa.Column[object]] = [sa.Column(fact.key, sa.BigInteger)]
         if fact.warn_duplicate_rows:
             extra.append(sa.Column(ROW_HASH, sa.BigInteger))
@@ -272,8 +270,9 @@ class Schema:
         self.metadata.create_all(conn, checkfirst=True)
         for name in sorted(set(self.tables) - new):
             self._add_missing_columns(conn, self.tables[name])
-        for name, columns in self.primary_keys.items():
-            if name in new and dialect.enforces_fact_keys(conn):
+        for name in sorted(new):
+            columns = self.tables[name].info.get(dialect.PRIMARY_KEY)
+            if columns and dialect.enforces_fact_keys(conn):
                 conn.execute(dialect.AddPrimaryKey(self.tables[name], columns))
         existing = {ix["name"] for name in self.tables for ix in _indexes(conn, name)}
         for index in self.indexes:
