@@ -355,16 +355,16 @@ def test_a_failed_period_is_left_as_it_was(
         expected = ["fallido", "fallido"]
     else:
         # The period's rows are already replaced, in the database, when what follows fails.
-        replaced = fact.dialect.replace_period
+        replaced = fact.dialect.PeriodReplace.finish
 
-        def replace_then_fail(conn: Any, table: Any, start: datetime, end: datetime, rows: Any) -> tuple[int, int]:
-            removed, added = replaced(conn, table, start, end, rows)
+        def replace_then_fail(replace: Any, rows: Any) -> tuple[int, int]:
+            removed, added = replaced(replace, rows)
             assert removed > 0
-            if start == datetime(2023, 6, 28):
+            if replace.start == datetime(2023, 6, 28):
                 raise RuntimeError("the disk is full")
             return removed, added
 
-        monkeypatch.setattr(fact.dialect, "replace_period", replace_then_fail)
+        monkeypatch.setattr(fact.dialect.PeriodReplace, "finish", replace_then_fail)
         expected = ["exitoso", "fallido"]
     before = full_dump(database_url, ["fact_llamadas"])
     with Callmart(database_url, folder) as mart:

@@ -320,10 +320,10 @@ def _midnight(day: date) -> datetime:
     return datetime.combine(day, time())
 
 
-def _insert(
-    schema: Schema, table: sa.Table, aggregate: Aggregate, settings: Settings, start: date, end: date, at: datetime
-) -> sa.Insert:
-    """INSERT … SELECT of the aggregate's rows for the days [start, end)."""
+def _rows(
+    schema: Schema, aggregate: Aggregate, settings: Settings, start: date, end: date, at: datetime
+) -> sa.Select[Any]:
+    """The aggregate's rows for the days [start, end), named as its table's columns."""
     calls = _calls(schema, settings, start, end)
     grain = [g.of(calls) for g in aggregate.grain]
     select = sa.select(
@@ -335,7 +335,7 @@ def _insert(
     ).group_by(*grain)
     if aggregate.converted_only:
         select = select.where(calls.login.is_not(None))
-    return sa.insert(table).from_select([c.name for c in select.selected_columns], select)
+    return select
 
 
 def _of_settings(table: sa.Table, settings: Settings) -> list[sa.ColumnElement[bool]]:
@@ -347,7 +347,12 @@ def _replace(conn: sa.Connection, schema: Schema, settings: Settings, start: dat
     written = 0
     for aggregate, table in zip(AGGREGATES, aggregates_of(schema), strict=True):
         conn.execute(sa.delete(table).where(*_of_settings(table, settings), table.c.dia >= start, table.c.dia < end))
-        rows = conn.execute(_insert(schema, table, aggregate, settings, start, end, at)).rowcount
+        # Read, then written: PostgreSQL runs the SELECT of an INSERT ... SELECT in one process, a plain SELECT
+        # with parallel workers (a day of a million calls: 0.28 s against 0.6 s); the groups are few.
+        found = [dict(r) for r in conn.execute(_rows(schema, aggregate, settings, start, end, at)).mappings()]
+        if found:
+            conn.execute(sa.insert(table), found)
+        rows = len(found)
         if aggregate.name == AGG_DAILY:
             written += rows
     return written

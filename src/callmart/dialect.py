@@ -9,7 +9,9 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
+import psycopg
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import sqlalchemy as sa
 from psycopg import sql as pg_sql
@@ -17,6 +19,7 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.schema import CreateTable
 from sqlalchemy.sql.expression import ClauseElement, Executable
 
+from . import pgcopy
 from .streams import prefetched
 
 __all__ = [
@@ -24,7 +27,8 @@ __all__ = [
     "UNLOGGED",
     "Truncate",
     "bulk_insert",
-    "replace_period",
+    "PeriodReplace",
+    "bulk_insert_routed",
     "fetch_arrow",
     "is_postgresql",
     "wants_indexes",
@@ -166,28 +170,93 @@ def bulk_insert(
     return _arrow_into_duckdb(conn, table, batches)
 
 
+def bulk_insert_routed(
+    conn: sa.Connection, parts: Iterable[tuple[sa.Table, pa.RecordBatch]], truncated: Iterable[sa.Table] = ()
+) -> dict[str, int]:
+    """Append each batch to its table by the engine's bulk path, one statement per batch; return rows per table.
+
+    For one stream feeding several tables (a statement cannot interleave them). `truncated` as in bulk_insert."""
+    written: dict[str, int] = {}
+    frozen = {t.name for t in truncated}
+    if not is_postgresql(conn):
+        for table, batch in parts:
+            written[table.name] = written.get(table.name, 0) + _arrow_into_duckdb(conn, table, [batch])
+        return written
+    raw = conn.connection.driver_connection
+    assert raw is not None
+    formats: dict[str, _CopyFormat] = {}
+
+    def encoded(table: sa.Table, batch: pa.RecordBatch) -> tuple[sa.Table, int, _CopyFormat, bytes | memoryview]:
+        form = formats.get(table.name) or formats.setdefault(table.name, _CopyFormat.of(table, batch.schema.names))
+        return table, batch.num_rows, form, form.encode(batch)
+
+    # Three threads in a pipeline: one reads and cleans, one derives the parts and encodes them, this one feeds
+    # the server.
+    for table, count, form, payload in prefetched(encoded(t, b) for t, b in prefetched(parts)):
+        with raw.cursor() as cursor, cursor.copy(form.statement(table, table.name in frozen)) as copy:
+            for chunk in form.framed([payload]):
+                copy.write(chunk)
+        written[table.name] = written.get(table.name, 0) + count
+    return written
+
+
+class _CopyFormat:
+    """How batches of given columns go into one table by COPY: PostgreSQL's binary format, or CSV where a column
+    type has no binary writer here."""
+
+    def __init__(self, columns: list[str], binary: pgcopy.BinaryRows | None) -> None:
+        self.columns = columns
+        self.binary = binary
+
+    @classmethod
+    def of(cls, table: sa.Table, names: list[str]) -> _CopyFormat:
+        binary = pgcopy.binary_rows(table, names)
+        return cls(binary.columns if binary is not None else names, binary)
+
+    def encode(self, batch: pa.RecordBatch) -> bytes | memoryview:
+        return _csv(batch.select(self.columns)) if self.binary is None else memoryview(self.binary.encode(batch))
+
+    def statement(self, table: sa.Table, truncated: bool) -> pg_sql.Composed:
+        return pg_sql.SQL("COPY {} ({}) FROM STDIN (FORMAT {}{})").format(
+            pg_sql.Identifier(table.name),
+            pg_sql.SQL(", ").join(map(pg_sql.Identifier, self.columns)),
+            pg_sql.SQL("csv" if self.binary is None else "binary"),
+            pg_sql.SQL(", FREEZE" if truncated else ""),
+        )
+
+    def framed(self, payloads: Iterable[bytes | memoryview]) -> Iterator[bytes | memoryview]:
+        """The payloads as one COPY stream."""
+        if self.binary is not None:
+            yield pgcopy.HEADER
+        yield from payloads
+        if self.binary is not None:
+            yield pgcopy.TRAILER
+
+
 def _copy_into_postgresql(
     conn: sa.Connection, table: sa.Table, batches: Iterable[pa.RecordBatch], truncated: bool
 ) -> int:
-    """COPY in CSV written by Arrow's C++ writer (far faster than row inserts or binary rows built in Python),
-    encoded in a worker thread while the server parses the previous chunk."""
+    """One COPY of the whole stream, each batch encoded in a worker thread while the server stores the previous."""
     raw = conn.connection.driver_connection
     assert raw is not None
-    # Three threads in a pipeline: one reads and cleans, one writes CSV, this one feeds the server.
-    stream = prefetched((batch.schema.names, batch.num_rows, _csv(batch)) for batch in prefetched(batches))
-    first = next(stream, None)
+    source = prefetched(batches)
+    first = next(source, None)
     if first is None:
         return 0
-    statement = pg_sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv{})").format(
-        pg_sql.Identifier(table.name),
-        pg_sql.SQL(", ").join(map(pg_sql.Identifier, first[0])),
-        pg_sql.SQL(", FREEZE" if truncated else ""),
-    )
+    form = _CopyFormat.of(table, first.schema.names)
+    # Three threads in a pipeline: one reads and cleans, one encodes, this one feeds the server.
+    stream = prefetched((batch.num_rows, form.encode(batch)) for batch in itertools.chain([first], source))
     rows = 0
-    with raw.cursor() as cursor, cursor.copy(statement) as copy:
-        for _, count, payload in itertools.chain([first], stream):
-            copy.write(payload)
+
+    def payloads() -> Iterator[bytes | memoryview]:
+        nonlocal rows
+        for count, payload in stream:
             rows += count
+            yield payload
+
+    with raw.cursor() as cursor, cursor.copy(form.statement(table, truncated)) as copy:
+        for chunk in form.framed(payloads()):
+            copy.write(chunk)
     return rows
 
 
@@ -237,16 +306,17 @@ def analyze(conn: sa.Connection, table: sa.Table) -> None:
 
 
 def fetch_arrow(conn: sa.Connection, select: sa.Select[Any], schema: pa.Schema) -> pa.Table:
-    """The rows of a parameterless SELECT as an Arrow table, by the engine's bulk path rather than row objects."""
+    """The rows of a SELECT as an Arrow table, by the engine's bulk path rather than row objects."""
     compiled = select.compile(dialect=conn.dialect)
-    if compiled.params:
-        raise ValueError("fetch_arrow takes a SELECT without parameters")
     raw = conn.connection.driver_connection
     assert raw is not None
     if not is_postgresql(conn):
-        return raw.sql(str(compiled)).to_arrow_table().rename_columns(schema.names).cast(schema)
+        values = [compiled.params[name] for name in compiled.positiontup or ()]
+        return raw.sql(str(compiled), params=values or None).to_arrow_table().rename_columns(schema.names).cast(schema)
+    # COPY takes no parameters: psycopg binds the values into the query text itself, quoted by type.
+    query = psycopg.ClientCursor(raw).mogrify(str(compiled), compiled.params or None)
     buffer = io.BytesIO()
-    statement = pg_sql.SQL("COPY ({}) TO STDOUT (FORMAT csv)").format(pg_sql.SQL(str(compiled)))
+    statement = pg_sql.SQL("COPY ({}) TO STDOUT (FORMAT csv)").format(pg_sql.SQL(query))
     with raw.cursor() as cursor, cursor.copy(statement) as copy:
         for chunk in copy:
             buffer.write(chunk)
@@ -261,43 +331,78 @@ RowsOf = Callable[[datetime, datetime], sa.Select[Any]]
 """The rows to load for [lower, upper), named as the table's columns."""
 
 
-def replace_period(
-    conn: sa.Connection, table: sa.Table, start: datetime, end: datetime, rows: RowsOf
-) -> tuple[int, int]:
-    """Replace the rows of [start, end) with `rows(lower, upper)` for each part of it; return (deleted, inserted).
+class PeriodReplace:
+    """Replaces the rows of [start, end) of a fact table, within the caller's transaction.
 
-    PostgreSQL: each day is written into a new bare table that then takes the place of the day's partition, so no
-    row goes through partition routing or an index one at a time: the primary key is built in one sort,
-    and the old rows leave with their table instead of as dead rows to vacuum. Elsewhere: DELETE, then INSERT."""
-    time = table.c[table.info[PARTITIONED_BY_DAY]]
-    names = [c.name for c in table.columns]
-    if not is_postgresql(conn):
-        deleted = int(conn.execute(sa.delete(table).where(time >= start, time < end)).rowcount)
-        inserted = int(conn.execute(sa.insert(table).from_select(names, rows(start, end))).rowcount)
+    PostgreSQL (`direct`): each day of the period gets a new bare table, which the load fills while it stages
+    (`route`) and which then takes the place of the day's partition (`finish`), so no row goes through partition
+    routing, an index or an INSERT ... SELECT one at a time: the primary key is built in one sort, and the old rows
+    leave with their table instead of as dead rows to vacuum. Elsewhere: `finish` deletes, then inserts."""
+
+    def __init__(self, conn: sa.Connection, table: sa.Table, start: datetime, end: datetime) -> None:
+        self.conn, self.table, self.start, self.end = conn, table, start, end
+        self.direct = is_postgresql(conn)
+        self.written = 0
+        self._days: list[tuple[datetime, datetime, datetime, sa.Table]] = []
+        if self.direct:
+            for day in _days(start, end):
+                fresh = sa.Table(
+                    f"{_partition_name(table, day)}_new", sa.MetaData(), *(c._copy() for c in table.columns)
+                )
+                conn.execute(CreateLike(fresh, table))
+                self._days.append((day, max(day, start), min(day + timedelta(days=1), end), fresh))
+
+    @property
+    def tables(self) -> list[sa.Table]:
+        """The new tables of the period's days (PostgreSQL), created in this transaction."""
+        return [fresh for *_, fresh in self._days]
+
+    def route(self, rows: pa.RecordBatch) -> list[tuple[sa.Table, pa.RecordBatch]]:
+        """The period's final rows (named as the table's columns) as parts for each day's new table."""
+        time = rows.column(self.table.info[PARTITIONED_BY_DAY])
+        parts = []
+        for _, lower, upper, fresh in self._days:
+            part = rows
+            if len(self._days) > 1:
+                inside = pc.and_(
+                    pc.greater_equal(time, pa.scalar(lower, time.type)), pc.less(time, pa.scalar(upper, time.type))
+                )
+                part = rows.filter(inside)
+            if part.num_rows:
+                parts.append((fresh, part))
+                self.written += part.num_rows
+        return parts
+
+    def finish(self, rows: RowsOf) -> tuple[int, int]:
+        """Put `rows(lower, upper)` (PostgreSQL: besides the rows routed) in place of the period's rows; return
+        (deleted, inserted)."""
+        table, conn = self.table, self.conn
+        time = table.c[table.info[PARTITIONED_BY_DAY]]
+        names = [c.name for c in table.columns]
+        if not self.direct:
+            deleted = int(conn.execute(sa.delete(table).where(time >= self.start, time < self.end)).rowcount)
+            inserted = int(conn.execute(sa.insert(table).from_select(names, rows(self.start, self.end))).rowcount)
+            return deleted, inserted
+        deleted, inserted = 0, self.written
+        for day, lower, upper, fresh in self._days:
+            inserted += int(conn.execute(sa.insert(fresh).from_select(names, rows(lower, upper))).rowcount)
+            deleted += _swap_partition(conn, table, day, lower, upper, fresh)
         return deleted, inserted
-    deleted = inserted = 0
-    for day in _days(start, end):
-        lower, upper = max(day, start), min(day + timedelta(days=1), end)
-        removed, added = _swap_partition(conn, table, day, lower, upper, rows(lower, upper))
-        deleted, inserted = deleted + removed, inserted + added
-    return deleted, inserted
 
 
 def _swap_partition(
-    conn: sa.Connection, table: sa.Table, day: datetime, lower: datetime, upper: datetime, rows: sa.Select[Any]
-) -> tuple[int, int]:
-    """Build the day's partition anew, with the rows of [lower, upper) from `rows` and the day's other rows kept.
+    conn: sa.Connection, table: sa.Table, day: datetime, lower: datetime, upper: datetime, fresh: sa.Table
+) -> int:
+    """Make the filled table `fresh` the day's partition, keeping the day's rows outside [lower, upper); return
+    how many rows of [lower, upper) the old partition had.
 
-    Everything slow (rows, primary key, bounds check, statistics) happens on the new table, which no one else
+    Everything slow (kept rows, primary key, bounds check, statistics) happens on the new table, which no one else
     sees; the fact table itself is locked only for the swap, a few catalog changes, until the load commits."""
     name = _partition_name(table, day)
     time = table.c[table.info[PARTITIONED_BY_DAY]]
     names = [c.name for c in table.columns]
-    fresh = sa.Table(f"{name}_new", sa.MetaData(), *(c._copy() for c in table.columns))
     old = sa.Table(name, sa.MetaData(), *(c._copy() for c in table.columns))
     exists = conn.execute(sa.select(sa.func.to_regclass(name))).scalar() is not None
-    conn.execute(CreateLike(fresh, table))
-    inserted = int(conn.execute(sa.insert(fresh).from_select(names, rows)).rowcount)
     deleted = 0
     if exists:
         in_range = sa.and_(old.c[time.name] >= lower, old.c[time.name] < upper)
@@ -341,7 +446,7 @@ def _swap_partition(
                 parent, partition, first, after
             )
         )
-    return deleted, inserted
+    return deleted
 
 
 class CreateLike(Executable, ClauseElement):

@@ -15,7 +15,7 @@ from . import dialect, rejects
 from .declare import Fact
 from .extract import SOURCE_FILE, SOURCE_ROW
 from .keys import lookups_for, resolve_unknown, with_keys
-from .metric import first_events
+from .metric import FirstEventsInClient, first_events
 from .progress import StepResult
 from .rowhash import ROW_HASH, RowHasher
 from .schema import Schema
@@ -43,6 +43,8 @@ def load_period(
     lookups = lookups_for(conn, schema, fact)
     numbering = MinuteNumbering(fact)
     hasher = RowHasher([c.name for c in staged_columns(fact)]) if fact.warn_duplicate_rows else None
+    replace = dialect.PeriodReplace(conn, schema[fact.name], start, end)
+    final = _FinalRows(conn, schema, fact, start, end, replace) if replace.direct else None
 
     def enrich(batch: pa.RecordBatch) -> pa.RecordBatch:
         return numbering.number(with_keys(batch, lookups))
@@ -58,15 +60,22 @@ def load_period(
             enrich=enrich,
             on_rows=on_rows,
             finish=hasher,
+            route=None if final is None else final.route,
+            also_fresh=replace.tables,
         )
     finally:
         if hasher is not None:
             hasher.close()
+    # Rows routed straight into the period's tables had every key; the rest wait for their inferred members.
+    before = _largest_keys(conn, schema, fact)
     inferred = resolve_unknown(conn, schema, fact)
     doubts = [staged.reject_table(), *(_duplicate_rows(conn, schema, fact) if fact.warn_duplicate_rows else [])]
-    deleted, inserted = dialect.replace_period(
-        conn, schema[fact.name], start, end, lambda lower, upper: _rows_from_staging(schema, fact, lower, upper)
-    )
+
+    def rows(lower: datetime, upper: datetime) -> sa.Select[Any]:
+        select = _rows_from_staging(schema, fact, lower, upper)
+        return select.where(_waited(schema, fact, before)) if replace.direct else select
+
+    deleted, inserted = replace.finish(rows)
     found = rejects.concat(doubts)
     return StepResult(
         table=fact.name,
@@ -81,6 +90,51 @@ def load_period(
         rejects=found,
         unplaced=rejects.concat(staged.unplaced),
     )
+
+
+class _FinalRows:
+    """The fact table's rows made in the client from staged batches: keys, metrics, the table's columns."""
+
+    def __init__(
+        self,
+        conn: sa.Connection,
+        schema: Schema,
+        fact: Fact,
+        start: datetime,
+        end: datetime,
+        replace: dialect.PeriodReplace,
+    ) -> None:
+        self.fact = fact
+        self.table = schema[fact.name]
+        self.metrics = [(m.column, FirstEventsInClient(conn, schema, m, start, end)) for m in fact.metrics]
+        self.replace = replace
+
+    def route(self, batch: pa.RecordBatch) -> list[tuple[sa.Table, pa.RecordBatch]]:
+        """The batch's rows that have every key, finished, as parts for the period's tables."""
+        known = pa.repeat(pa.scalar(True), batch.num_rows)
+        for reference in self.fact.references:
+            known = pc.and_(known, pc.is_valid(batch.column(reference.column)))
+        if not pc.all(known).as_py():
+            batch = batch.filter(known)
+        for column, events in self.metrics:
+            batch = batch.append_column(pa.field(column, pa.int32()), events.keys(batch))
+        return self.replace.route(batch.select([c.name for c in self.table.columns]))
+
+
+def _largest_keys(conn: sa.Connection, schema: Schema, fact: Fact) -> dict[str, int]:
+    """The largest surrogate key of each referenced dimension: members created later have larger ones."""
+    largest = {}
+    for ref in fact.references:
+        declared = schema.mart.dimension(ref.dimension)
+        key = schema[declared.name].c[declared.key]
+        largest[ref.column] = int(conn.execute(sa.select(sa.func.coalesce(sa.func.max(key), 0))).scalar_one())
+    return largest
+
+
+def _waited(schema: Schema, fact: Fact, largest: dict[str, int]) -> sa.ColumnElement[bool]:
+    """Staged rows that pointed at a member not created yet when they streamed by."""
+    stg = schema[fact.staging]
+    return sa.or_(sa.false(), *(stg.c[column] > key for column, key in largest.items()))
 
 
 def _duplicate_rows(conn: sa.Connection, schema: Schema, fact: Fact) -> list[pa.Table]:

@@ -5,13 +5,18 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import sqlalchemy as sa
 
+from . import dialect
+from .clean import arrow_type
 from .declare import DEFAULT_MEMBER_ID, Dimension, Fact, FirstEventWithin
 from .dimension import CHANGED, NEW, NEW_VERSION
 from .schema import Schema
 
-__all__ = ["first_event_key", "first_events", "refresh_after_events"]
+__all__ = ["FirstEventsInClient", "first_event_key", "first_events", "refresh_after_events"]
 
 
 def _entity_dimension(schema: Schema, metric: FirstEventWithin) -> Dimension:
@@ -149,3 +154,78 @@ def refresh_after_events(conn: sa.Connection, schema: Schema, fact: Fact, metric
         pointed = table.c[metric.column].in_(moved)
         updated += conn.execute(sa.update(table).values(recompute).where(qualifies, pointed)).rowcount
     return updated
+
+
+class FirstEventsInClient:
+    """The metric computed in the client as a period's rows stream by, by the rule of `first_events`: the events
+    of the period's window are read once, sorted by (entity, time, business id); each row's first event is then
+    found by one binary search over that order, so the fact rows go into the fact table finished, with no
+    INSERT ... SELECT joining them to the events in the database. Times count in whole seconds, as loaded."""
+
+    def __init__(
+        self, conn: sa.Connection, schema: Schema, metric: FirstEventWithin, start: datetime, end: datetime
+    ) -> None:
+        self.metric = metric
+        self.start = start
+        declared = schema.mart.dimension(metric.events)
+        events = _events(schema, metric)
+        event_time = events.c[metric.event_time]
+        entity_dim = _entity_dimension(schema, metric)
+        entity_type = pa.int32() if not entity_dim.keeps_history else _business_type(entity_dim)
+        select = sa.select(events.c.entity, event_time, events.c[declared.key]).where(
+            event_time >= start, event_time < end + metric.window
+        )
+        fields = [("entity", entity_type), ("time", pa.timestamp("us")), ("event_key", pa.int32())]
+        found = dialect.fetch_arrow(
+            conn, select.order_by(events.c.entity, event_time, events.c[declared.business_key]), pa.schema(fields)
+        )
+        self.entities = pc.unique(found["entity"].combine_chunks())
+        codes = pc.index_in(found["entity"], value_set=self.entities).to_numpy(zero_copy_only=False).astype(np.int64)
+        # One sorted number per event: entity code in the high bits, seconds since the period's start in the low.
+        self.order = (codes << 32) | self._seconds(found["time"])
+        self.keys_of = found["event_key"].to_numpy(zero_copy_only=False)
+        self.window = int(metric.window.total_seconds())
+        self.members: pa.Table | None = None
+        if entity_dim.keeps_history:
+            # The fact row points at a version of its member; events match on the member's business id.
+            dim = schema[entity_dim.name]
+            members = sa.select(dim.c[entity_dim.key], dim.c[entity_dim.business_key])
+            self.members = dialect.fetch_arrow(conn, members, pa.schema([("key", pa.int32()), ("entity", entity_type)]))
+
+    def _seconds(self, times: pa.Array | pa.ChunkedArray) -> np.ndarray:
+        """Whole seconds since the period's start."""
+        since = pc.subtract(pc.cast(times, pa.timestamp("us")), pa.scalar(self.start, pa.timestamp("us")))
+        seconds: np.ndarray = pc.divide(pc.cast(since, pa.int64()), pa.scalar(1_000_000, pa.int64())).to_numpy(
+            zero_copy_only=False
+        )
+        return seconds
+
+    def keys(self, batch: pa.RecordBatch) -> pa.Array:
+        """The metric column for the batch's rows: the first event's key, or null."""
+        metric = self.metric
+        entity = batch.column(metric.fact_entity)
+        qualifies = pc.and_(
+            pc.greater_equal(batch.column(metric.threshold_column), pa.scalar(metric.threshold, pa.int32())),
+            pc.not_equal(entity, pa.scalar(DEFAULT_MEMBER_ID, entity.type)),
+        )
+        if self.members is not None:
+            entity = pc.take(self.members["entity"], pc.index_in(entity, value_set=self.members["key"]))
+        code = pc.index_in(entity, value_set=self.entities)
+        eligible = pc.fill_null(pc.and_(qualifies, pc.is_valid(code)), False).to_numpy(zero_copy_only=False)
+        if not eligible.any() or len(self.order) == 0:
+            return pa.nulls(batch.num_rows, pa.int32())
+        codes = pc.fill_null(code, 0).to_numpy(zero_copy_only=False).astype(np.int64)
+        seconds = self._seconds(batch.column(metric.fact_time))
+        # The first event at or after the call's second, if it is of the call's entity and within the window.
+        wanted = (codes << 32) | seconds
+        place = np.searchsorted(self.order, wanted)
+        inside = place < len(self.order)
+        place = np.where(inside, place, 0)
+        found = self.order[place]
+        hit = eligible & inside & (found >> 32 == codes) & ((found & 0xFFFFFFFF) < seconds + self.window)
+        return pa.array(self.keys_of[place], pa.int32(), mask=~hit)
+
+
+def _business_type(dim: Dimension) -> pa.DataType:
+    """The Arrow type of a dimension's business id."""
+    return arrow_type(next(c.type for c in dim.columns if c.name == dim.business_key))

@@ -60,13 +60,17 @@ def stage(
     enrich: Callable[[pa.RecordBatch], pa.RecordBatch] | None = None,
     on_rows: Callable[[int], None] | None = None,
     finish: Callable[[pa.RecordBatch], pa.RecordBatch] | None = None,
+    route: Callable[[pa.RecordBatch], list[tuple[sa.Table, pa.RecordBatch]]] | None = None,
+    also_fresh: Sequence[sa.Table] = (),
 ) -> Staged:
     """Truncate the staging table, then fill it with the cleaned rows of the source that `keep` selects.
 
     Bad rows in scope are rejects of the step; bad rows that `keep` cannot place (say, an unparsable date in a
     fact extract) belong to no step and go to `unplaced`. `enrich` adds columns (keys) to the loadable rows;
     like reading and cleaning, it runs in a worker thread, so it must not use the connection. `finish` adds more
-    columns in a thread of its own, while the next batches are read and cleaned."""
+    columns in a thread of its own, while the next batches are read and cleaned; `route`, in that thread too,
+    derives from each finished batch parts for other tables, written as the batch is staged (`also_fresh`: those
+    of them created in this transaction)."""
     conn.execute(dialect.Truncate(staging))
     columns = staged_columns(table)
     fields = list(dict.fromkeys(c.source for c in columns if c.source))
@@ -93,8 +97,13 @@ def stage(
     batches: Iterable[pa.RecordBatch] = cleaned()
     if finish is not None:
         batches = map(finish, prefetched(batches))
-    result.staged = dialect.bulk_insert(conn, staging, batches, truncated=True)
-    dialect.analyze(conn, staging)
+    if route is None:
+        result.staged = dialect.bulk_insert(conn, staging, batches, truncated=True)
+        dialect.analyze(conn, staging)
+    else:
+        # No statistics: with its rows already routed, the staging table only feeds scans for the few exceptions.
+        parts = ((table, part) for batch in batches for table, part in [(staging, batch), *route(batch)])
+        result.staged = dialect.bulk_insert_routed(conn, parts, truncated=[staging, *also_fresh]).get(staging.name, 0)
     _settle_problems(result, problems, placeable=keep is None)
     return result
 
