@@ -294,6 +294,22 @@ def reload_ratios(outcomes: dict[str, Outcome]) -> dict[str, float]:
     return ratios
 
 
+def period_ratios(outcomes: dict[str, Outcome]) -> dict[str, float]:
+    """Per backend: callmart's period steps alone (extract to metric, without the run's other steps: dimension
+    checks, run log, aggregates) over the backend's floor, medians over the rounds."""
+    ratios = {}
+    for backend in (POSTGRESQL, DUCKDB):
+        load, floor = outcomes.get(f"{backend}/callmart"), outcomes.get(f"{backend}/{FLOORS[backend]}")
+        if not (load and load.ok and floor and floor.seconds):
+            continue
+        steps = [
+            sum(s["seconds"] for s in run["details"].get("steps", []) if s["table"] == FACT and s["period"])
+            for run in load.ok
+        ]
+        ratios[backend] = round(statistics.median(steps) / floor.seconds, 2)
+    return ratios
+
+
 def last_day_ratios(outcomes: dict[str, Outcome]) -> dict[str, dict[str, Any]]:
     """Per callmart contender with several periods: the last period's load time over the first's."""
     ratios = {}
@@ -395,6 +411,8 @@ def print_report(report: dict[str, Any]) -> None:
     print_table(report["results"])
     for backend, ratio in report["reload_ratios"].items():
         print(f"reload (enqueue force=True + run) over first load, {backend}: {ratio:.2f}")
+    for backend, ratio in report["period_ratios"].items():
+        print(f"period steps alone (extract to metric, no aggregates) over the floor, {backend}: {ratio:.2f}")
     for key, days in report["last_day_ratios"].items():
         print(
             f"{key}: period {days['last']} took {days['last_seconds']:.2f} s, period {days['first']} "
@@ -460,6 +478,7 @@ def benchmark(args: argparse.Namespace, scenarios: list[Scenario], work: Path) -
         "extract": extract,
         "results": results,
         "reload_ratios": reload_ratios(outcomes),
+        "period_ratios": period_ratios(outcomes),
         "last_day_ratios": last_day_ratios(outcomes),
         "notes": {**NOTES, **PANDAS_NOTES} if any(s.name == "pandas" for s in scenarios) else NOTES,
         "outcomes": outcomes,

@@ -403,7 +403,23 @@ def test_exact_duplicates_are_found_however_many_hashes_repeat(
     monkeypatch.setattr(fact, "MAX_LISTED_HASHES", 0)
     load(database_url, folder, day, day + timedelta(days=1), force=True)
     assert query(database_url, duplicates) == listed
+    monkeypatch.undo()
+    # Every row's prefix taken for a repeated one: rows that merely share a prefix are compared, not warned.
+    everyone = fact.RepeatedHashes.repeated
+    monkeypatch.setattr(fact.RepeatedHashes, "repeated", lambda self: sorted(set(everyone(self)) | set(self.seen)))
+    monkeypatch.setattr(fact.RepeatedHashes, "add", _keeping_every_prefix(fact.RepeatedHashes.add))
+    load(database_url, folder, day, day + timedelta(days=1), force=True)
+    assert query(database_url, duplicates) == listed
     assert [len(lines) + 1, len(lines) + 2] == [n for (n,) in listed][-2:]
+
+
+def _keeping_every_prefix(add: Callable[..., Any]) -> Callable[..., Any]:
+    def keeping(self: Any, batch: Any) -> Any:
+        hashes = batch.column("row_hash").to_pylist()
+        self.seen = getattr(self, "seen", set()) | {h >> 32 for h in hashes}
+        return add(self, batch)
+
+    return keeping
 
 
 def test_a_dimension_is_merged_again_only_when_its_extract_changes(

@@ -214,7 +214,11 @@ class _CopyFormat:
         return cls(binary.columns if binary is not None else names, binary)
 
     def encode(self, batch: pa.RecordBatch) -> bytes | memoryview:
-        return _csv(batch.select(self.columns)) if self.binary is None else memoryview(self.binary.encode(batch))
+        payload = _csv(batch.select(self.columns)) if self.binary is None else memoryview(self.binary.encode(batch))
+        # The allocator keeps a thread's freed pages for its next allocations; across the pipeline's threads that
+        # adds up to tens of megabytes a streamed load does not need (a 1M-row load peaked 40 MB higher).
+        pa.default_memory_pool().release_unused()
+        return payload
 
     def statement(self, table: sa.Table, truncated: bool) -> pg_sql.Composed:
         return pg_sql.SQL("COPY {} ({}) FROM STDIN (FORMAT {}{})").format(

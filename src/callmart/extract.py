@@ -134,37 +134,45 @@ def _read_csv(path: Path, encoding: str, fields: Sequence[str], problems: list[p
     # Read columns in the file's order, so that a reject's raw line shows the fields as the line has them; the
     # reader knows them by their untrimmed names, the batches by the trimmed ones.
     read = [i for i, name in enumerate(header) if name in fields]
-    reader = pa_csv.open_csv(
-        path,
-        read_options=pa_csv.ReadOptions(encoding=encoding, block_size=BLOCK_SIZE, use_threads=False),
-        parse_options=pa_csv.ParseOptions(invalid_row_handler=skip, ignore_empty_lines=False),
-        convert_options=pa_csv.ConvertOptions(
-            column_types={name: pa.string() for name in raw_header},
-            include_columns=[raw_header[i] for i in read],
-            strings_can_be_null=False,
-        ),
-    )
-    line = 2  # the header is line 1
-    for batch in reader:
-        lines, line = _line_numbers(batch.num_rows, line, skipped)
-        named = _with_origin(pa.RecordBatch.from_arrays(batch.columns, names=[header[i] for i in read]), path, lines)
-        # Blank lines arrive as rows of empty fields (so the line numbers after them stay right): they hold no data,
-        # but are recorded, like any line that cannot be loaded.
-        empty = pa.scalar("", pa.string())
-        blank = functools.reduce(pc.and_, (pc.equal(column, empty) for column in batch.columns))
-        if batch.num_rows and pc.any(blank).as_py():
-            problems.append(
-                rejects.make(
-                    [path.name] * pc.sum(blank).as_py(),
-                    pc.filter(lines, blank),
-                    None,
-                    None,
-                    [""] * pc.sum(blank).as_py(),
-                    "blank line (no field has a value)",
-                )
+    # A Python file, not the path: Arrow reads a path's blocks tens of megabytes ahead, memory that a streamed
+    # load does not need.
+    handle = path.open("rb")
+    try:
+        reader = pa_csv.open_csv(
+            handle,
+            read_options=pa_csv.ReadOptions(encoding=encoding, block_size=BLOCK_SIZE, use_threads=False),
+            parse_options=pa_csv.ParseOptions(invalid_row_handler=skip, ignore_empty_lines=False),
+            convert_options=pa_csv.ConvertOptions(
+                column_types={name: pa.string() for name in raw_header},
+                include_columns=[raw_header[i] for i in read],
+                strings_can_be_null=False,
+            ),
+        )
+        line = 2  # the header is line 1
+        for batch in reader:
+            lines, line = _line_numbers(batch.num_rows, line, skipped)
+            named = _with_origin(
+                pa.RecordBatch.from_arrays(batch.columns, names=[header[i] for i in read]), path, lines
             )
-            named = named.filter(pc.invert(blank))
-        yield named
+            # Blank lines arrive as rows of empty fields (so the line numbers after them stay right): they hold no data,
+            # but are recorded, like any line that cannot be loaded.
+            empty = pa.scalar("", pa.string())
+            blank = functools.reduce(pc.and_, (pc.equal(column, empty) for column in batch.columns))
+            if batch.num_rows and pc.any(blank).as_py():
+                problems.append(
+                    rejects.make(
+                        [path.name] * pc.sum(blank).as_py(),
+                        pc.filter(lines, blank),
+                        None,
+                        None,
+                        [""] * pc.sum(blank).as_py(),
+                        "blank line (no field has a value)",
+                    )
+                )
+                named = named.filter(pc.invert(blank))
+            yield named
+    finally:
+        handle.close()
 
 
 def _line_numbers(count: int, first: int, skipped: set[int]) -> tuple[pa.Array, int]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -17,14 +18,14 @@ from .extract import SOURCE_FILE, SOURCE_ROW
 from .keys import lookups_for, resolve_unknown, with_keys
 from .metric import FirstEventsInClient, first_events
 from .progress import StepResult
-from .rowhash import ROW_HASH, RowHasher
+from .rowhash import ROW_HASH, RepeatedHashes, RowHasher, prefix
 from .schema import Schema
 from .stage import stage, staged_columns
 
 __all__ = ["CALLS_PER_MINUTE", "MinuteNumbering", "load_period"]
 
 MAX_LISTED_HASHES = 10_000
-"""Most repeated row hashes passed to the database as values; beyond, they are found again by a subquery."""
+"""Most repeated hash prefixes passed to the database as values; beyond, repeated hashes are found by a subquery."""
 
 CALLS_PER_MINUTE = 100_000
 """Room for rows sharing one minute in the fact key: key = minute number * CALLS_PER_MINUTE + rank."""
@@ -43,6 +44,7 @@ def load_period(
     lookups = lookups_for(conn, schema, fact)
     numbering = MinuteNumbering(fact)
     hasher = RowHasher([c.name for c in staged_columns(fact)]) if fact.warn_duplicate_rows else None
+    repeats = RepeatedHashes()
     replace = dialect.PeriodReplace(conn, schema[fact.name], start, end)
     final = _FinalRows(conn, schema, fact, start, end, replace) if replace.direct else None
 
@@ -59,7 +61,7 @@ def load_period(
             keep=_in_period(fact, start, end),
             enrich=enrich,
             on_rows=on_rows,
-            finish=hasher,
+            finish=None if hasher is None else lambda batch: repeats.add(hasher(batch)),
             route=None if final is None else final.route,
             also_fresh=replace.tables,
         )
@@ -69,11 +71,13 @@ def load_period(
     # Rows routed straight into the period's tables had every key; the rest wait for their inferred members.
     before = _largest_keys(conn, schema, fact)
     inferred = resolve_unknown(conn, schema, fact)
-    doubts = [staged.reject_table(), *(_duplicate_rows(conn, schema, fact) if fact.warn_duplicate_rows else [])]
+    doubts = [
+        staged.reject_table(),
+        *(_duplicate_rows(conn, schema, fact, repeats.repeated()) if fact.warn_duplicate_rows else []),
+    ]
 
     def rows(lower: datetime, upper: datetime) -> sa.Select[Any]:
-        select = _rows_from_staging(schema, fact, lower, upper)
-        return select.where(_waited(schema, fact, before)) if replace.direct else select
+        return _rows_from_staging(schema, fact, lower, upper, _waited(schema, fact, before) if replace.direct else None)
 
     deleted, inserted = replace.finish(rows)
     found = rejects.concat(doubts)
@@ -137,27 +141,31 @@ def _waited(schema: Schema, fact: Fact, largest: dict[str, int]) -> sa.ColumnEle
     return sa.or_(sa.false(), *(stg.c[column] > key for column, key in largest.items()))
 
 
-def _duplicate_rows(conn: sa.Connection, schema: Schema, fact: Fact) -> list[pa.Table]:
-    """Warnings for staged rows identical to an earlier row of the extract: loaded, but worth a look."""
+def _duplicate_rows(conn: sa.Connection, schema: Schema, fact: Fact, repeated: list[int]) -> list[pa.Table]:
+    """Warnings for staged rows identical to an earlier row of the extract: loaded, but worth a look.
+
+    `repeated`: the hash prefixes that occur more than once; only the rows that have one are compared, column by
+    column, so that neither a shared prefix nor a hash collision can make a warning."""
     stg = schema[fact.staging]
     content = [stg.c[c.name] for c in staged_columns(fact)]
-    # Grouping by the hash computed as the rows streamed in finds the candidates at a fraction of the cost of
-    # grouping by every column; only the few candidates are then compared column by column, so that a collision
-    # cannot make a warning.
-    row_hash = stg.c[ROW_HASH]
-    repeated_hashes = sa.select(row_hash).group_by(row_hash).having(sa.func.count() > 1)
-    with dialect.grouping_by_sort(conn):
-        repeated = conn.execute(repeated_hashes).scalars().all()
     if not repeated:
         return []
-    # Exact duplicates are few: their hashes go back as values. A file loaded twice over would make too many
-    # for one statement's parameters, and is found by the subquery instead.
-    chosen = row_hash.in_(repeated if len(repeated) <= MAX_LISTED_HASHES else repeated_hashes)
+    row_hash = stg.c[ROW_HASH]
+    # Exact duplicates are few: their prefixes go as values. A file loaded twice over would make too many for
+    # one statement's parameters: the database groups the hashes instead.
+    listed = len(repeated) <= MAX_LISTED_HASHES
+    if listed:
+        chosen = prefix(row_hash).in_(repeated)
+    else:
+        chosen = row_hash.in_(sa.select(row_hash).group_by(row_hash).having(sa.func.count() > 1))
     candidates = sa.select(stg).where(chosen).subquery()
     same = [candidates.c[c.name] for c in content]
     place = sa.func.row_number().over(partition_by=same, order_by=(candidates.c[SOURCE_FILE], candidates.c[SOURCE_ROW]))
     numbered = sa.select(candidates.c[SOURCE_FILE], candidates.c[SOURCE_ROW], place.label("place")).subquery()
-    found = conn.execute(sa.select(numbered.c[SOURCE_FILE], numbered.c[SOURCE_ROW]).where(numbered.c.place > 1)).all()
+    with contextlib.nullcontext() if listed else dialect.grouping_by_sort(conn):
+        found = conn.execute(
+            sa.select(numbered.c[SOURCE_FILE], numbered.c[SOURCE_ROW]).where(numbered.c.place > 1)
+        ).all()
     return [
         rejects.make(
             [r[0] for r in found],
@@ -210,9 +218,15 @@ def _in_period(fact: Fact, start: datetime, end: datetime) -> Callable[[pa.Recor
     return keep
 
 
-def _rows_from_staging(schema: Schema, fact: Fact, start: datetime, end: datetime) -> sa.Select[Any]:
-    """The staged rows of [start, end) as fact rows, with their keys and the metrics, named as the fact's columns."""
-    stg = schema[fact.staging]
+def _rows_from_staging(
+    schema: Schema, fact: Fact, start: datetime, end: datetime, only: sa.ColumnElement[bool] | None = None
+) -> sa.Select[Any]:
+    """The staged rows of [start, end) (those `only` selects) as fact rows, with their keys and the metrics, named
+    as the fact's columns."""
+    stg: sa.FromClause = schema[fact.staging]
+    if only is not None:
+        # Chosen before the metric's join, which would otherwise look up every staged row's events.
+        stg = sa.select(stg).where(only).subquery("chosen")
     table = schema[fact.name]
     exprs: dict[str, sa.ColumnElement[Any]] = {
         name: stg.c[name] for name in [fact.key, *(c.name for c in fact.columns), *(r.column for r in fact.references)]

@@ -57,16 +57,18 @@ class KeyLookup:
         elif declared.keeps_history:
             select = select.where(dim.c[IS_CURRENT])
         versions = fetch_arrow(conn, select, pa.schema(fields)).combine_chunks()
-        direct = None if point_in_time else _direct_table(versions)
+        if point_in_time:
+            return cls(value_column, key_column, versions, as_of)
+        return cls.of_pairs(value_column, key_column, versions)
+
+    @classmethod
+    def of_pairs(
+        cls, value_column: str, key_column: str, pairs: pa.Table, null_key: int | None = DEFAULT_MEMBER_ID
+    ) -> KeyLookup:
+        """A lookup of the current keys in `pairs` (value, key), laid out by id when the ids allow it."""
+        direct = _direct_table(pairs)
         by_value, first_value = direct if direct is not None else (None, 0)
-        return cls(
-            value_column,
-            key_column,
-            versions,
-            as_of if point_in_time else None,
-            by_value=by_value,
-            first_value=first_value,
-        )
+        return cls(value_column, key_column, pairs, null_key=null_key, by_value=by_value, first_value=first_value)
 
     def map(self, batch: pa.RecordBatch) -> pa.Array:
         """Keys for the batch's values: `null_key` for null, null where the dimension does not know the value yet."""

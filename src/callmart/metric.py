@@ -14,6 +14,7 @@ from . import dialect
 from .clean import arrow_type
 from .declare import DEFAULT_MEMBER_ID, Dimension, Fact, FirstEventWithin
 from .dimension import CHANGED, NEW, NEW_VERSION
+from .keys import KeyLookup
 from .schema import Schema
 
 __all__ = ["FirstEventsInClient", "first_event_key", "first_events", "refresh_after_events"]
@@ -179,8 +180,12 @@ class FirstEventsInClient:
         found = dialect.fetch_arrow(
             conn, select.order_by(events.c.entity, event_time, events.c[declared.business_key]), pa.schema(fields)
         )
-        self.entities = pc.unique(found["entity"].combine_chunks())
-        codes = pc.index_in(found["entity"], value_set=self.entities).to_numpy(zero_copy_only=False).astype(np.int64)
+        entities = pc.unique(found["entity"].combine_chunks())
+        codes = pc.index_in(found["entity"], value_set=entities).to_numpy(zero_copy_only=False).astype(np.int64)
+        # Each row's entity code by position when the entities are dense ids (customer keys are), not by a hash
+        # table built again for every batch.
+        numbered = pa.table({"value": entities, "key": pa.array(range(len(entities)), pa.int32())})
+        self.codes = KeyLookup.of_pairs("entity", "code", numbered, null_key=None)
         # One sorted number per event: entity code in the high bits, seconds since the period's start in the low.
         self.order = (codes << 32) | self._seconds(found["time"])
         self.keys_of = found["event_key"].to_numpy(zero_copy_only=False)
@@ -210,7 +215,7 @@ class FirstEventsInClient:
         )
         if self.members is not None:
             entity = pc.take(self.members["entity"], pc.index_in(entity, value_set=self.members["key"]))
-        code = pc.index_in(entity, value_set=self.entities)
+        code = self.codes.map(pa.record_batch({"entity": entity}))
         eligible = pc.fill_null(pc.and_(qualifies, pc.is_valid(code)), False).to_numpy(zero_copy_only=False)
         if not eligible.any() or len(self.order) == 0:
             return pa.nulls(batch.num_rows, pa.int32())
