@@ -331,8 +331,8 @@ def fetch_arrow(conn: sa.Connection, select: sa.Select[Any], schema: pa.Schema) 
     return pa_csv.read_csv(buffer, read_options=options, convert_options=pa_csv.ConvertOptions(column_types=schema))
 
 
-RowsOf = Callable[[datetime, datetime], sa.Select[Any]]
-"""The rows to load for [lower, upper), named as the table's columns."""
+RowsOf = Callable[[datetime, datetime], sa.Select[Any] | None]
+"""The rows to load for [lower, upper), named as the table's columns (None: none besides those routed)."""
 
 
 class PeriodReplace:
@@ -385,11 +385,16 @@ class PeriodReplace:
         names = [c.name for c in table.columns]
         if not self.direct:
             deleted = int(conn.execute(sa.delete(table).where(time >= self.start, time < self.end)).rowcount)
-            inserted = int(conn.execute(sa.insert(table).from_select(names, rows(self.start, self.end))).rowcount)
+            inserted = 0
+            select = rows(self.start, self.end)
+            if select is not None:
+                inserted = int(conn.execute(sa.insert(table).from_select(names, select)).rowcount)
             return deleted, inserted
         deleted, inserted = 0, self.written
         for day, lower, upper, fresh in self._days:
-            inserted += int(conn.execute(sa.insert(fresh).from_select(names, rows(lower, upper))).rowcount)
+            select = rows(lower, upper)
+            if select is not None:
+                inserted += int(conn.execute(sa.insert(fresh).from_select(names, select)).rowcount)
             deleted += _swap_partition(conn, table, day, lower, upper, fresh)
         return deleted, inserted
 

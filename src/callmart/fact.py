@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from . import dialect, rejects
 from .declare import Fact
 from .extract import SOURCE_FILE, SOURCE_ROW
-from .keys import lookups_for, resolve_unknown, with_keys
+from .keys import InferredAsTheyCome, lookups_for, resolve_unknown, with_keys
 from .metric import FirstEventsInClient, first_events
 from .progress import StepResult
 from .rowhash import ROW_HASH, RepeatedHashes, RowHasher, prefix
@@ -68,16 +68,15 @@ def load_period(
     finally:
         if hasher is not None:
             hasher.close()
-    # Rows routed straight into the period's tables had every key; the rest wait for their inferred members.
-    before = _largest_keys(conn, schema, fact)
-    inferred = resolve_unknown(conn, schema, fact)
+    inferred = resolve_unknown(conn, schema, fact) if final is None else final.inferred.write(conn)
     doubts = [
         staged.reject_table(),
         *(_duplicate_rows(conn, schema, fact, repeats.repeated()) if fact.warn_duplicate_rows else []),
     ]
 
-    def rows(lower: datetime, upper: datetime) -> sa.Select[Any]:
-        return _rows_from_staging(schema, fact, lower, upper, _waited(schema, fact, before) if replace.direct else None)
+    def rows(lower: datetime, upper: datetime) -> sa.Select[Any] | None:
+        # Rows routed while staging are already in the period's tables.
+        return None if final is not None else _rows_from_staging(schema, fact, lower, upper)
 
     deleted, inserted = replace.finish(rows)
     found = rejects.concat(doubts)
@@ -97,7 +96,8 @@ def load_period(
 
 
 class _FinalRows:
-    """The fact table's rows made in the client from staged batches: keys, metrics, the table's columns."""
+    """Each staged batch, its keys completed, and the fact table's rows made from it in the client (keys, metrics,
+    the table's columns), as the parts to write while staging."""
 
     def __init__(
         self,
@@ -108,37 +108,19 @@ class _FinalRows:
         end: datetime,
         replace: dialect.PeriodReplace,
     ) -> None:
-        self.fact = fact
+        self.staging = schema[fact.staging]
         self.table = schema[fact.name]
+        self.inferred = InferredAsTheyCome(conn, schema, fact)
         self.metrics = [(m.column, FirstEventsInClient(conn, schema, m, start, end)) for m in fact.metrics]
         self.replace = replace
 
     def route(self, batch: pa.RecordBatch) -> list[tuple[sa.Table, pa.RecordBatch]]:
-        """The batch's rows that have every key, finished, as parts for the period's tables."""
-        known = pa.repeat(pa.scalar(True), batch.num_rows)
-        for reference in self.fact.references:
-            known = pc.and_(known, pc.is_valid(batch.column(reference.column)))
-        if not pc.all(known).as_py():
-            batch = batch.filter(known)
+        """The staging table's part and the period's tables' parts of one batch."""
+        batch = self.inferred.fill(batch)
+        rows = batch
         for column, events in self.metrics:
-            batch = batch.append_column(pa.field(column, pa.int32()), events.keys(batch))
-        return self.replace.route(batch.select([c.name for c in self.table.columns]))
-
-
-def _largest_keys(conn: sa.Connection, schema: Schema, fact: Fact) -> dict[str, int]:
-    """The largest surrogate key of each referenced dimension: members created later have larger ones."""
-    largest = {}
-    for ref in fact.references:
-        declared = schema.mart.dimension(ref.dimension)
-        key = schema[declared.name].c[declared.key]
-        largest[ref.column] = int(conn.execute(sa.select(sa.func.coalesce(sa.func.max(key), 0))).scalar_one())
-    return largest
-
-
-def _waited(schema: Schema, fact: Fact, largest: dict[str, int]) -> sa.ColumnElement[bool]:
-    """Staged rows that pointed at a member not created yet when they streamed by."""
-    stg = schema[fact.staging]
-    return sa.or_(sa.false(), *(stg.c[column] > key for column, key in largest.items()))
+            rows = rows.append_column(pa.field(column, pa.int32()), events.keys(rows))
+        return [(self.staging, batch), *self.replace.route(rows.select([c.name for c in self.table.columns]))]
 
 
 def _duplicate_rows(conn: sa.Connection, schema: Schema, fact: Fact, repeated: list[int]) -> list[pa.Table]:
@@ -218,15 +200,9 @@ def _in_period(fact: Fact, start: datetime, end: datetime) -> Callable[[pa.Recor
     return keep
 
 
-def _rows_from_staging(
-    schema: Schema, fact: Fact, start: datetime, end: datetime, only: sa.ColumnElement[bool] | None = None
-) -> sa.Select[Any]:
-    """The staged rows of [start, end) (those `only` selects) as fact rows, with their keys and the metrics, named
-    as the fact's columns."""
-    stg: sa.FromClause = schema[fact.staging]
-    if only is not None:
-        # Chosen before the metric's join, which would otherwise look up every staged row's events.
-        stg = sa.select(stg).where(only).subquery("chosen")
+def _rows_from_staging(schema: Schema, fact: Fact, start: datetime, end: datetime) -> sa.Select[Any]:
+    """The staged rows of [start, end) as fact rows, with their keys and the metrics, named as the fact's columns."""
+    stg = schema[fact.staging]
     table = schema[fact.name]
     exprs: dict[str, sa.ColumnElement[Any]] = {
         name: stg.c[name] for name in [fact.key, *(c.name for c in fact.columns), *(r.column for r in fact.references)]

@@ -15,7 +15,15 @@ from .declare import BEGINNING, DEFAULT_MEMBER_ID, IS_CURRENT, VALID_FROM, VALID
 from .dialect import fetch_arrow
 from .schema import Schema
 
-__all__ = ["KeyLookup", "first_version", "lookups_for", "next_keys", "resolve_unknown", "with_keys"]
+__all__ = [
+    "InferredAsTheyCome",
+    "KeyLookup",
+    "first_version",
+    "lookups_for",
+    "next_keys",
+    "resolve_unknown",
+    "with_keys",
+]
 
 
 @dataclass(frozen=True)
@@ -194,15 +202,27 @@ def _create_inferred(
     unresolved: sa.ColumnElement[bool],
 ) -> int:
     """Insert one inferred member, with 'unknown' attributes, per business id the dimension lacks."""
-    dim = schema[target.name]
     unknown = (
         sa.select(value.label("business_value"))
         .where(unresolved, ~sa.exists().where(by == value))
         .distinct()
         .subquery()
     )
+    return int(conn.execute(_inferred_members(schema, target, by, unknown)).rowcount)
+
+
+def _inferred_members(
+    schema: Schema,
+    target: Dimension,
+    by: sa.Column[Any],
+    unknown: sa.Subquery,
+    keys: sa.ColumnElement[Any] | None = None,
+) -> sa.Insert:
+    """INSERT of one inferred member per `unknown.c.business_value` (distinct ids the dimension lacks), with the
+    given keys, else the next ones."""
+    dim = schema[target.name]
     columns: dict[str, sa.ColumnElement[Any]] = {
-        target.key: next_keys(dim.c[target.key], unknown.c.business_value),
+        target.key: keys if keys is not None else next_keys(dim.c[target.key], unknown.c.business_value),
         by.name: unknown.c.business_value,
     }
     for column in target.columns:
@@ -214,4 +234,72 @@ def _create_inferred(
     if target.keeps_history:
         columns.update(first_version())
     select = sa.select(*(expr.label(name) for name, expr in columns.items())).order_by(unknown.c.business_value)
-    return int(conn.execute(sa.insert(dim).from_select(list(columns), select)).rowcount)
+    return sa.insert(dim).from_select(list(columns), select)
+
+
+INFERRED_PER_STATEMENT = 10_000
+"""Inferred members written per INSERT: two bound values each, well below PostgreSQL's 65,535 per statement."""
+
+
+class InferredAsTheyCome:
+    """Gives business ids a dimension lacks their keys as the batches stream by, so that no row waits for the end
+    of the load: keys after the dimension's largest, in order of id within each batch (the same extract gives the
+    same keys). The members themselves are written at the end, in the load's transaction; writers of the mart take
+    turns, so no one else takes those keys meanwhile."""
+
+    def __init__(self, conn: sa.Connection, schema: Schema, table: Dimension | Fact) -> None:
+        self.schema = schema
+        self.references = table.references
+        self.known: dict[str, pa.Table] = {}
+        self.next_key: dict[str, int] = {}
+        for ref in table.references:
+            target = schema.mart.dimension(ref.dimension)
+            key = schema[target.name].c[target.key]
+            largest = conn.execute(sa.select(sa.func.max(key)).where(key > 0)).scalar()
+            self.next_key[ref.column] = (largest or 0) + 1
+            self.known[ref.column] = pa.table(
+                {"value": pa.array([], arrow_type(ref.value.type)), "key": pa.array([], pa.int32())}
+            )
+
+    @property
+    def created(self) -> int:
+        """Members given keys so far."""
+        return sum(t.num_rows for t in self.known.values())
+
+    def fill(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        """The batch with every key set."""
+        for ref in self.references:
+            keys, values = batch.column(ref.column), batch.column(ref.value.name)
+            missing = pc.and_(pc.is_null(keys), pc.is_valid(values))
+            if not pc.any(missing).as_py():
+                continue
+            known = self.known[ref.column]
+            unknown = pc.unique(pc.filter(values, missing))
+            new = pc.sort_indices(pc.filter(unknown, pc.invert(pc.is_in(unknown, value_set=known["value"]))))
+            if len(new):
+                new_values = pc.take(pc.filter(unknown, pc.invert(pc.is_in(unknown, value_set=known["value"]))), new)
+                first = self.next_key[ref.column]
+                self.next_key[ref.column] = first + len(new_values)
+                numbered = pa.table(
+                    {"value": new_values, "key": pa.array(range(first, first + len(new_values)), pa.int32())}
+                )
+                known = self.known[ref.column] = pa.concat_tables([known, numbered]).combine_chunks()
+            # Arrays, not the table's chunked columns: a batch takes an array as a column without converting it.
+            found = pc.take(known["key"].chunk(0), pc.index_in(values, value_set=known["value"].chunk(0)))
+            column = batch.schema.get_field_index(ref.column)
+            batch = batch.set_column(column, batch.schema.field(column), pc.coalesce(keys, found))
+        return batch
+
+    def write(self, conn: sa.Connection) -> int:
+        """Insert the members given keys; return how many."""
+        for ref in self.references:
+            target = self.schema.mart.dimension(ref.dimension)
+            by = self.schema[target.name].c[ref.by]
+            pairs = self.known[ref.column]
+            for offset in range(0, pairs.num_rows, INFERRED_PER_STATEMENT):
+                chunk = pairs.slice(offset, INFERRED_PER_STATEMENT)
+                rows = sa.values(sa.column("business_value", by.type), sa.column("key", sa.Integer), name="new")
+                members = rows.data(list(zip(chunk["value"].to_pylist(), chunk["key"].to_pylist(), strict=True)))
+                unknown = sa.select(members).subquery()
+                conn.execute(_inferred_members(self.schema, target, by, unknown, keys=unknown.c.key))
+        return self.created

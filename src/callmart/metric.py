@@ -195,7 +195,8 @@ class FirstEventsInClient:
             # The fact row points at a version of its member; events match on the member's business id.
             dim = schema[entity_dim.name]
             members = sa.select(dim.c[entity_dim.key], dim.c[entity_dim.business_key])
-            self.members = dialect.fetch_arrow(conn, members, pa.schema([("key", pa.int32()), ("entity", entity_type)]))
+            fields = [("key", pa.int32()), ("entity", entity_type)]
+            self.members = dialect.fetch_arrow(conn, members, pa.schema(fields)).combine_chunks()
 
     def _seconds(self, times: pa.Array | pa.ChunkedArray) -> np.ndarray:
         """Whole seconds since the period's start."""
@@ -214,7 +215,8 @@ class FirstEventsInClient:
             pc.not_equal(entity, pa.scalar(DEFAULT_MEMBER_ID, entity.type)),
         )
         if self.members is not None:
-            entity = pc.take(self.members["entity"], pc.index_in(entity, value_set=self.members["key"]))
+            members = self.members
+            entity = pc.take(members["entity"], pc.index_in(entity, value_set=members["key"])).combine_chunks()
         code = self.codes.map(pa.record_batch({"entity": entity}))
         eligible = pc.fill_null(pc.and_(qualifies, pc.is_valid(code)), False).to_numpy(zero_copy_only=False)
         if not eligible.any() or len(self.order) == 0:

@@ -69,8 +69,8 @@ def stage(
     fact extract) belong to no step and go to `unplaced`. `enrich` adds columns (keys) to the loadable rows;
     like reading and cleaning, it runs in a worker thread, so it must not use the connection. `finish` adds more
     columns in a thread of its own, while the next batches are read and cleaned; `route`, in that thread too,
-    derives from each finished batch parts for other tables, written as the batch is staged (`also_fresh`: those
-    of them created in this transaction)."""
+    turns each finished batch into the parts to write, (table, rows), the staging table's part among them
+    (`also_fresh`: the other tables, created in this transaction)."""
     conn.execute(dialect.Truncate(staging))
     columns = staged_columns(table)
     fields = list(dict.fromkeys(c.source for c in columns if c.source))
@@ -102,7 +102,7 @@ def stage(
         dialect.analyze(conn, staging)
     else:
         # No statistics: with its rows already routed, the staging table only feeds scans for the few exceptions.
-        parts = ((table, part) for batch in batches for table, part in [(staging, batch), *route(batch)])
+        parts = (part for batch in batches for part in route(batch))
         result.staged = dialect.bulk_insert_routed(conn, parts, truncated=[staging, *also_fresh]).get(staging.name, 0)
     _settle_problems(result, problems, placeable=keep is None)
     return result
