@@ -459,16 +459,18 @@ def test_a_dimension_is_merged_again_only_when_its_extract_changes(
 
 
 def test_inferred_members_written_in_chunks_are_the_same(
-    new_database: Callable[[], str], seed_dir: Path, monkeypatch: pytest.MonkeyPatch
+    new_database: Callable[[], str], seed_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     first, last = date(2023, 6, 27), date(2023, 8, 29)
+    # Half the customers missing: the calls meet ids no dimension has.
+    folder = growing_extracts(seed_dir, tmp_path / "half", last)
     whole = new_database()
-    summary = load(whole, seed_dir, first, last)
+    summary = load(whole, folder, first, last)
     assert sum(s.inferred for s in summary.steps if s.period is not None) > 2
     # Two members per INSERT: many statements, the same members and the same facts.
     monkeypatch.setattr(keys, "INFERRED_PER_STATEMENT", 2)
     chunked = new_database()
-    load(chunked, seed_dir, first, last)
+    load(chunked, folder, first, last)
     assert business_dump(chunked) == business_dump(whole)
     inferred = "SELECT count(*) FROM dim_clientes WHERE is_inferred"
     assert query(chunked, inferred) == query(whole, inferred)
