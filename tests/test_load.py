@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from callmart import Callmart, RunSummary, fact, keys
+from callmart import Callmart, RunSummary, fact
 from marts import business_dump, count_rows, drawn, full_dump, query, select, write_extracts
 
 
@@ -456,21 +456,3 @@ def test_a_dimension_is_merged_again_only_when_its_extract_changes(
     with Callmart(database_url, folder) as mart:
         forced = mart.run(reload_dimensions=True)
     assert all(s.note is None and s.read > 0 for s in forced.steps)
-
-
-def test_inferred_members_written_in_chunks_are_the_same(
-    new_database: Callable[[], str], seed_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    first, last = date(2023, 6, 27), date(2023, 8, 29)
-    # Half the customers missing: the calls meet ids no dimension has.
-    folder = growing_extracts(seed_dir, tmp_path / "half", last)
-    whole = new_database()
-    summary = load(whole, folder, first, last)
-    assert sum(s.inferred for s in summary.steps if s.period is not None) > 2
-    # Two members per INSERT: many statements, the same members and the same facts.
-    monkeypatch.setattr(keys, "INFERRED_PER_STATEMENT", 2)
-    chunked = new_database()
-    load(chunked, folder, first, last)
-    assert business_dump(chunked) == business_dump(whole)
-    inferred = "SELECT count(*) FROM dim_clientes WHERE is_inferred"
-    assert query(chunked, inferred) == query(whole, inferred)

@@ -327,7 +327,8 @@ def fetch_arrow(conn: sa.Connection, select: sa.Select[Any], schema: pa.Schema) 
     if buffer.tell() == 0:
         return schema.empty_table()
     buffer.seek(0)
-    options = pa_csv.ReadOptions(column_names=schema.names)
+    # Parsed in this thread: the reader's worker threads would each keep the memory they used, tens of megabytes.
+    options = pa_csv.ReadOptions(column_names=schema.names, use_threads=False)
     return pa_csv.read_csv(buffer, read_options=options, convert_options=pa_csv.ConvertOptions(column_types=schema))
 
 

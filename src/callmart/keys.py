@@ -1,5 +1,6 @@
-"""Foreign keys of staged rows: known business ids mapped in Arrow as rows stream by, unknown ones resolved in
-the database afterwards by creating inferred members."""
+"""Foreign keys of staged rows: known business ids mapped in Arrow as rows stream by; unknown ones get inferred
+members, created in the database after staging, or (a fact load on PostgreSQL) keyed as they stream by and
+written at the end."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import sqlalchemy as sa
 
+from . import dialect
 from .clean import arrow_type
 from .declare import BEGINNING, DEFAULT_MEMBER_ID, IS_CURRENT, VALID_FROM, VALID_TO, VERSION, Dimension, Fact
 from .dialect import fetch_arrow
@@ -65,6 +67,8 @@ class KeyLookup:
         elif declared.keeps_history:
             select = select.where(dim.c[IS_CURRENT])
         versions = fetch_arrow(conn, select, pa.schema(fields)).combine_chunks()
+        # The reading's scratch memory goes back now rather than stay with the allocator through the load.
+        pa.default_memory_pool().release_unused()
         if point_in_time:
             return cls(value_column, key_column, versions, as_of)
         return cls.of_pairs(value_column, key_column, versions)
@@ -237,10 +241,6 @@ def _inferred_members(
     return sa.insert(dim).from_select(list(columns), select)
 
 
-INFERRED_PER_STATEMENT = 10_000
-"""Inferred members written per INSERT: two bound values each, well below PostgreSQL's 65,535 per statement."""
-
-
 class InferredAsTheyCome:
     """Gives business ids a dimension lacks their keys as the batches stream by, so that no row waits for the end
     of the load: keys after the dimension's largest, in order of id within each batch (the same extract gives the
@@ -293,13 +293,23 @@ class InferredAsTheyCome:
     def write(self, conn: sa.Connection) -> int:
         """Insert the members given keys; return how many."""
         for ref in self.references:
+            pairs = self.known[ref.column]
+            if not pairs.num_rows:
+                continue
             target = self.schema.mart.dimension(ref.dimension)
             by = self.schema[target.name].c[ref.by]
-            pairs = self.known[ref.column]
-            for offset in range(0, pairs.num_rows, INFERRED_PER_STATEMENT):
-                chunk = pairs.slice(offset, INFERRED_PER_STATEMENT)
-                rows = sa.values(sa.column("business_value", by.type), sa.column("key", sa.Integer), name="new")
-                members = rows.data(list(zip(chunk["value"].to_pylist(), chunk["key"].to_pylist(), strict=True)))
-                unknown = sa.select(members).subquery()
-                conn.execute(_inferred_members(self.schema, target, by, unknown, keys=unknown.c.key))
+            # The pairs go by the bulk path into a scratch table, and from there into the dimension in one
+            # statement, however many: thousands of bound values would cost more to send than the rows.
+            scratch = sa.Table(
+                f"callmart_new_{target.name}",
+                sa.MetaData(),
+                sa.Column("business_value", by.type),
+                sa.Column("key", sa.Integer),
+                prefixes=["TEMPORARY"],
+            )
+            scratch.create(conn)
+            dialect.bulk_insert(conn, scratch, pairs.rename_columns(["business_value", "key"]).to_batches())
+            unknown = sa.select(scratch).subquery()
+            conn.execute(_inferred_members(self.schema, target, by, unknown, keys=unknown.c.key))
+            scratch.drop(conn)
         return self.created

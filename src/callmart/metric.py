@@ -190,6 +190,7 @@ class FirstEventsInClient:
         self.order = (codes << 32) | self._seconds(found["time"])
         self.keys_of = found["event_key"].to_numpy(zero_copy_only=False)
         self.window = int(metric.window.total_seconds())
+        pa.default_memory_pool().release_unused()
         self.members: pa.Table | None = None
         if entity_dim.keeps_history:
             # The fact row points at a version of its member; events match on the member's business id.
