@@ -166,7 +166,7 @@ def bulk_insert(
     `truncated`: the table was emptied in this transaction, so PostgreSQL may write the rows frozen (later reads
     then need not set hint bits, which rewrites every page of a freshly loaded table)."""
     if is_postgresql(conn):
-        return _copy_into_postgresql(conn, table, batches, truncated)
+        return pgcopy.copy_stream(conn, table, batches, truncated)
     return _arrow_into_duckdb(conn, table, batches)
 
 
@@ -176,98 +176,12 @@ def bulk_insert_routed(
     """Append each batch to its table by the engine's bulk path, one statement per batch; return rows per table.
 
     For one stream feeding several tables (a statement cannot interleave them). `truncated` as in bulk_insert."""
+    if is_postgresql(conn):
+        return pgcopy.copy_parts(conn, parts, {t.name for t in truncated})
     written: dict[str, int] = {}
-    frozen = {t.name for t in truncated}
-    if not is_postgresql(conn):
-        for table, batch in parts:
-            written[table.name] = written.get(table.name, 0) + _arrow_into_duckdb(conn, table, [batch])
-        return written
-    raw = conn.connection.driver_connection
-    assert raw is not None
-    formats: dict[str, _CopyFormat] = {}
-
-    def encoded(table: sa.Table, batch: pa.RecordBatch) -> tuple[sa.Table, int, _CopyFormat, bytes | memoryview]:
-        form = formats.get(table.name) or formats.setdefault(table.name, _CopyFormat.of(table, batch.schema.names))
-        return table, batch.num_rows, form, form.encode(batch)
-
-    # Three threads in a pipeline: one reads and cleans, one derives the parts and encodes them, this one feeds
-    # the server.
-    for table, count, form, payload in prefetched(encoded(t, b) for t, b in prefetched(parts)):
-        with raw.cursor() as cursor, cursor.copy(form.statement(table, table.name in frozen)) as copy:
-            for chunk in form.framed([payload]):
-                copy.write(chunk)
-        written[table.name] = written.get(table.name, 0) + count
+    for table, batch in parts:
+        written[table.name] = written.get(table.name, 0) + _arrow_into_duckdb(conn, table, [batch])
     return written
-
-
-class _CopyFormat:
-    """How batches of given columns go into one table by COPY: PostgreSQL's binary format, or CSV where a column
-    type has no binary writer here."""
-
-    def __init__(self, columns: list[str], binary: pgcopy.BinaryRows | None) -> None:
-        self.columns = columns
-        self.binary = binary
-
-    @classmethod
-    def of(cls, table: sa.Table, names: list[str]) -> _CopyFormat:
-        binary = pgcopy.binary_rows(table, names)
-        return cls(binary.columns if binary is not None else names, binary)
-
-    def encode(self, batch: pa.RecordBatch) -> bytes | memoryview:
-        payload = _csv(batch.select(self.columns)) if self.binary is None else memoryview(self.binary.encode(batch))
-        # The allocator keeps a thread's freed pages for its next allocations; across the pipeline's threads that
-        # adds up to tens of megabytes a streamed load does not need (a 1M-row load peaked 40 MB higher).
-        pa.default_memory_pool().release_unused()
-        return payload
-
-    def statement(self, table: sa.Table, truncated: bool) -> pg_sql.Composed:
-        return pg_sql.SQL("COPY {} ({}) FROM STDIN (FORMAT {}{})").format(
-            pg_sql.Identifier(table.name),
-            pg_sql.SQL(", ").join(map(pg_sql.Identifier, self.columns)),
-            pg_sql.SQL("csv" if self.binary is None else "binary"),
-            pg_sql.SQL(", FREEZE" if truncated else ""),
-        )
-
-    def framed(self, payloads: Iterable[bytes | memoryview]) -> Iterator[bytes | memoryview]:
-        """The payloads as one COPY stream."""
-        if self.binary is not None:
-            yield pgcopy.HEADER
-        yield from payloads
-        if self.binary is not None:
-            yield pgcopy.TRAILER
-
-
-def _copy_into_postgresql(
-    conn: sa.Connection, table: sa.Table, batches: Iterable[pa.RecordBatch], truncated: bool
-) -> int:
-    """One COPY of the whole stream, each batch encoded in a worker thread while the server stores the previous."""
-    raw = conn.connection.driver_connection
-    assert raw is not None
-    source = prefetched(batches)
-    first = next(source, None)
-    if first is None:
-        return 0
-    form = _CopyFormat.of(table, first.schema.names)
-    # Three threads in a pipeline: one reads and cleans, one encodes, this one feeds the server.
-    stream = prefetched((batch.num_rows, form.encode(batch)) for batch in itertools.chain([first], source))
-    rows = 0
-
-    def payloads() -> Iterator[bytes | memoryview]:
-        nonlocal rows
-        for count, payload in stream:
-            rows += count
-            yield payload
-
-    with raw.cursor() as cursor, cursor.copy(form.statement(table, truncated)) as copy:
-        for chunk in form.framed(payloads()):
-            copy.write(chunk)
-    return rows
-
-
-def _csv(batch: pa.RecordBatch) -> memoryview:
-    buffer = io.BytesIO()
-    pa_csv.write_csv(batch, buffer, pa_csv.WriteOptions(include_header=False))
-    return buffer.getbuffer()
 
 
 def _arrow_into_duckdb(conn: sa.Connection, table: sa.Table, batches: Iterable[pa.RecordBatch]) -> int:
