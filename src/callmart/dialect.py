@@ -20,7 +20,7 @@ from sqlalchemy.schema import CreateTable
 from sqlalchemy.sql.expression import ClauseElement, Executable
 
 from . import pgcopy
-from .streams import prefetched
+from .streams import prefetched_first
 
 __all__ = [
     "PARTITIONED_BY_DAY",
@@ -189,10 +189,10 @@ def _arrow_into_duckdb(conn: sa.Connection, table: sa.Table, batches: Iterable[p
     statement's fixed cost is paid once, not once per batch."""
     raw = conn.connection.driver_connection
     assert raw is not None
-    stream = prefetched(batches)
-    first = next(stream, None)
-    if first is None:
+    started = prefetched_first(batches)
+    if started is None:
         return 0
+    first, stream = started
     rows, failure = 0, []
 
     def counted() -> Iterator[pa.RecordBatch]:

@@ -15,7 +15,7 @@ import pyarrow.csv as pa_csv
 import sqlalchemy as sa
 from psycopg import sql as pg_sql
 
-from .streams import prefetched
+from .streams import prefetched, prefetched_first
 
 __all__ = ["HEADER", "TRAILER", "BinaryRows", "CopyFormat", "binary_rows", "copy_parts", "copy_stream"]
 
@@ -234,13 +234,13 @@ class CopyFormat:
 def copy_stream(conn: sa.Connection, table: sa.Table, batches: Iterable[pa.RecordBatch], truncated: bool) -> int:
     """One COPY of the whole stream, each batch encoded in a worker thread while the server stores the previous;
     return rows. `truncated`: the table was emptied in this transaction, so its rows may be written frozen."""
+    started = prefetched_first(batches)
+    if started is None:
+        return 0
+    first, source = started
+    form = CopyFormat.of(table, first.schema.names)
     raw = conn.connection.driver_connection
     assert raw is not None
-    source = prefetched(batches)
-    first = next(source, None)
-    if first is None:
-        return 0
-    form = CopyFormat.of(table, first.schema.names)
     # Three threads in a pipeline: one reads and cleans, one encodes, this one feeds the server.
     stream = prefetched((batch.num_rows, form.encode(batch)) for batch in itertools.chain([first], source))
     rows = 0

@@ -7,7 +7,7 @@ import threading
 from collections.abc import Iterable, Iterator
 from typing import TypeVar
 
-__all__ = ["prefetched"]
+__all__ = ["prefetched", "prefetched_first"]
 
 T = TypeVar("T")
 _DONE = object()
@@ -58,3 +58,10 @@ def prefetched(items: Iterable[T], depth: int = 2) -> Iterator[T]:
     finally:
         stop.set()
         worker.join()
+
+
+def prefetched_first(items: Iterable[T]) -> tuple[T, Iterator[T]] | None:
+    """The first item and the rest, prefetched as by `prefetched`; None when there are no items."""
+    stream = prefetched(items)
+    first = next(stream, None)
+    return None if first is None else (first, stream)
