@@ -307,7 +307,14 @@ def _calls(schema: Schema, settings: Settings, start: date, end: date) -> Calls:
             fact.c[metric.column].label("login"),
             (sa.extract("epoch", login_time) - sa.extract("epoch", call_time)).label("to_login"),
         )
-        .select_from(fact.outerjoin(logins, logins.c[login_key] == fact.c[metric.column]))
+        # A call's login is at or after the call, so no login before the first day can be one: the join then hashes
+        # the logins of those days and after, not every login the mart holds.
+        .select_from(
+            fact.outerjoin(
+                logins,
+                sa.and_(logins.c[login_key] == fact.c[metric.column], login_time >= _midnight(start)),
+            )
+        )
         .where(call_time >= _midnight(start), call_time < _midnight(end))
         .subquery("calls")
     )
