@@ -246,8 +246,8 @@ def fetch_arrow(conn: sa.Connection, select: sa.Select[Any], schema: pa.Schema) 
     return pa_csv.read_csv(buffer, read_options=options, convert_options=pa_csv.ConvertOptions(column_types=schema))
 
 
-RowsOf = Callable[[datetime, datetime], sa.Select[Any] | None]
-"""The rows to load for [lower, upper), named as the table's columns (None: none besides those routed)."""
+RowsOf = Callable[[datetime, datetime], sa.Select[Any]]
+"""The rows to load for [lower, upper), named as the table's columns."""
 
 
 class PeriodReplace:
@@ -292,24 +292,21 @@ class PeriodReplace:
                 self.written += part.num_rows
         return parts
 
-    def finish(self, rows: RowsOf) -> tuple[int, int]:
-        """Put `rows(lower, upper)` (PostgreSQL: besides the rows routed) in place of the period's rows; return
+    def finish(self, rows: RowsOf | None) -> tuple[int, int]:
+        """Put the rows routed and `rows(lower, upper)`, if given, in place of the period's rows; return
         (deleted, inserted)."""
         table, conn = self.table, self.conn
         time = table.c[table.info[PARTITIONED_BY_DAY]]
         names = [c.name for c in table.columns]
         if not self.direct:
             deleted = int(conn.execute(sa.delete(table).where(time >= self.start, time < self.end)).rowcount)
-            inserted = 0
-            select = rows(self.start, self.end)
-            if select is not None:
-                inserted = int(conn.execute(sa.insert(table).from_select(names, select)).rowcount)
-            return deleted, inserted
+            if rows is None:
+                return deleted, 0
+            return deleted, int(conn.execute(sa.insert(table).from_select(names, rows(self.start, self.end))).rowcount)
         deleted, inserted = 0, self.written
         for day, lower, upper, fresh in self._days:
-            select = rows(lower, upper)
-            if select is not None:
-                inserted += int(conn.execute(sa.insert(fresh).from_select(names, select)).rowcount)
+            if rows is not None:
+                inserted += int(conn.execute(sa.insert(fresh).from_select(names, rows(lower, upper))).rowcount)
             deleted += _swap_partition(conn, table, day, lower, upper, fresh)
         return deleted, inserted
 

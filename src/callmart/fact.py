@@ -73,12 +73,10 @@ def load_period(
         staged.reject_table(),
         *(_duplicate_rows(conn, schema, fact, repeats.repeated()) if fact.warn_duplicate_rows else []),
     ]
-
-    def rows(lower: datetime, upper: datetime) -> sa.Select[Any] | None:
-        # Rows routed while staging are already in the period's tables.
-        return None if final is not None else _rows_from_staging(schema, fact, lower, upper)
-
-    deleted, inserted = replace.finish(rows)
+    # Rows routed while staging are already in the period's tables; otherwise they come from staging.
+    deleted, inserted = replace.finish(
+        None if final is not None else lambda lower, upper: _rows_from_staging(schema, fact, lower, upper)
+    )
     found = rejects.concat(doubts)
     return StepResult(
         table=fact.name,

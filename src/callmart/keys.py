@@ -275,9 +275,9 @@ class InferredAsTheyCome:
                 continue
             known = self.known[ref.column]
             unknown = pc.unique(pc.filter(values, missing))
-            new = pc.sort_indices(pc.filter(unknown, pc.invert(pc.is_in(unknown, value_set=known["value"]))))
+            new = pc.filter(unknown, pc.invert(pc.is_in(unknown, value_set=known["value"])))
             if len(new):
-                new_values = pc.take(pc.filter(unknown, pc.invert(pc.is_in(unknown, value_set=known["value"]))), new)
+                new_values = pc.take(new, pc.sort_indices(new))
                 first = self.next_key[ref.column]
                 self.next_key[ref.column] = first + len(new_values)
                 numbered = pa.table(

@@ -182,22 +182,24 @@ class FirstEventsInClient:
         )
         entities = pc.unique(found["entity"].combine_chunks())
         codes = pc.index_in(found["entity"], value_set=entities).to_numpy(zero_copy_only=False).astype(np.int64)
-        # Each row's entity code by position when the entities are dense ids (customer keys are), not by a hash
-        # table built again for every batch.
-        numbered = pa.table({"value": entities, "key": pa.array(range(len(entities)), pa.int32())})
-        self.codes = KeyLookup.of_pairs("entity", "code", numbered, null_key=None)
+        if entity_dim.keeps_history:
+            # The fact row points at a version of its member; events match on the member's business id, so each
+            # version's key stands for its member's code.
+            dim = schema[entity_dim.name]
+            members = sa.select(dim.c[entity_dim.key], dim.c[entity_dim.business_key])
+            versions = dialect.fetch_arrow(conn, members, pa.schema([("key", pa.int32()), ("entity", entity_type)]))
+            code = pc.index_in(versions["entity"], value_set=entities)
+            numbered = pa.table({"value": versions["key"], "key": pc.cast(code, pa.int32())}).filter(pc.is_valid(code))
+        else:
+            numbered = pa.table({"value": entities, "key": pa.array(range(len(entities)), pa.int32())})
+        # Each row's code by position when the keys are dense (surrogate keys are), not by a hash table built again
+        # for every batch.
+        self.codes = KeyLookup.of_pairs(metric.fact_entity, "code", numbered.combine_chunks(), null_key=None)
         # One sorted number per event: entity code in the high bits, seconds since the period's start in the low.
         self.order = (codes << 32) | self._seconds(found["time"])
         self.keys_of = found["event_key"].to_numpy(zero_copy_only=False)
         self.window = int(metric.window.total_seconds())
         pa.default_memory_pool().release_unused()
-        self.members: pa.Table | None = None
-        if entity_dim.keeps_history:
-            # The fact row points at a version of its member; events match on the member's business id.
-            dim = schema[entity_dim.name]
-            members = sa.select(dim.c[entity_dim.key], dim.c[entity_dim.business_key])
-            fields = [("key", pa.int32()), ("entity", entity_type)]
-            self.members = dialect.fetch_arrow(conn, members, pa.schema(fields)).combine_chunks()
 
     def _seconds(self, times: pa.Array | pa.ChunkedArray) -> np.ndarray:
         """Whole seconds since the period's start."""
@@ -215,10 +217,7 @@ class FirstEventsInClient:
             pc.greater_equal(batch.column(metric.threshold_column), pa.scalar(metric.threshold, pa.int32())),
             pc.not_equal(entity, pa.scalar(DEFAULT_MEMBER_ID, entity.type)),
         )
-        if self.members is not None:
-            members = self.members
-            entity = pc.take(members["entity"], pc.index_in(entity, value_set=members["key"])).combine_chunks()
-        code = self.codes.map(pa.record_batch({"entity": entity}))
+        code = self.codes.map(batch)
         eligible = pc.fill_null(pc.and_(qualifies, pc.is_valid(code)), False).to_numpy(zero_copy_only=False)
         if not eligible.any() or len(self.order) == 0:
             return pa.nulls(batch.num_rows, pa.int32())

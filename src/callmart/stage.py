@@ -101,7 +101,7 @@ def stage(
         result.staged = dialect.bulk_insert(conn, staging, batches, truncated=True)
         dialect.analyze(conn, staging)
     else:
-        # No statistics: with its rows already routed, the staging table only feeds scans for the few exceptions.
+        # No statistics: with its rows already routed, the staging table only feeds the duplicate-row check.
         parts = (part for batch in batches for part in route(batch))
         result.staged = dialect.bulk_insert_routed(conn, parts, truncated=[staging, *also_fresh]).get(staging.name, 0)
     _settle_problems(result, problems, placeable=keep is None)
