@@ -10,14 +10,16 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
 import pytest
 
-from callmart import Callmart
+from callmart import Callmart, allocator
 from callmart.generate import generate
+from callmart.progress import StepResult
 from marts import business_dump, full_dump, query
 
 DIMENSIONS = ["dim_clientes", "dim_agentes", "dim_canales_digitales", "dim_logins"]
@@ -236,3 +238,46 @@ def test_the_run_log_answers_what_ran_and_why_it_failed(database_url: str, extra
     steps = query(database_url, "SELECT table_name, status, rows_read, error_message FROM dm_run_steps ORDER BY step")
     assert [s[:2] for s in steps] == [(d, "exitoso") for d in DIMENSIONS] + [("fact_llamadas", "fallido")]
     assert "no file matches Llamadas" in str(steps[-1][3])
+
+
+class PoolSeen:
+    """A reporter noting the Arrow allocator in use when each step starts."""
+
+    def __init__(self) -> None:
+        self.pools: set[str] = set()
+
+    def step_started(self, name: str) -> None:
+        self.pools.add(pa.default_memory_pool().backend_name)
+
+    def rows_read(self, name: str, rows: int) -> None:
+        pass
+
+    def step_finished(self, result: StepResult) -> None:
+        pass
+
+
+@pytest.mark.parametrize("chosen", [None, "system"])
+def test_a_run_loads_with_an_allocator_that_returns_memory(
+    database_url: str, extracts: Path, monkeypatch: pytest.MonkeyPatch, chosen: str | None
+) -> None:
+    # Arrow's own setting, where given, is kept; otherwise jemalloc (where Arrow has it) only for the run.
+    if chosen is None:
+        monkeypatch.delenv(allocator.CHOICE_ENV, raising=False)
+    else:
+        monkeypatch.setenv(allocator.CHOICE_ENV, chosen)
+    before = pa.default_memory_pool().backend_name
+    seen = PoolSeen()
+    with Callmart(database_url, extracts, reporter=seen) as mart:
+        mart.init()
+        mart.enqueue(START, START + timedelta(days=1))
+        assert mart.run().ok
+    assert seen.pools == {"jemalloc" if chosen is None and _has_jemalloc() else before}
+    assert pa.default_memory_pool().backend_name == before
+
+
+def _has_jemalloc() -> bool:
+    try:
+        pa.jemalloc_memory_pool()
+    except NotImplementedError:
+        return False
+    return True

@@ -13,7 +13,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError
 
-from . import analytics, control, dialect, fingerprint, locking, runlog
+from . import allocator, analytics, control, dialect, fingerprint, locking, runlog
 from ._errors import CallmartError, DatabaseError, MartNotReady
 from .config import create_engine, default_source_dir, mask, parse_url, scrub
 from .declare import BEGINNING, Dimension, Mart
@@ -181,7 +181,8 @@ class Callmart:
             try:
                 with self._transaction() as conn:
                     summary.freed = control.free_abandoned(conn, self.schema)
-                self._run_steps(summary, reload_dimensions)
+                with allocator.returning_memory():
+                    self._run_steps(summary, reload_dimensions)
             except BaseException as error:
                 with self._transaction() as conn:
                     runlog.finish_run(conn, self.schema, summary.id_run, ok=False, error=self._describe(error))

@@ -91,7 +91,7 @@ def _rejects(batch: pa.RecordBatch, column: Column, mask: pa.Array, reason: str)
         pc.filter(batch.column(SOURCE_ROW), mask),
         source,
         pc.filter(batch.column(source), mask),
-        pc.filter(raw_lines(batch), mask),
+        raw_lines(batch.filter(mask)),
         reason,
     )
 

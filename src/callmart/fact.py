@@ -51,23 +51,18 @@ def load_period(
     def enrich(batch: pa.RecordBatch) -> pa.RecordBatch:
         return numbering.number(with_keys(batch, lookups))
 
-    staging = schema[fact.staging]
-    try:
-        staged = stage(
-            conn,
-            staging,
-            fact,
-            source_dir,
-            keep=_in_period(fact, start, end),
-            enrich=enrich,
-            on_rows=on_rows,
-            finish=None if hasher is None else lambda batch: repeats.add(hasher(batch)),
-            route=None if final is None else final.route,
-            also_fresh=replace.tables,
-        )
-    finally:
-        if hasher is not None:
-            hasher.close()
+    staged = stage(
+        conn,
+        schema[fact.staging],
+        fact,
+        source_dir,
+        keep=_in_period(fact, start, end),
+        enrich=enrich,
+        on_rows=on_rows,
+        finish=None if hasher is None else lambda batch: repeats.add(hasher(batch)),
+        route=None if final is None else final.route,
+        also_fresh=replace.tables,
+    )
     inferred = resolve_unknown(conn, schema, fact) if final is None else final.inferred.write(conn)
     doubts = [
         staged.reject_table(),

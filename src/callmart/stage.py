@@ -144,7 +144,7 @@ def _doubts(
                     pc.filter(rows.column(SOURCE_ROW), doubtful),
                     source,
                     pc.filter(shown, doubtful),
-                    pc.filter(raw_lines(raw), doubtful),
+                    raw_lines(raw.filter(doubtful)),
                     check.reason,
                     rejects.WARNING,
                 )
