@@ -19,7 +19,7 @@ def returning_memory() -> Iterator[None]:
     """Within the block, Arrow allocates from jemalloc where this build of Arrow has it.
 
     Arrow's default, mimalloc, keeps the pages that a streamed load's threads free for their next batches, so
-    the process grows with the batches in flight: a load of 5M calls peaked at 315 MB with it and 297 MB with
+    the process grows with the batches in flight: a load of 5M calls peaked at 315 MB with it and 300 MB with
     jemalloc (1M calls: 268 MB and 246 MB), in the same time. Arrays made in the block stay valid after it."""
     if os.environ.get(CHOICE_ENV):
         yield
