@@ -33,6 +33,9 @@ if TYPE_CHECKING:
 __all__ = ["PHASES", "main"]
 
 RAW_TABLE = "bench_raw_calls"
+STAGING = "stg_fact_llamadas"
+STORED_STAGING, STORED_FACT = "bench_stored_staging", "bench_stored_fact"
+STORED_STAGING_OF, STORED_FACT_OF = (STORED_STAGING, STAGING), (STORED_FACT, FACT)
 COPY_CHUNK_BYTES = 1 << 20
 DUCKDB_URL_PREFIX = "duckdb:///"
 DUCKDB_FLOOR = """
@@ -227,6 +230,88 @@ def phase_callmart_reload(job: Job) -> Timed:
     return callmart_load(job, force=True)
 
 
+def phase_pg_stored_rows(job: Job) -> Timed:
+    """What storing the rows callmart stored costs the server alone: the period's staged rows and fact rows, read
+    back beforehand, each written by binary COPY into an empty copy of its table, then the fact's primary key, in
+    one transaction. No parsing, cleaning, keys, checks or statistics: the floor of the mart's own design."""
+    with psycopg.connect(job.database) as conn:
+        key = primary_key(conn, FACT)
+        payloads = {
+            STORED_STAGING: copy_out(conn, sql.SQL("SELECT * FROM {}").format(sql.Identifier(STAGING))),
+            STORED_FACT: copy_out(
+                conn,
+                sql.SQL("SELECT * FROM {} WHERE fecha_llamada >= {} AND fecha_llamada < {}").format(
+                    sql.Identifier(FACT), sql.Literal(job.first), sql.Literal(job.last)
+                ),
+            ),
+        }
+        conn.execute(sql.SQL("CREATE UNLOGGED TABLE {} (LIKE {})").format(*map(sql.Identifier, STORED_STAGING_OF)))
+        conn.execute(sql.SQL("CREATE TABLE {} (LIKE {})").format(*map(sql.Identifier, STORED_FACT_OF)))
+        conn.commit()
+        with Meter() as meter:
+            # Emptied in the transaction, as callmart's staging and new partition are, so the rows go in frozen.
+            conn.execute(sql.SQL("TRUNCATE {}, {}").format(*map(sql.Identifier, payloads)))
+            for table, payload in payloads.items():
+                copy_in(conn, table, payload)
+            conn.execute(
+                sql.SQL("ALTER TABLE {} ADD PRIMARY KEY ({})").format(
+                    sql.Identifier(STORED_FACT), sql.SQL(", ").join(map(sql.Identifier, key))
+                )
+            )
+            conn.commit()
+        rows = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(STORED_FACT))).fetchone()
+    sizes = {table: f"{len(payload) / 2**20:.0f} MB" for table, payload in payloads.items()}
+    return meter.result(int(rows[0]) if rows else 0, {"binary COPY": sizes, "primary key": ", ".join(key)})
+
+
+def primary_key(conn: psycopg.Connection[Any], table: str) -> list[str]:
+    """The primary key columns of a table, in key order."""
+    found = conn.execute(
+        "SELECT a.attname FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) "
+        "WHERE i.indrelid = to_regclass(%s) AND i.indisprimary ORDER BY array_position(i.indkey, a.attnum)",
+        [table],
+    ).fetchall()
+    return [row[0] for row in found]
+
+
+def copy_out(conn: psycopg.Connection[Any], query: sql.Composable) -> bytes:
+    """A query's rows as one binary COPY stream."""
+    with conn.cursor() as cursor, cursor.copy(sql.SQL("COPY ({}) TO STDOUT (FORMAT binary)").format(query)) as copy:
+        return b"".join(bytes(data) for data in copy)
+
+
+def copy_in(conn: psycopg.Connection[Any], table: str, payload: bytes) -> None:
+    """Write a binary COPY stream into a table emptied in this transaction, in 1 MB chunks."""
+    statement = sql.SQL("COPY {} FROM STDIN (FORMAT binary, FREEZE)").format(sql.Identifier(table))
+    view = memoryview(payload)
+    with conn.cursor() as cursor, cursor.copy(statement) as copy:
+        for start in range(0, len(view), COPY_CHUNK_BYTES):
+            copy.write(view[start : start + COPY_CHUNK_BYTES])
+
+
+def phase_duckdb_stored_rows(job: Job) -> Timed:
+    """DuckDB's counterpart: the period's staged rows and fact rows, read back into Arrow beforehand, each inserted
+    into an empty copy of its table, in one transaction."""
+    import duckdb
+
+    with duckdb.connect(job.database.removeprefix(DUCKDB_URL_PREFIX)) as conn:
+        in_period = (duckdb.ColumnExpression("fecha_llamada") >= duckdb.ConstantExpression(job.first)) & (
+            duckdb.ColumnExpression("fecha_llamada") < duckdb.ConstantExpression(job.last)
+        )
+        rows = {
+            STORED_STAGING: conn.table(STAGING).fetch_arrow_table(),
+            STORED_FACT: conn.table(FACT).filter(in_period).fetch_arrow_table(),
+        }
+        for copy, original in (STORED_STAGING_OF, STORED_FACT_OF):
+            conn.table(original).limit(0).create(copy)
+        with Meter() as meter:
+            conn.begin()
+            for table, arrow in rows.items():
+                conn.from_arrow(arrow).insert_into(table)
+            conn.commit()
+    return meter.result(rows[STORED_FACT].num_rows, {"from Arrow": {t: a.num_rows for t, a in rows.items()}})
+
+
 def phase_pandas_setup(job: Job) -> Timed:
     """Untimed preparation for the notebook: the mart's tables and dimensions as callmart creates them."""
     timed = phase_callmart_setup(job)
@@ -251,6 +336,8 @@ PHASES: dict[str, Callable[[Job], Timed]] = {
     "callmart-setup": phase_callmart_setup,
     "callmart-load": phase_callmart_load,
     "callmart-reload": phase_callmart_reload,
+    "pg-stored-rows": phase_pg_stored_rows,
+    "duckdb-stored-rows": phase_duckdb_stored_rows,
     "pandas-setup": phase_pandas_setup,
     "pandas-load": phase_pandas_load,
 }

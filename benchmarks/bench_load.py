@@ -21,7 +21,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from importlib import metadata
 from importlib.util import find_spec
@@ -71,6 +71,9 @@ class Scenario:
 
 
 FLOORS = {POSTGRESQL: "raw COPY", DUCKDB: "DuckDB read_csv"}
+STORED = "stored rows"
+"""Storing the rows a load leaves (staging, the period's fact rows, its key) without computing them: the floor of
+the mart's design. The staging table holds the last period only, so it runs with one-day periods."""
 # Each floor is timed before and after callmart's runs, in every round: a one-second load catches whatever else
 # the machine does at that moment, and the median of several moments is a steadier denominator.
 SCENARIOS = (
@@ -78,7 +81,12 @@ SCENARIOS = (
     Scenario(
         POSTGRESQL,
         "callmart",
-        (("callmart-setup", None), ("callmart-load", "callmart"), ("callmart-reload", "callmart reload")),
+        (
+            ("callmart-setup", None),
+            ("callmart-load", "callmart"),
+            ("callmart-reload", "callmart reload"),
+            ("pg-stored-rows", STORED),
+        ),
     ),
     Scenario(POSTGRESQL, "copy-after", (("pg-copy", "raw COPY"),)),
     Scenario(POSTGRESQL, "pandas", (("pandas-setup", None), ("pandas-load", "pandas notebook"))),
@@ -86,7 +94,12 @@ SCENARIOS = (
     Scenario(
         DUCKDB,
         "callmart",
-        (("callmart-setup", None), ("callmart-load", "callmart"), ("callmart-reload", "callmart reload")),
+        (
+            ("callmart-setup", None),
+            ("callmart-load", "callmart"),
+            ("callmart-reload", "callmart reload"),
+            ("duckdb-stored-rows", STORED),
+        ),
     ),
     Scenario(DUCKDB, "read_csv-after", (("duckdb-read-csv", "DuckDB read_csv"),)),
 )
@@ -314,6 +327,17 @@ def period_ratios(outcomes: dict[str, Outcome]) -> dict[str, float]:
     return ratios
 
 
+def over_stored_rows(outcomes: dict[str, Outcome]) -> dict[str, float]:
+    """Per backend: callmart's load over storing its rows alone, medians over the rounds: what computing the rows
+    (reading, cleaning, keys, checks, statistics, metric, aggregates) adds to the design's floor."""
+    ratios = {}
+    for backend in (POSTGRESQL, DUCKDB):
+        load, stored = outcomes.get(f"{backend}/callmart"), outcomes.get(f"{backend}/{STORED}")
+        if load and stored and load.seconds and stored.seconds:
+            ratios[backend] = round(load.seconds / stored.seconds, 2)
+    return ratios
+
+
 def last_day_ratios(outcomes: dict[str, Outcome]) -> dict[str, dict[str, Any]]:
     """Per callmart contender with several periods: the last period's load time over the first's."""
     ratios = {}
@@ -375,6 +399,12 @@ def breakdown(details: dict[str, Any]) -> str:
     parts = []
     if "copy" in details:
         parts.append(f"COPY from {details['copy']}")
+    if "binary COPY" in details:
+        sizes = ", ".join(f"{table} {size}" for table, size in details["binary COPY"].items())
+        parts.append(f"binary COPY of {sizes}, then the primary key ({details['primary key']})")
+    if "from Arrow" in details:
+        counts = ", ".join(f"{table} {rows:,} rows" for table, rows in details["from Arrow"].items())
+        parts.append(f"inserted from Arrow: {counts}")
     if "threads" in details:
         parts.append(f"DuckDB threads {details['threads']}")
     steps = details.get("steps", [])
@@ -417,6 +447,8 @@ def print_report(report: dict[str, Any]) -> None:
         print(f"reload (enqueue force=True + run) over first load, {backend}: {ratio:.2f}")
     for backend, ratio in report["period_ratios"].items():
         print(f"period steps alone (extract to metric, no aggregates) over the floor, {backend}: {ratio:.2f}")
+    for backend, ratio in report.get("over_stored_rows", {}).items():
+        print(f"callmart over storing its rows alone ({STORED}), {backend}: {ratio:.2f}")
     for key, days in report["last_day_ratios"].items():
         print(
             f"{key}: period {days['last']} took {days['last_seconds']:.2f} s, period {days['first']} "
@@ -440,7 +472,10 @@ def ratio_line(results: list[dict[str, Any]]) -> str:
 def selected(args: argparse.Namespace) -> list[Scenario]:
     """The scenarios the options ask for."""
     backends = (POSTGRESQL, DUCKDB) if args.backend == "both" else (args.backend,)
-    return [s for s in SCENARIOS if s.backend in backends and not (args.skip_pandas and s.name == "pandas")]
+    chosen = [s for s in SCENARIOS if s.backend in backends and not (args.skip_pandas and s.name == "pandas")]
+    if args.days == 1:
+        return chosen
+    return [replace(s, phases=tuple(p for p in s.phases if p[1] != STORED)) for s in chosen]
 
 
 def check_ready(scenarios: list[Scenario]) -> str | None:
@@ -483,6 +518,7 @@ def benchmark(args: argparse.Namespace, scenarios: list[Scenario], work: Path) -
         "results": results,
         "reload_ratios": reload_ratios(outcomes),
         "period_ratios": period_ratios(outcomes),
+        "over_stored_rows": over_stored_rows(outcomes),
         "last_day_ratios": last_day_ratios(outcomes),
         "notes": {**NOTES, **PANDAS_NOTES} if any(s.name == "pandas" for s in scenarios) else NOTES,
         "outcomes": outcomes,
