@@ -5,9 +5,11 @@ from __future__ import annotations
 from datetime import date, datetime
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 
 from callmart import Callmart, ConfigError
+from callmart.keys import LookupCache
 from callmart.mart import MART
 from callmart.settings import apply_scd
 from marts import drawn, query, write_extracts
@@ -212,3 +214,35 @@ def test_bad_configuration_is_a_clear_error(choices: dict[str, dict[str, str]], 
 def test_the_default_stays_type_1_everywhere() -> None:
     assert not any(d.keeps_history for d in MART.dimensions)
     assert isinstance(datetime.now(), datetime)
+
+
+def test_keys_kept_between_periods_follow_a_version_opened_meanwhile(
+    database_url: str, tmp_path: Path, config: Path
+) -> None:
+    folder = tmp_path / "src"
+    day_run(database_url, folder, config, 4, [(101, "F", "REGULAR")])
+    cache = LookupCache()
+    call = pa.record_batch(
+        {
+            "id_cliente_llamada": pa.array([101], pa.int32()),
+            "agente_llamada": pa.array(["ana.lopez"]),
+            "fecha_llamada": pa.array([datetime(2024, 3, 7, 10)], pa.timestamp("s")),
+        }
+    )
+
+    def customer_key() -> int:
+        with Callmart(database_url, folder, config=config) as mart, mart.engine.begin() as conn:
+            lookups = cache.lookups_for(conn, mart.schema, mart.schema.mart.fact("fact_llamadas"))
+        (found,) = [lookup.map(call) for lookup in lookups if lookup.key_column == "key_cliente_llamada"]
+        return int(found[0].as_py())
+
+    assert customer_key() == current_key(database_url, 101)
+    # Another run merges a change between two periods of this one: the kept keys must not be reused.
+    day_run(database_url, folder, config, 5, [(101, "F", "GEM")])
+    assert customer_key() == current_key(database_url, 101)
+    assert len(versions(database_url, 101)) == 2
+
+
+def current_key(url: str, business_id: int) -> int:
+    ((key,),) = query(url, "SELECT key_cliente FROM dim_clientes WHERE id_cliente = :id AND is_current", id=business_id)
+    return int(key)  # type: ignore[call-overload]

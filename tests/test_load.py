@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from callmart import Callmart, RunSummary, fact
+from callmart.generate import generate
 from marts import business_dump, count_rows, drawn, full_dump, query, select, write_extracts
 
 
@@ -456,3 +457,80 @@ def test_a_dimension_is_merged_again_only_when_its_extract_changes(
     with Callmart(database_url, folder) as mart:
         forced = mart.run(reload_dimensions=True)
     assert all(s.note is None and s.read > 0 for s in forced.steps)
+
+
+class RowsRead:
+    """A reporter adding up the source rows each step reads."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, int] = {}
+
+    def step_started(self, name: str) -> None:
+        self.rows[name] = 0
+
+    def rows_read(self, name: str, rows: int) -> None:
+        self.rows[name] += rows
+
+    def step_finished(self, result: Any) -> None:
+        pass
+
+
+def two_calls_files(folder: Path) -> int:
+    """Split the generated calls extract in two files, the second with its columns in another order, and add calls
+    on either side of midnight; return the calls."""
+    path = folder / "Llamadas_sample.csv"
+    with path.open(encoding="latin-1", newline="") as handle:
+        header, *rows = list(csv.reader(handle))
+    path.unlink()
+    rows[1:1] = [[when, *rows[0][1:]] for when in ("3/4/2024 23:59", "3/5/2024 0:00", "3/6/2024 0:00")]
+    half = len(rows) // 2
+    order = [*range(1, len(header)), 0]  # Fecha last
+    for name, head, part in [
+        ("Llamadas_a.csv", header, rows[:half]),
+        ("Llamadas_b.csv", [header[i] for i in order], [[r[i] for i in order] for r in rows[half:]]),
+    ]:
+        with (folder / name).open("w", encoding="latin-1", newline="") as handle:
+            csv.writer(handle, lineterminator="\n").writerows([head, *part])
+    return len(rows)
+
+
+def test_a_backfill_reads_its_extract_once_and_loads_what_each_day_would(
+    new_database: Callable[[], str], tmp_path: Path
+) -> None:
+    folder = tmp_path / "extract"
+    generate(folder, calls=3000, days=5, customers=400, dirty_share=0.05, seed=11)
+    total = two_calls_files(folder)
+    # Six days: the last has no call in the extract.
+    days = [date(2024, 3, 4) + timedelta(days=i) for i in range(6)]
+    steps = ["read", "loaded", "rejected", "warned", "inserted", "inferred"]
+
+    backfill_url, reporter = new_database(), RowsRead()
+    with Callmart(backfill_url, folder, reporter=reporter) as mart:
+        mart.init()
+        mart.enqueue(days[0], days[-1] + timedelta(days=1))
+        backfill = mart.run()
+    assert backfill.ok
+    read = [reporter.rows[f"fact_llamadas {day:%Y-%m-%d}"] for day in days]
+    # The first day's load reads the whole extract, once; every other day only its own rows.
+    assert read[0] > total
+    assert all(0 <= rows < total / 3 for rows in read[1:])
+
+    daily_url, daily = new_database(), []
+    for day in days:
+        daily.append(load(daily_url, folder, day, day + timedelta(days=1)))
+
+    tables = ["dim_clientes", "dim_agentes", "fact_llamadas"]
+    assert full_dump(backfill_url, tables) == full_dump(daily_url, tables)
+    periods = [s for s in backfill.steps if s.period is not None]
+    each_day = [s for summary in daily for s in summary.steps if s.period is not None]
+    assert [[getattr(s, c) for c in steps] for s in periods] == [[getattr(s, c) for c in steps] for s in each_day]
+    assert sum(s.rejected for s in periods) > 0 and sum(s.warned for s in periods) > 0
+    found = (
+        "SELECT DISTINCT table_name, period_start, source_file, line_number, column_name, raw_value, raw_line, "
+        "reason, severity FROM dm_rejects"
+    )
+    rejected = set(query(backfill_url, found))
+    assert rejected == set(query(daily_url, found))
+    # Rows without a readable date, from both files, are reported once, as no period's.
+    undated = {r for r in rejected if r[1] is None and r[2].startswith("Llamadas")}
+    assert {r[2] for r in undated} == {"Llamadas_a.csv", "Llamadas_b.csv"}

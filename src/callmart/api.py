@@ -13,12 +13,13 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError
 
-from . import allocator, analytics, control, dialect, fingerprint, locking, runlog
+from . import allocator, analytics, backfill, control, dialect, fingerprint, locking, runlog
 from ._errors import CallmartError, DatabaseError, MartNotReady
 from .config import create_engine, default_source_dir, mask, parse_url, scrub
 from .declare import BEGINNING, Dimension, Mart
 from .dimension import load_dimension
 from .fact import load_period
+from .keys import LookupCache
 from .mart import MART
 from .metric import refresh_after_events
 from .progress import Reporter, SilentReporter, StepResult
@@ -194,12 +195,14 @@ class Callmart:
     def _run_steps(self, summary: RunSummary, reload_dimensions: bool) -> None:
         for dim in self.schema.mart.dimensions:
             summary.steps.append(self._run_dimension(dim, summary, reload_dimensions))
-        while True:
-            with self._transaction() as conn:
-                period = control.claim_next(conn, self.schema, summary.id_run, summary.started)
-            if period is None:
-                break
-            summary.steps.append(self._run_period(period, summary))
+        cache = LookupCache()
+        with backfill.Backfill(self.source_dir) as split:
+            while True:
+                with self._transaction() as conn:
+                    period = control.claim_next(conn, self.schema, summary.id_run, summary.started)
+                if period is None:
+                    break
+                summary.steps.append(self._run_period(period, summary, split, cache))
         for fact in self.schema.mart.facts:
             loaded = [s for s in summary.steps if s.period is not None and s.table == fact.name]
             extra = runlog.undated(fact.name, loaded)
@@ -242,8 +245,11 @@ class Callmart:
         self.reporter.step_finished(result)
         return result
 
-    def _run_period(self, period: control.Period, summary: RunSummary) -> StepResult:
-        """Load one period; its replace, metric, run log and status commit together, or it is marked failed."""
+    def _run_period(
+        self, period: control.Period, summary: RunSummary, split: backfill.Backfill, cache: LookupCache
+    ) -> StepResult:
+        """Load one period; its replace, metric, run log and status commit together, or it is marked failed.
+        `split` and `cache` carry what the run's earlier periods read: the extract's rows, the dimensions' keys."""
         name = f"{period.fact_table} {period.start:%Y-%m-%d}"
         self.reporter.step_started(name)
         began = time.perf_counter()
@@ -253,8 +259,23 @@ class Callmart:
             with self.engine.begin() as conn:
                 locking.take_write_turn(conn)
                 dialect.tune_for_bulk(conn)
+                # Several days pending: the first one's load reads the extract once for all of them.
+                raw_rows = split.rows_of(
+                    fact,
+                    (period.start, period.end),
+                    lambda: control.pending_periods(conn, self.schema, fact.name),
+                    self._progress(name),
+                )
                 result = load_period(
-                    conn, self.schema, fact, self.source_dir, period.start, period.end, self._progress(name)
+                    conn,
+                    self.schema,
+                    fact,
+                    self.source_dir,
+                    period.start,
+                    period.end,
+                    self._progress(name),
+                    raw_rows,
+                    cache,
                 )
                 runlog.check_balance(result)
                 result.seconds = time.perf_counter() - began

@@ -12,7 +12,7 @@ from . import rejects
 from .declare import Case, Column, Parse, Type
 from .rejects import SOURCE_FILE, SOURCE_ROW
 
-__all__ = ["Cleaned", "arrow_type", "clean_batch"]
+__all__ = ["Cleaned", "arrow_type", "clean_batch", "clean_values"]
 
 _ARROW: dict[Type, pa.DataType] = {
     Type.INTEGER: pa.int32(),
@@ -65,6 +65,11 @@ def clean_batch(batch: pa.RecordBatch, columns: Sequence[Column]) -> Cleaned:
     arrays = [fields[c.name].values for c in columns] + [batch.column(SOURCE_FILE), batch.column(SOURCE_ROW)]
     names = [c.name for c in columns] + [SOURCE_FILE, SOURCE_ROW]
     return Cleaned(pa.RecordBatch.from_arrays(arrays, names=names), bad, rejects.concat(reject_parts))
+
+
+def clean_values(raw: pa.Array, column: Column) -> pa.Array:
+    """One raw column cleaned as `clean_batch` cleans it: its typed values, null where a value is bad."""
+    return _clean_column(raw, column, {}).values
 
 
 def _all(value: bool, length: int) -> pa.Array:

@@ -27,6 +27,7 @@ __all__ = [
     "free_abandoned",
     "listing",
     "mark",
+    "pending_periods",
     "requeue_failed",
 ]
 
@@ -101,6 +102,17 @@ def claim_next(conn: sa.Connection, schema: Schema, id_run: int, run_date: datet
     period = Period(*row)
     mark(conn, schema, period, RUNNING, id_run=id_run, process_run_date=run_date, error_message=None)
     return period
+
+
+def pending_periods(conn: sa.Connection, schema: Schema, fact_table: str) -> list[tuple[datetime, datetime]]:
+    """The pending periods of a fact table, oldest first."""
+    table = schema.processes
+    rows = conn.execute(
+        sa.select(table.c.start_date, table.c.end_date)
+        .where(table.c.fact_table == fact_table, table.c.status == PENDING)
+        .order_by(table.c.start_date, table.c.end_date)
+    )
+    return [(start, end) for start, end in rows]
 
 
 def free_abandoned(conn: sa.Connection, schema: Schema) -> int:

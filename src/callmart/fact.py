@@ -15,12 +15,12 @@ import sqlalchemy as sa
 from . import dialect, rejects
 from .declare import Fact
 from .extract import SOURCE_FILE, SOURCE_ROW
-from .keys import InferredAsTheyCome, lookups_for, resolve_unknown, with_keys
+from .keys import InferredAsTheyCome, LookupCache, lookups_for, resolve_unknown, with_keys
 from .metric import FirstEventsInClient, first_events
 from .progress import StepResult
 from .rowhash import ROW_HASH, RepeatedHashes, RowHasher, prefix
 from .schema import Schema
-from .stage import stage, staged_columns
+from .stage import RawRows, stage, staged_columns
 
 __all__ = ["CALLS_PER_MINUTE", "MinuteNumbering", "load_period"]
 
@@ -39,9 +39,12 @@ def load_period(
     start: datetime,
     end: datetime,
     on_rows: Callable[[int], None] | None = None,
+    raw_rows: RawRows | None = None,
+    cache: LookupCache | None = None,
 ) -> StepResult:
-    """Replace the fact rows of [start, end) with the period's rows of the source; the caller commits."""
-    lookups = lookups_for(conn, schema, fact)
+    """Replace the fact rows of [start, end) with the period's rows of the source (or of `raw_rows`, the source's
+    rows set apart for the period); the caller commits. `cache`: the lookups of the run's earlier periods."""
+    lookups = lookups_for(conn, schema, fact) if cache is None else cache.lookups_for(conn, schema, fact)
     numbering = MinuteNumbering(fact)
     hasher = RowHasher([c.name for c in staged_columns(fact)]) if fact.warn_duplicate_rows else None
     repeats = RepeatedHashes()
@@ -62,6 +65,7 @@ def load_period(
         finish=None if hasher is None else lambda batch: repeats.add(hasher(batch)),
         route=None if final is None else final.route,
         also_fresh=replace.tables,
+        raw_rows=raw_rows,
     )
     inferred = resolve_unknown(conn, schema, fact) if final is None else final.inferred.write(conn)
     doubts = [

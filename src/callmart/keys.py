@@ -7,19 +7,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import sqlalchemy as sa
 
 from . import dialect
 from .clean import arrow_type
-from .declare import BEGINNING, DEFAULT_MEMBER_ID, IS_CURRENT, VALID_FROM, VALID_TO, VERSION, Dimension, Fact
+from .declare import BEGINNING, DEFAULT_MEMBER_ID, IS_CURRENT, VALID_FROM, VALID_TO, VERSION, Dimension, Fact, Reference
 from .dialect import fetch_arrow
 from .schema import Schema
 
 __all__ = [
     "InferredAsTheyCome",
     "KeyLookup",
+    "LookupCache",
     "first_version",
     "lookups_for",
     "next_keys",
@@ -52,17 +54,21 @@ class KeyLookup:
         value_column: str,
         key_column: str,
         as_of: str | None = None,
+        keys_after: int | None = None,
     ) -> KeyLookup:
-        """Read the (business value, key) pairs of the dimension, with validity when a time picks the version."""
+        """Read the (business value, key) pairs of the dimension, with validity when a time picks the version; with
+        `keys_after`, only the members whose key is larger."""
         declared = schema.mart.dimension(dimension)
         dim = schema[dimension]
         value_type = arrow_type(next(c.type for c in declared.columns if c.name == by))
         columns = [dim.c[by], dim.c[declared.key]]
         fields = [("value", value_type), ("key", pa.int32())]
         select = sa.select(*columns).where(dim.c[by].is_not(None))
+        if keys_after is not None:
+            select = select.where(dim.c[declared.key] > keys_after)
         point_in_time = declared.keeps_history and as_of is not None
         if point_in_time:
-            select = sa.select(*columns, dim.c[VALID_FROM], dim.c[VALID_TO]).where(dim.c[by].is_not(None))
+            select = select.add_columns(dim.c[VALID_FROM], dim.c[VALID_TO])
             fields += [("valid_from", pa.timestamp("s")), ("valid_to", pa.timestamp("s"))]
         elif declared.keeps_history:
             select = select.where(dim.c[IS_CURRENT])
@@ -121,14 +127,20 @@ def _direct_table(versions: pa.Table) -> tuple[pa.Array, int] | None:
     if not pa.types.is_integer(value.type) or len(value) == 0:
         return None
     lowest, highest = pc.min(value).as_py(), pc.max(value).as_py()
+    if lowest is None:
+        return None
     span = highest - lowest + 1
     if span > min(DIRECT_TABLE_LIMIT, 4 * len(value) + (1 << 20)):
         return None
-    ids = pc.add(pc.cumulative_sum(pa.repeat(pa.scalar(1, value.type), span)), pa.scalar(lowest - 1, value.type))
-    table = pc.take(versions["key"].combine_chunks(), pc.index_in(ids, value_set=value))
-    # The hash table and the ids are garbage now: hand their memory back rather than keep it through the load.
-    pa.default_memory_pool().release_unused()
-    return table, lowest
+    valid = pc.is_valid(value).to_numpy(zero_copy_only=False)
+    places = pc.fill_null(value, lowest).to_numpy(zero_copy_only=False).astype(np.int64)[valid] - lowest
+    keys = versions["key"].to_numpy().astype(np.int32)[valid]
+    table = np.zeros(span, np.int32)
+    known = np.zeros(span, bool)
+    # Written last to first, so that where an id appears twice its first key stays, as a lookup by value finds.
+    table[places[::-1]] = keys[::-1]
+    known[places] = True
+    return pa.array(table, pa.int32(), mask=~known), lowest
 
 
 def _valid_keys(values: pa.Array, times: pa.Array, versions: pa.Table) -> pa.Array:
@@ -149,6 +161,48 @@ def lookups_for(conn: sa.Connection, schema: Schema, table: Dimension | Fact) ->
         KeyLookup.load(conn, schema, ref.dimension, ref.by, ref.value.name, ref.column, ref.as_of)
         for ref in table.references
     ]
+
+
+class LookupCache:
+    """A run's key lookups, kept from one period to the next: a dimension unchanged since is not read again, and
+    one that only gained members (the previous period's inferred ones) is read for those alone. Writers of the
+    mart take turns, so between the check and the reading nothing else changes."""
+
+    def __init__(self) -> None:
+        self._kept: dict[Reference, tuple[tuple[int, int], KeyLookup]] = {}
+
+    def lookups_for(self, conn: sa.Connection, schema: Schema, table: Dimension | Fact) -> list[KeyLookup]:
+        """One lookup per reference of the table, as `lookups_for` reads them."""
+        return [self._lookup(conn, schema, ref) for ref in table.references]
+
+    def _lookup(self, conn: sa.Connection, schema: Schema, ref: Reference) -> KeyLookup:
+        declared = schema.mart.dimension(ref.dimension)
+        key = schema[ref.dimension].c[declared.key]
+        kept = self._kept.get(ref)
+        since = kept[0][1] if kept is not None else 0
+        count, largest, newer = conn.execute(
+            sa.select(sa.func.count(), sa.func.max(key), sa.func.count().filter(key > since))
+        ).one()
+        state = (int(count), int(largest or 0))
+        lookup = None
+        if kept is not None:
+            (was_count, _), was = kept
+            if state == kept[0]:
+                lookup = was
+            elif not declared.keeps_history and newer == count - was_count:
+                # Members were only added (no history: no version of an old one changed): append them.
+                added = self._read(conn, schema, ref, since).versions
+                lookup = KeyLookup.of_pairs(
+                    ref.value.name, ref.column, pa.concat_tables([was.versions, added]).combine_chunks()
+                )
+        if lookup is None:
+            lookup = self._read(conn, schema, ref, None)
+        self._kept[ref] = (state, lookup)
+        return lookup
+
+    @staticmethod
+    def _read(conn: sa.Connection, schema: Schema, ref: Reference, keys_after: int | None) -> KeyLookup:
+        return KeyLookup.load(conn, schema, ref.dimension, ref.by, ref.value.name, ref.column, ref.as_of, keys_after)
 
 
 def with_keys(batch: pa.RecordBatch, lookups: list[KeyLookup]) -> pa.RecordBatch:

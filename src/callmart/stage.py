@@ -16,10 +16,13 @@ from .declare import Check, Column, Dimension, Fact
 from .extract import SOURCE_FILE, SOURCE_ROW, read_source
 from .streams import prefetched
 
-__all__ = ["Staged", "stage", "staged_columns"]
+__all__ = ["RawRows", "Staged", "source_fields", "stage", "staged_columns"]
 
 RowFilter = Callable[[pa.RecordBatch], pa.Array]
 """Selects the rows of a cleaned batch that belong to the step (null where a bad field hides it)."""
+
+RawRows = Callable[[list[pa.Table]], Iterable[pa.RecordBatch]]
+"""The raw rows a step reads (text fields, source file and row), adding the rows it cannot split to the list."""
 
 
 @dataclass
@@ -51,6 +54,11 @@ def staged_columns(table: Dimension | Fact) -> tuple[Column, ...]:
     return (*table.columns, *(r.value for r in table.references))
 
 
+def source_fields(table: Dimension | Fact) -> list[str]:
+    """The source fields a staging step reads, in declaration order."""
+    return list(dict.fromkeys(c.source for c in staged_columns(table) if c.source))
+
+
 def stage(
     conn: sa.Connection,
     staging: sa.Table,
@@ -62,6 +70,7 @@ def stage(
     finish: Callable[[pa.RecordBatch], pa.RecordBatch] | None = None,
     route: Callable[[pa.RecordBatch], list[tuple[sa.Table, pa.RecordBatch]]] | None = None,
     also_fresh: Sequence[sa.Table] = (),
+    raw_rows: RawRows | None = None,
 ) -> Staged:
     """Truncate the staging table, then fill it with the cleaned rows of the source that `keep` selects.
 
@@ -70,17 +79,21 @@ def stage(
     like reading and cleaning, it runs in a worker thread, so it must not use the connection. `finish` adds more
     columns in a thread of its own, while the next batches are read and cleaned; `route`, in that thread too,
     turns each finished batch into the parts to write, (table, rows), the staging table's part among them
-    (`also_fresh`: the other tables, created in this transaction)."""
+    (`also_fresh`: the other tables, created in this transaction). `raw_rows`: where the rows come from, if not
+    from the source's files (a backfill's rows of one period, set apart beforehand)."""
     conn.execute(dialect.Truncate(staging))
     columns = staged_columns(table)
-    fields = list(dict.fromkeys(c.source for c in columns if c.source))
+    fields = source_fields(table)
     checks = table.checks if isinstance(table, Fact) else ()
     sources = {c.name: c.source for c in columns if c.source}
     result = Staged()
     problems: list[pa.Table] = []
 
+    def extracted(problems: list[pa.Table]) -> Iterable[pa.RecordBatch]:
+        return read_source(source_dir, table.source, fields, problems)
+
     def cleaned() -> Iterator[pa.RecordBatch]:
-        for raw in read_source(source_dir, table.source, fields, problems):
+        for raw in (raw_rows or extracted)(problems):
             outcome = clean_batch(raw, columns)
             scope = pa.repeat(pa.scalar(True), raw.num_rows) if keep is None else keep(outcome.rows)
             in_scope = pc.fill_null(scope, False)

@@ -1,0 +1,194 @@
+"""A backfill reads its extract once: as the extract streams by, the raw rows of each pending period are set apart
+in temporary files, and each period's load then reads its own rows instead of the whole extract again."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .clean import clean_values
+from .declare import Fact
+from .extract import read_source
+from .stage import RawRows, source_fields, staged_columns
+
+__all__ = ["MAX_PERIODS", "Backfill", "PeriodSplit", "split_by_period"]
+
+Period = tuple[datetime, datetime]
+
+MAX_PERIODS = 400
+"""Most periods one extract is split among (a file is open for each while it is read); later ones read it again."""
+
+BATCH_ROWS = 16_384
+"""Rows per batch read back: an extract not in date order leaves each period its rows in slivers."""
+
+_WRITE_OPTIONS = pa.ipc.IpcWriteOptions(compression="lz4")  # written once, read once: a third of the disk
+_EPOCH = datetime(1970, 1, 1)
+
+
+class PeriodSplit:
+    """One extract's raw rows, set apart per period in a folder; the rows without a readable date go with every
+    period, which reports them as no period's, as when each period reads the whole extract."""
+
+    def __init__(self, folder: Path, periods: Sequence[Period]) -> None:
+        self.folder = folder
+        self.periods = list(periods)
+        self.problems: list[pa.Table] = []
+        self.parts: dict[int | None, list[Path]] = {}
+
+    def add_part(self, index: int | None) -> Path:
+        """A new file for rows of period `index` (None: rows without a date)."""
+        parts = self.parts.setdefault(index, [])
+        parts.append(self.folder / f"{'undated' if index is None else index}-{len(parts)}.arrows")
+        return parts[-1]
+
+    def rows_of(self, start: datetime, end: datetime) -> RawRows | None:
+        """The period's raw rows, or None for a period the split does not cover."""
+        if (start, end) not in self.periods:
+            return None
+        index = self.periods.index((start, end))
+
+        def raw_rows(problems: list[pa.Table]) -> Iterator[pa.RecordBatch]:
+            problems.extend(self.problems)
+            yield from _coalesced(_read(self.parts.get(index, [])))
+            yield from _coalesced(_read(self.parts.get(None, [])))
+            # Read once: the disk it took goes back while the backfill goes on.
+            for path in self.parts.pop(index, []):
+                path.unlink(missing_ok=True)
+
+        return raw_rows
+
+
+def split_by_period(
+    source_dir: Path,
+    fact: Fact,
+    periods: Sequence[Period],
+    folder: Path,
+    on_rows: Callable[[int], None] | None = None,
+) -> PeriodSplit:
+    """Read the fact's extract once, writing the raw rows of each of `periods` (which must not overlap) apart.
+
+    A row belongs to the period its time column falls in, cleaned as the load cleans it, so each period gets
+    exactly the rows it would keep from the whole extract, in the extract's order."""
+    split = PeriodSplit(folder, sorted(periods))
+    starts = np.array([_seconds(start) for start, _ in split.periods], np.int64)
+    ends = np.array([_seconds(end) for _, end in split.periods], np.int64)
+    if np.any(starts[1:] < ends[:-1]):
+        raise ValueError("periods to split an extract among must not overlap")
+    time_column = next(c for c in staged_columns(fact) if c.name == fact.time_column)
+    writers: dict[int | None, tuple[pa.Schema, pa.ipc.RecordBatchStreamWriter]] = {}
+
+    def write(index: int | None, rows: pa.RecordBatch) -> None:
+        layout, writer = writers.get(index, (None, None))
+        # Each file's columns come in its header's order (a reject shows the line as written): a file with
+        # another order starts another part.
+        if writer is None or layout != rows.schema:
+            if writer is not None:
+                writer.close()
+            writer = pa.ipc.new_stream(str(split.add_part(index)), rows.schema, options=_WRITE_OPTIONS)
+            writers[index] = (rows.schema, writer)
+        writer.write_batch(rows)
+
+    try:
+        for batch in read_source(source_dir, fact.source, source_fields(fact), split.problems):
+            if on_rows is not None:
+                on_rows(batch.num_rows)
+            when = clean_values(batch.column(time_column.source or time_column.name), time_column)
+            dated = pc.is_valid(when).to_numpy(zero_copy_only=False)
+            seconds = pc.fill_null(pc.cast(when, pa.int64()), 0).to_numpy(zero_copy_only=False)
+            place = np.searchsorted(starts, seconds, side="right") - 1
+            inside = dated & (place >= 0) & (seconds < ends[np.maximum(place, 0)])
+            for index in np.unique(place[inside]):
+                write(int(index), batch.filter(pa.array(inside & (place == index))))
+            if not dated.all():
+                write(None, batch.filter(pa.array(~dated)))
+    finally:
+        for _, writer in writers.values():
+            writer.close()
+    return split
+
+
+class Backfill:
+    """The splits of a run: for each fact, its extract split among the periods pending when the run loads its
+    first period, if there are several; kept in a temporary folder removed when the run ends."""
+
+    def __init__(self, source_dir: Path) -> None:
+        self.source_dir = source_dir
+        self._splits: dict[str, PeriodSplit | None] = {}
+        self._folder: Path | None = None
+
+    def __enter__(self) -> Backfill:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._folder is not None:
+            shutil.rmtree(self._folder, ignore_errors=True)
+            self._folder = None
+
+    def rows_of(
+        self,
+        fact: Fact,
+        period: Period,
+        pending: Callable[[], list[Period]],
+        on_rows: Callable[[int], None] | None = None,
+    ) -> RawRows | None:
+        """The period's rows from the split of its extract, splitting it first if this is the fact's first period
+        of the run and others are pending; None where the period reads the extract itself."""
+        if fact.name not in self._splits:
+            # Decided once: a split that fails leaves every period to read the extract, and report its error.
+            self._splits[fact.name] = None
+            periods = [period, *(p for p in pending() if p != period)][:MAX_PERIODS]
+            if len(periods) > 1 and not _overlapping(periods):
+                folder = self._make_folder() / fact.name
+                folder.mkdir()
+                self._splits[fact.name] = split_by_period(self.source_dir, fact, periods, folder, on_rows)
+        split = self._splits[fact.name]
+        return None if split is None else split.rows_of(*period)
+
+    def _make_folder(self) -> Path:
+        if self._folder is None:
+            self._folder = Path(tempfile.mkdtemp(prefix="callmart-backfill-"))
+        return self._folder
+
+
+def _overlapping(periods: Iterable[Period]) -> bool:
+    ordered = sorted(periods)
+    return any(later[0] < earlier[1] for earlier, later in zip(ordered, ordered[1:], strict=False))
+
+
+def _seconds(moment: datetime) -> int:
+    """Seconds since 1970 of a naive timestamp, as Arrow counts a timestamp[s]."""
+    return int((moment - _EPOCH).total_seconds())
+
+
+def _read(paths: Sequence[Path]) -> Iterator[pa.RecordBatch]:
+    for path in paths:
+        with pa.OSFile(str(path)) as handle, pa.ipc.open_stream(handle) as reader:
+            yield from reader
+
+
+def _coalesced(batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    """Consecutive batches of one layout joined into batches of at least BATCH_ROWS rows, or what is left."""
+    pending: list[pa.RecordBatch] = []
+    rows = 0
+    for batch in batches:
+        if pending and batch.schema != pending[0].schema:
+            yield _joined(pending)
+            pending, rows = [], 0
+        pending.append(batch)
+        rows += batch.num_rows
+        if rows >= BATCH_ROWS:
+            yield _joined(pending)
+            pending, rows = [], 0
+    if pending:
+        yield _joined(pending)
+
+
+def _joined(batches: list[pa.RecordBatch]) -> pa.RecordBatch:
+    return batches[0] if len(batches) == 1 else pa.concat_batches(batches)
