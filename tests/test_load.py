@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import tempfile
 from collections.abc import Callable
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -534,3 +535,21 @@ def test_a_backfill_reads_its_extract_once_and_loads_what_each_day_would(
     # Rows without a readable date, from both files, are reported once, as no period's.
     undated = {r for r in rejected if r[1] is None and r[2].startswith("Llamadas")}
     assert {r[2] for r in undated} == {"Llamadas_a.csv", "Llamadas_b.csv"}
+
+
+def test_a_backfill_without_room_for_its_split_reads_the_extract_for_each_day(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "extract"
+    generate(folder, calls=600, days=3, customers=100, seed=5)
+    nowhere = tmp_path / "not-a-folder"
+    nowhere.write_text("")
+    monkeypatch.setattr(tempfile, "tempdir", str(nowhere))
+    reporter = RowsRead()
+    with Callmart(database_url, folder, reporter=reporter) as mart:
+        mart.init()
+        mart.enqueue(date(2024, 3, 4), date(2024, 3, 7))
+        summary = mart.run()
+    assert summary.ok
+    assert sum(s.inserted for s in summary.steps if s.period is not None) == 600
+    assert [reporter.rows[f"fact_llamadas 2024-03-0{day}"] for day in (4, 5, 6)] == [600] * 3

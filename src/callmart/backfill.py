@@ -145,9 +145,14 @@ class Backfill:
             self._splits[fact.name] = None
             periods = [period, *(p for p in pending() if p != period)][:MAX_PERIODS]
             if len(periods) > 1 and not _overlapping(periods):
-                folder = self._make_folder() / fact.name
-                folder.mkdir()
-                self._splits[fact.name] = split_by_period(self.source_dir, fact, periods, folder, on_rows)
+                try:
+                    folder = self._make_folder() / fact.name
+                    folder.mkdir()
+                    self._splits[fact.name] = split_by_period(self.source_dir, fact, periods, folder, on_rows)
+                except OSError:
+                    # No room or no right to write the temporary files (or to read the extract): each period
+                    # reads the extract itself, as it would without a split, and meets any reading error there.
+                    self._splits[fact.name] = None
         split = self._splits[fact.name]
         return None if split is None else split.rows_of(*period)
 
