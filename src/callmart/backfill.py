@@ -76,11 +76,11 @@ def split_by_period(
 
     A row belongs to the period its time column falls in, cleaned as the load cleans it, so each period gets
     exactly the rows it would keep from the whole extract, in the extract's order."""
+    if _overlapping(periods):
+        raise ValueError("periods to split an extract among must not overlap")
     split = PeriodSplit(folder, sorted(periods))
     starts = np.array([_seconds(start) for start, _ in split.periods], np.int64)
     ends = np.array([_seconds(end) for _, end in split.periods], np.int64)
-    if np.any(starts[1:] < ends[:-1]):
-        raise ValueError("periods to split an extract among must not overlap")
     time_column = next(c for c in staged_columns(fact) if c.name == fact.time_column)
     writers: dict[int | None, tuple[pa.Schema, pa.ipc.RecordBatchStreamWriter]] = {}
 

@@ -164,12 +164,13 @@ def lookups_for(conn: sa.Connection, schema: Schema, table: Dimension | Fact) ->
 
 
 class LookupCache:
-    """A run's key lookups, kept from one period to the next: a dimension unchanged since is not read again, and
-    one that only gained members (the previous period's inferred ones) is read for those alone. Writers of the
-    mart take turns, so between the check and the reading nothing else changes."""
+    """A run's key lookups, kept from one period to the next: a dimension whose largest key is the same is not read
+    again, and one without history that gained members (the previous period's inferred ones) is read for those
+    alone. Members are never deleted and get keys after the largest, and a change in place keeps a member's
+    business id; writers of the mart take turns, so between the check and the reading nothing else changes."""
 
     def __init__(self) -> None:
-        self._kept: dict[Reference, tuple[tuple[int, int], KeyLookup]] = {}
+        self._kept: dict[Reference, tuple[int, KeyLookup]] = {}
 
     def lookups_for(self, conn: sa.Connection, schema: Schema, table: Dimension | Fact) -> list[KeyLookup]:
         """One lookup per reference of the table, as `lookups_for` reads them."""
@@ -178,26 +179,20 @@ class LookupCache:
     def _lookup(self, conn: sa.Connection, schema: Schema, ref: Reference) -> KeyLookup:
         declared = schema.mart.dimension(ref.dimension)
         key = schema[ref.dimension].c[declared.key]
+        # The primary key's index answers this without reading the dimension.
+        largest = int(conn.execute(sa.select(sa.func.max(key))).scalar_one() or 0)
         kept = self._kept.get(ref)
-        since = kept[0][1] if kept is not None else 0
-        count, largest, newer = conn.execute(
-            sa.select(sa.func.count(), sa.func.max(key), sa.func.count().filter(key > since))
-        ).one()
-        state = (int(count), int(largest or 0))
-        lookup = None
-        if kept is not None:
-            (was_count, _), was = kept
-            if state == kept[0]:
-                lookup = was
-            elif not declared.keeps_history and newer == count - was_count:
-                # Members were only added (no history: no version of an old one changed): append them.
-                added = self._read(conn, schema, ref, since).versions
-                lookup = KeyLookup.of_pairs(
-                    ref.value.name, ref.column, pa.concat_tables([was.versions, added]).combine_chunks()
-                )
-        if lookup is None:
+        if kept is not None and kept[0] == largest:
+            lookup = kept[1]
+        elif kept is not None and not declared.keeps_history:
+            # Members were only added (no history: no version of an old one changed): append them.
+            added = self._read(conn, schema, ref, kept[0]).versions
+            lookup = KeyLookup.of_pairs(
+                ref.value.name, ref.column, pa.concat_tables([kept[1].versions, added]).combine_chunks()
+            )
+        else:
             lookup = self._read(conn, schema, ref, None)
-        self._kept[ref] = (state, lookup)
+        self._kept[ref] = (largest, lookup)
         return lookup
 
     @staticmethod
