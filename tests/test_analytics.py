@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from callmart import Callmart, RunSummary
+from callmart import Callmart, RunSummary, control, streamed_aggregates
 from callmart.analytics import (
     AGG_CHANNEL,
     AGG_DAILY,
@@ -19,10 +19,12 @@ from callmart.analytics import (
     create_aggregate_tables,
     day_ranges,
     landed_events,
+    rebuild_aggregates,
     refresh_aggregates,
     settings_of,
 )
 from callmart.declare import Mart
+from callmart.generate import generate
 from callmart.mart import CALLS, MART
 from callmart.schema import Schema
 from marts import drawn, query, write_extracts
@@ -235,6 +237,18 @@ def test_touched_days() -> None:
     assert touched.days(window)[-1] == date(2024, 3, 12)
 
 
+def test_days_a_load_wrote_are_not_refreshed_again() -> None:
+    window = timedelta(hours=48)
+    touched = Touched()
+    touched.add_events((datetime(2024, 3, 12, 8), datetime(2024, 3, 12, 9)))
+    touched.add_period(datetime(2024, 3, 11), datetime(2024, 3, 13), settled=[date(2024, 3, 11), date(2024, 3, 12)])
+    # The 10th: only the logins' window. The 11th and 12th: written by their load, after the logins landed.
+    assert touched.days(window) == [date(2024, 3, 10)]
+    # Another period of the run loaded calls of the 12th: the load's sums lack them, the day is refreshed.
+    touched.add_period(datetime(2024, 3, 12, 18), datetime(2024, 3, 13))
+    assert touched.days(window) == [date(2024, 3, 10), date(2024, 3, 12)]
+
+
 def test_aggregate_tables_carry_their_parameters_in_the_key() -> None:
     daily_table, channel_table = aggregate_tables(sa.MetaData())
     assert daily_table.name == AGG_DAILY and channel_table.name == AGG_CHANNEL
@@ -247,3 +261,57 @@ def test_aggregate_tables_carry_their_parameters_in_the_key() -> None:
     ]
     assert "key_canal_digital" in channel_table.primary_key.columns
     assert all(c.comment for c in daily_table.columns if c.name in ("conversiones", "tasa_conversion"))
+
+
+def aggregate_rows(url: str) -> dict[str, list[tuple[object, ...]]]:
+    """Every aggregate row but the time it was computed, in a stable order."""
+    found = {}
+    for table in (AGG_DAILY, AGG_CHANNEL):
+        columns = [c.name for c in Schema(MART)[table].columns if c.name != "calculado_en"]
+        found[table] = sorted(query(url, f"SELECT {', '.join(columns)} FROM {table}"), key=repr)  # noqa: S608
+    return found
+
+
+def test_a_run_writes_the_aggregates_the_database_computes_from_the_loaded_calls(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(streamed_aggregates, "GROUP_EVERY", 1000)  # calls grouped a few times a day, as at scale
+    # Generated days with logins after calls, unknown and -1 customers, dirty rows. Periods: a day, two days, and
+    # a day in two halves loaded by two runs (that day is left to each run's refresh, which sees all its calls).
+    generate(tmp_path / "src", calls=6000, days=5, customers=300, start=date(2024, 3, 4), dirty_share=0.02)
+    runs = [
+        [(datetime(2024, 3, 4), datetime(2024, 3, 5)), (datetime(2024, 3, 5), datetime(2024, 3, 7))],
+        [(datetime(2024, 3, 7), datetime(2024, 3, 7, 12))],
+        [(datetime(2024, 3, 7, 12), datetime(2024, 3, 8))],
+    ]
+    settled = []
+    with Callmart(database_url, tmp_path / "src") as callmart:
+        callmart.init()
+        assert callmart.run().ok  # the dimensions, and the aggregates of an empty fact table
+        for periods in runs:
+            with callmart.engine.begin() as conn:
+                control.enqueue(conn, callmart.schema, CALLS.name, periods, force=False)
+            summary = callmart.run()
+            assert summary.ok and len([s for s in summary.steps if s.period is not None]) == len(periods)
+            settled.append(summary.touched.settled)
+        written = aggregate_rows(database_url)
+        with callmart.engine.begin() as conn:
+            rebuild_aggregates(conn, callmart.schema)
+    assert {row[0] for row in written[AGG_DAILY]} == {date(2024, 3, d) for d in range(4, 8)}
+    assert written[AGG_CHANNEL]
+    assert written == aggregate_rows(database_url)
+    # On PostgreSQL the rows are made in the client as they stream, and so are the aggregates of whole days.
+    whole_days = {date(2024, 3, d) for d in (4, 5, 6)} if database_url.startswith("postgresql") else set()
+    assert settled == [whole_days, set(), set()]
+
+
+def test_a_reload_writes_its_days_aggregates_again(database_url: str, tmp_path: Path) -> None:
+    folder = write_extracts(tmp_path / "src", calls(CALLS_DRAWN), CUSTOMERS, AGENTS, logins=logins(LOGINS_DRAWN))
+    load(database_url, folder, date(2024, 3, 4), date(2024, 3, 6))
+    query(database_url, "UPDATE agg_conversion_diaria SET llamadas = 999")
+    query(database_url, "DELETE FROM agg_conversion_canal_diaria")
+    with Callmart(database_url, folder) as callmart:
+        callmart.enqueue(date(2024, 3, 4), date(2024, 3, 6), force=True)
+        assert callmart.run().ok
+    assert daily(database_url) == drawn(EXPECTED_DAILY)
+    assert len(by_channel(database_url)) == 2

@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import pyarrow as pa
 import pytest
@@ -13,10 +14,11 @@ import sqlalchemy as sa
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from callmart import dialect
+from callmart import Callmart, dialect
 from callmart.config import create_engine, parse_url
+from callmart.generate import generate
 from callmart.mart import CALLS, MART
-from callmart.metric import FirstEventsInClient
+from callmart.metric import SECONDS_TO_EVENT, FirstEventsInClient
 from callmart.rowhash import row_hashes
 from callmart.schema import Schema
 
@@ -112,6 +114,11 @@ login = st.tuples(st.integers(1, 4), moments.map(lambda t: t + timedelta(seconds
 call = st.tuples(st.sampled_from([1, 2, 3, 4, 5, -999]), moments, st.integers(0, 90))
 
 
+def channel_of(login: int) -> int:
+    """The channel key the test gives a login."""
+    return 10 + login % 3
+
+
 def expected_first(calls: list[tuple[int, datetime, int]], logins: list[tuple[int, datetime]]) -> list[int | None]:
     """The rule, written plainly: the first login (by time, then id) of the call's customer within the window."""
     found: list[int | None] = []
@@ -155,7 +162,7 @@ def mart(engine: sa.Engine) -> Callable[[list[tuple[int, datetime]]], None]:
                             "id_login": i + 1,
                             "fecha_login": at,
                             "key_cliente_login": who,
-                            "key_canal_digital_login": -999,
+                            "key_canal_digital_login": channel_of(i + 1),
                         }
                         for i, (who, at) in enumerate(rows)
                     ],
@@ -182,5 +189,34 @@ def test_metric_in_the_client_follows_the_rule(
         }
     )
     with engine.connect() as conn:
-        found = FirstEventsInClient(conn, Schema(MART), CALLS.metrics[0], START, END).keys(batch)
-    assert found.to_pylist() == expected_first(calls, logins)
+        events = FirstEventsInClient(conn, Schema(MART), CALLS.metrics[0], START, END, ["key_canal_digital_login"])
+    expected = expected_first(calls, logins)
+    assert events.keys(batch).to_pylist() == expected
+    # With each first login, the seconds from the call to it and the login's channel.
+    firsts = events.firsts(batch).to_pydict()
+    seconds = [
+        None if k is None else int((logins[k - 1][1] - c[1]).total_seconds())
+        for k, c in zip(expected, calls, strict=True)
+    ]
+    assert firsts[SECONDS_TO_EVENT] == seconds
+    assert firsts["key_canal_digital_login"] == [None if k is None else channel_of(k) for k in expected]
+
+
+def test_a_loaded_day_has_the_statistics_its_joins_and_filters_need(
+    new_postgres_database: Callable[[], str], tmp_path: Path
+) -> None:
+    """PostgreSQL plans from statistics: the day's partition gets them in its load, not when autovacuum comes."""
+    url = new_postgres_database()
+    generate(tmp_path / "src", calls=3000, days=1, customers=300, start=START.date())
+    with Callmart(url, tmp_path / "src") as mart:
+        mart.init()
+        mart.enqueue(START.date(), END.date())
+        assert mart.run().ok
+        with mart.engine.connect() as conn:
+            rows = conn.execute(sa.text("SELECT reltuples FROM pg_class WHERE relname = 'fact_llamadas_20240304'"))
+            counted = conn.execute(sa.text("SELECT count(*) FROM fact_llamadas")).scalar_one()
+            analyzed = conn.execute(
+                sa.text("SELECT attname FROM pg_stats WHERE tablename = 'fact_llamadas_20240304'")
+            ).scalars()
+            assert rows.scalar_one() == counted > 2000
+            assert set(analyzed) >= {"key_llamada", "fecha_llamada", "key_cliente_llamada", "key_login_post_llamada"}

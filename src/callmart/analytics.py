@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -24,12 +25,15 @@ __all__ = [
     "Touched",
     "aggregate_tables",
     "aggregates_of",
+    "computed",
     "create_aggregate_tables",
     "day_ranges",
+    "finished",
     "landed_events",
     "rebuild_aggregates",
     "refresh_aggregates",
     "settings_of",
+    "write_days",
 ]
 
 AGG_DAILY = "agg_conversion_diaria"
@@ -96,28 +100,6 @@ class Grain:
     of: Callable[[Calls], sa.ColumnElement[Any]]
 
 
-@dataclass(frozen=True)
-class Measure:
-    """An aggregate column, its meaning and its SQL over the calls of one group."""
-
-    name: str
-    type: Callable[[], sa.types.TypeEngine[Any]]
-    doc: str
-    of: Callable[[Calls], sa.ColumnElement[Any]]
-
-
-def _count_if(condition: sa.ColumnElement[bool]) -> sa.ColumnElement[Any]:
-    return sa.func.sum(sa.case((condition, 1), else_=0))
-
-
-def _ratio(numerator: sa.ColumnElement[Any], denominator: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
-    return sa.cast(numerator, sa.Double) / sa.func.nullif(sa.cast(denominator, sa.Double), 0)
-
-
-def _effective(c: Calls) -> sa.ColumnElement[Any]:
-    return _count_if(c.talk >= c.threshold)
-
-
 GRAIN = (
     Grain("dia", sa.Date, lambda c: c.day),
     Grain(CAMPAIGN, sa.String, lambda c: c.campaign),
@@ -125,46 +107,116 @@ GRAIN = (
 )
 CHANNEL_GRAIN = (*GRAIN, Grain(CHANNEL, sa.Integer, lambda c: c.channel))
 
-_CONVERSIONS = Measure(
-    "conversiones", sa.BigInteger, "calls followed by a login within the window", lambda c: sa.func.count(c.login)
-)
-_TO_LOGIN = Measure(
-    "segundos_hasta_login",
-    sa.BigInteger,
-    "sum over conversions of seconds from call to login",
-    lambda c: sa.cast(sa.func.sum(c.to_login), sa.BigInteger),
-)
+
+@dataclass(frozen=True)
+class Part:
+    """A sum over a group's calls that measures are computed from: the parts of two sets of calls add up to the
+    parts of their union, so a load can sum them batch by batch as its rows stream by, and the database a day.
+
+    `kind`: ROWS (calls), COUNT (calls where the input `of` is not null), SUM (of `of`), POSITIVE or EFFECTIVE
+    (calls where `of` is above 0, or at least the threshold)."""
+
+    name: str
+    kind: str
+    of: str = ""
+
+
+ROWS, COUNT, SUM, POSITIVE, EFFECTIVE = "rows", "count", "sum", "positive", "effective"
+
+_CALLS = Part("llamadas", ROWS)
+_CONTACTS = Part("contactos", POSITIVE, "talk")
+_EFFECTIVE = Part("contactos_efectivos", EFFECTIVE, "talk")
+_CONVERTED = Part("conversiones", COUNT, "login")
+_TALK = Part("segundos_hablados", SUM, "talk")
+_TALKED = Part("llamadas_con_hablado", COUNT, "talk")
+_TOTAL = Part("segundos_totales", SUM, "total")
+_TIMED = Part("llamadas_con_total", COUNT, "total")
+_TO_LOGIN_SUM = Part("segundos_hasta_login", SUM, "to_login")
+
+
+def _count_if(condition: sa.ColumnElement[bool]) -> sa.ColumnElement[Any]:
+    return sa.func.sum(sa.case((condition, 1), else_=0))
+
+
+def _part_sql(part: Part, c: Calls) -> sa.ColumnElement[Any]:
+    """The part's SQL aggregate over the calls of a group, as a whole number on every engine."""
+    if part.kind == ROWS:
+        return sa.func.count()
+    value = getattr(c, part.of)
+    if part.kind == COUNT:
+        return sa.func.count(value)
+    # DuckDB sums integers into 128 bits, PostgreSQL seconds between timestamps into numeric.
+    if part.kind == SUM:
+        return sa.cast(sa.func.sum(value), sa.BigInteger)
+    return sa.cast(_count_if(value > 0 if part.kind == POSITIVE else value >= c.threshold), sa.BigInteger)
+
+
+Parts = Mapping[Any, Any]
+"""A group's parts by name."""
+
+
+def _ratio(numerator: Any, denominator: Any) -> float | None:
+    return None if not denominator or numerator is None else numerator / denominator
+
+
+@dataclass(frozen=True)
+class Measure:
+    """An aggregate column, its meaning, the parts it is computed from and how."""
+
+    name: str
+    type: Callable[[], sa.types.TypeEngine[Any]]
+    doc: str
+    parts: tuple[Part, ...]
+    of: Callable[[Parts], Any]
+
+
+def _the(part: Part, type_: Callable[[], sa.types.TypeEngine[Any]], doc: str) -> Measure:
+    """A measure that is one of the parts as it is."""
+    return Measure(part.name, type_, doc, (part,), lambda p: p[part.name])
+
+
+def _hours_to_login(p: Parts) -> float | None:
+    mean = _ratio(p[_TO_LOGIN_SUM.name], p[_CONVERTED.name])
+    return None if mean is None else mean / 3600.0
+
+
+_CONVERSIONS = _the(_CONVERTED, sa.BigInteger, "calls followed by a login within the window")
+_TO_LOGIN = _the(_TO_LOGIN_SUM, sa.BigInteger, "sum over conversions of seconds from call to login")
 _HOURS_TO_LOGIN = Measure(
     "horas_hasta_login_promedio",
     sa.Double,
     "average hours from call to its first login, over conversions",
-    lambda c: sa.cast(sa.func.avg(c.to_login), sa.Double) / 3600.0,
+    (_TO_LOGIN_SUM, _CONVERTED),
+    _hours_to_login,
 )
 
 MEASURES = (
-    Measure("llamadas", sa.BigInteger, "calls", lambda c: sa.func.count()),
-    Measure("contactos", sa.BigInteger, "calls with talk time > 0", lambda c: _count_if(c.talk > 0)),
-    Measure("contactos_efectivos", sa.BigInteger, "calls with talk time >= the threshold", _effective),
+    _the(_CALLS, sa.BigInteger, "calls"),
+    _the(_CONTACTS, sa.BigInteger, "calls with talk time > 0"),
+    _the(_EFFECTIVE, sa.BigInteger, "calls with talk time >= the threshold"),
     _CONVERSIONS,
     Measure(
         "tasa_conversion",
         sa.Double,
         "conversions / effective contacts (NULL without effective contacts)",
-        lambda c: _ratio(sa.func.count(c.login), _effective(c)),
+        (_CONVERTED, _EFFECTIVE),
+        lambda p: _ratio(p[_CONVERTED.name], p[_EFFECTIVE.name]),
     ),
-    Measure("segundos_hablados", sa.BigInteger, "total talk time, seconds", lambda c: sa.func.sum(c.talk)),
-    Measure("segundos_totales", sa.BigInteger, "total call time, seconds", lambda c: sa.func.sum(c.total)),
+    _the(_TALK, sa.BigInteger, "total talk time, seconds"),
+    _the(_TOTAL, sa.BigInteger, "total call time, seconds"),
     Measure(
         "promedio_segundos_hablados",
         sa.Double,
         "average talk time per call, seconds",
-        lambda c: sa.cast(sa.func.avg(c.talk), sa.Double),
+        (_TALK, _TALKED),
+        lambda p: _ratio(p[_TALK.name], p[_TALKED.name]),
     ),
     Measure(
         "promedio_segundos_totales",
         sa.Double,
         "average total time per call, seconds",
-        lambda c: sa.cast(sa.func.avg(c.total), sa.Double),
+        (_TOTAL, _TIMED),
+        lambda p: _ratio(p[_TOTAL.name], p[_TIMED.name]),
     ),
     _TO_LOGIN,
     _HOURS_TO_LOGIN,
@@ -181,6 +233,11 @@ class Aggregate:
     measures: tuple[Measure, ...]
     converted_only: bool
     doc: str
+
+    @property
+    def parts(self) -> tuple[Part, ...]:
+        """The parts its measures are computed from, each once."""
+        return tuple(dict.fromkeys(p for m in self.measures for p in m.parts))
 
 
 AGGREGATES = (
@@ -233,14 +290,17 @@ def create_aggregate_tables(conn: sa.Connection, schema: Schema) -> None:
 
 @dataclass
 class Touched:
-    """What a run changed: the periods it loaded, and the time spans of the events (logins) that landed."""
+    """What a run changed: the periods it loaded, and the time spans of the events (logins) that landed; and the
+    days whose aggregates a period's load already wrote."""
 
     periods: list[tuple[datetime, datetime]] = field(default_factory=list)
     events: list[tuple[datetime, datetime]] = field(default_factory=list)
+    settled: set[date] = field(default_factory=set)
 
-    def add_period(self, start: datetime, end: datetime) -> None:
-        """A loaded period [start, end)."""
+    def add_period(self, start: datetime, end: datetime, settled: Iterable[date] = ()) -> None:
+        """A loaded period [start, end), and the days of it whose aggregates its load wrote."""
         self.periods.append((start, end))
+        self.settled.update(settled)
 
     def add_events(self, span: tuple[datetime, datetime] | None) -> None:
         """The first and last time of the events that landed in a dimension load, if any."""
@@ -248,14 +308,19 @@ class Touched:
             self.events.append(span)
 
     def days(self, window: timedelta) -> list[date]:
-        """The days whose aggregates may have changed: the periods' days, and the days a call could meet the events."""
+        """The days whose aggregates may have changed and are not settled yet: the periods' days, and the days a
+        call could meet the events."""
         # A call meets an event in [its time, its time + window): from the first event minus the window to the last.
         days: set[date] = set()
+        loads: Counter[date] = Counter()
         for start, end in self.periods:
-            days.update(_days(start.date(), end - timedelta(microseconds=1)))
+            loads.update(_days(start.date(), end - timedelta(microseconds=1)))
+        days.update(loads)
         for first, last in self.events:
             days.update(_days((first - window).date(), last))
-        return sorted(days)
+        # A period's load writes its days after the run's events landed, so they already count; unless another
+        # period of the run loaded calls of the same day.
+        return sorted(d for d in days if not (d in self.settled and loads[d] == 1))
 
 
 def _days(first: date, last: datetime | date) -> list[date]:
@@ -327,45 +392,61 @@ def _midnight(day: date) -> datetime:
     return datetime.combine(day, time())
 
 
-def _rows(
-    schema: Schema, aggregate: Aggregate, settings: Settings, start: date, end: date, at: datetime
-) -> sa.Select[Any]:
-    """The aggregate's rows for the days [start, end), named as its table's columns."""
+def _parts(schema: Schema, aggregate: Aggregate, settings: Settings, start: date, end: date) -> sa.Select[Any]:
+    """The parts of the aggregate's groups for the days [start, end), named as its grain and its parts."""
     calls = _calls(schema, settings, start, end)
     grain = [g.of(calls) for g in aggregate.grain]
     select = sa.select(
         *(expression.label(g.name) for g, expression in zip(aggregate.grain, grain, strict=True)),
-        sa.literal(settings.threshold, sa.Integer).label(THRESHOLD),
-        sa.literal(settings.window_seconds, sa.Integer).label(WINDOW),
-        *(m.of(calls).label(m.name) for m in aggregate.measures),
-        sa.literal(at, sa.DateTime).label(COMPUTED_AT),
+        *(_part_sql(p, calls).label(p.name) for p in aggregate.parts),
     ).group_by(*grain)
     if aggregate.converted_only:
         select = select.where(calls.login.is_not(None))
     return select
 
 
+def finished(aggregate: Aggregate, settings: Settings, groups: Iterable[Parts], at: datetime) -> list[dict[str, Any]]:
+    """The aggregate table's rows of groups given by their grain and parts."""
+    return [
+        {
+            **{g.name: group[g.name] for g in aggregate.grain},
+            THRESHOLD: settings.threshold,
+            WINDOW: settings.window_seconds,
+            **{m.name: m.of(group) for m in aggregate.measures},
+            COMPUTED_AT: at,
+        }
+        for group in groups
+    ]
+
+
 def _of_settings(table: sa.Table, settings: Settings) -> list[sa.ColumnElement[bool]]:
     return [table.c[THRESHOLD] == settings.threshold, table.c[WINDOW] == settings.window_seconds]
+
+
+def write_days(
+    conn: sa.Connection, table: sa.Table, settings: Settings, start: date, end: date, rows: list[dict[str, Any]]
+) -> None:
+    """Replace the table's rows of the days [start, end) for these settings with `rows`."""
+    conn.execute(sa.delete(table).where(*_of_settings(table, settings), table.c.dia >= start, table.c.dia < end))
+    if rows:
+        conn.execute(sa.insert(table), rows)
 
 
 def _replace(conn: sa.Connection, schema: Schema, settings: Settings, start: date, end: date, at: datetime) -> int:
     """Recompute the days [start, end) for these settings: delete their rows, insert them again; return rows."""
     written = 0
     for aggregate, table in zip(AGGREGATES, aggregates_of(schema), strict=True):
-        conn.execute(sa.delete(table).where(*_of_settings(table, settings), table.c.dia >= start, table.c.dia < end))
         # Read, then written: PostgreSQL runs the SELECT of an INSERT ... SELECT in one process, a plain SELECT
         # with parallel workers (a day of a million calls: 0.28 s against 0.6 s); the groups are few.
-        found = [dict(r) for r in conn.execute(_rows(schema, aggregate, settings, start, end, at)).mappings()]
-        if found:
-            conn.execute(sa.insert(table), found)
-        rows = len(found)
+        groups = conn.execute(_parts(schema, aggregate, settings, start, end)).mappings().all()
+        rows = finished(aggregate, settings, groups, at)
+        write_days(conn, table, settings, start, end, rows)
         if aggregate.name == AGG_DAILY:
-            written += rows
+            written += len(rows)
     return written
 
 
-def _computed(conn: sa.Connection, schema: Schema, settings: Settings) -> bool:
+def computed(conn: sa.Connection, schema: Schema, settings: Settings) -> bool:
     """Whether any aggregate row exists for these settings."""
     daily = aggregates_of(schema).daily
     return conn.execute(sa.select(daily.c.dia).where(*_of_settings(daily, settings)).limit(1)).first() is not None
@@ -390,7 +471,7 @@ def refresh_aggregates(
     # the fact table is computed instead. Like a load, it waits for the mart's other writers (PostgreSQL).
     settings = settings or settings_of(schema.mart)
     locking.take_write_turn(conn)
-    if not _computed(conn, schema, settings):
+    if not computed(conn, schema, settings):
         return rebuild_aggregates(conn, schema, settings, computed_at=computed_at)
     at = computed_at or datetime.now().replace(microsecond=0)
     return sum(

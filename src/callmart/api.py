@@ -25,6 +25,7 @@ from .metric import refresh_after_events
 from .progress import Reporter, SilentReporter, StepResult
 from .schema import SCHEMA_VERSION, Schema
 from .settings import find_config, load_mart
+from .streamed_aggregates import StreamedAggregates
 
 __all__ = ["Callmart", "RunSummary"]
 
@@ -255,6 +256,8 @@ class Callmart:
         began = time.perf_counter()
         fact = self.schema.mart.fact(period.fact_table)
         step = len(summary.steps) + 1
+        # The calls' aggregates of the period's days, summed as its rows stream by, commit with them.
+        aggregates = StreamedAggregates(self.schema, fact)
         try:
             with self.engine.begin() as conn:
                 locking.take_write_turn(conn)
@@ -276,14 +279,16 @@ class Callmart:
                     self._progress(name),
                     raw_rows,
                     cache,
+                    aggregates,
                 )
                 runlog.check_balance(result)
+                settled = aggregates.write(conn, period.start, period.end)
                 result.seconds = time.perf_counter() - began
                 runlog.record_step(conn, self.schema, summary.id_run, step, result)
                 control.mark(
                     conn, self.schema, period, control.DONE, rows_loaded=result.inserted, finished_at=datetime.now()
                 )
-                summary.touched.add_period(period.start, period.end)
+                summary.touched.add_period(period.start, period.end, settled)
         except Exception as error:  # noqa: BLE001 - any failure fails the period, and the run goes on
             message = self._describe(error)
             result = StepResult(

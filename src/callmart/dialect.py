@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 import itertools
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
@@ -39,6 +39,9 @@ UNLOGGED = "unlogged"
 
 PARTITIONED_BY_DAY = "partitioned_by_day"
 """Table info key naming the timestamp column by whose day PostgreSQL partitions the table."""
+
+ANALYZED = "analyzed"
+"""Table info key naming the columns whose statistics a load refreshes at once (joins, filters, groups)."""
 
 PRIMARY_KEY = "primary_key"
 """Table info key naming the columns of a primary key that only some engines enforce (see enforces_fact_keys)."""
@@ -152,10 +155,22 @@ class Truncate(TableCommand):
 
 
 class Analyze(TableCommand):
-    """ANALYZE: statistics of one table, for the planner."""
+    """ANALYZE: statistics of one table, for the planner; of some of its columns, if named."""
 
     inherit_cache = False
     command = "ANALYZE"
+
+    def __init__(self, table: sa.TableClause, columns: Sequence[str] = ()) -> None:
+        super().__init__(table)
+        self.columns = tuple(columns)
+
+
+@compiles(Analyze)
+def _analyze(element: Analyze, compiler: Any, **kw: Any) -> str:
+    text = _table_command(element, compiler, **kw)
+    if element.columns:
+        text += f" ({', '.join(compiler.preparer.quote(c) for c in element.columns)})"
+    return text
 
 
 def bulk_insert(
@@ -218,9 +233,10 @@ def _arrow_into_duckdb(conn: sa.Connection, table: sa.Table, batches: Iterable[p
 
 def analyze(conn: sa.Connection, table: sa.Table) -> None:
     """Give PostgreSQL statistics of a freshly filled table: without them it takes a million rows for a few
-    thousand and plans sorts that spill to disk where hash joins fit in memory. DuckDB needs none."""
+    thousand and plans sorts that spill to disk where hash joins fit in memory. DuckDB needs none. Only of the
+    columns the table's info names under ANALYZED, if it does: autovacuum analyzes the whole table soon after."""
     if is_postgresql(conn):
-        conn.execute(Analyze(table))
+        conn.execute(Analyze(table, table.info.get(ANALYZED, ())))
 
 
 def fetch_arrow(conn: sa.Connection, select: sa.Select[Any], schema: pa.Schema) -> pa.Table:
@@ -266,9 +282,13 @@ class PeriodReplace:
         if self.direct:
             for day in _days(start, end):
                 fresh = sa.Table(
-                    f"{_partition_name(table, day)}_new", sa.MetaData(), *(c._copy() for c in table.columns)
+                    f"{_partition_name(table, day)}_new",
+                    sa.MetaData(),
+                    *(c._copy() for c in table.columns),
+                    info={ANALYZED: table.info.get(ANALYZED, ())},
                 )
                 conn.execute(CreateLike(fresh, table))
+                _add_bounds(conn, table, day, fresh)
                 self._days.append((day, max(day, start), min(day + timedelta(days=1), end), fresh))
 
     @property
@@ -317,7 +337,7 @@ def _swap_partition(
     """Make the filled table `fresh` the day's partition, keeping the day's rows outside [lower, upper); return
     how many rows of [lower, upper) the old partition had.
 
-    Everything slow (kept rows, primary key, bounds check, statistics) happens on the new table, which no one else
+    Everything slow (kept rows, primary key, statistics) happens on the new table, which no one else
     sees; the fact table itself is locked only for the swap, a few catalog changes, until the load commits."""
     name = _partition_name(table, day)
     time = table.c[table.info[PARTITIONED_BY_DAY]]
@@ -337,20 +357,14 @@ def _swap_partition(
     parent, partition, new = q(table.name), q(name), q(fresh.name)
     first, after = pg_sql.Literal(day), pg_sql.Literal(day + timedelta(days=1))
     with raw.cursor() as cursor:
-        # DDL takes no parameters: psycopg quotes the bounds as literals. The check lets ATTACH skip its scan;
-        # the key index, built in one sort, becomes the partition's part of the fact table's primary key.
-        cursor.execute(
-            pg_sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} CHECK ({} >= {} AND {} < {})").format(
-                new, q(f"{name}_bounds"), q(time.name), first, q(time.name), after
-            )
-        )
+        # The key index, built in one sort, becomes the partition's part of the fact table's primary key.
         cursor.execute(
             pg_sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} PRIMARY KEY ({})").format(
                 new, q(f"{name}_new_pkey"), pg_sql.SQL(", ").join(map(q, table.info[PRIMARY_KEY]))
             )
         )
-    # Statistics now: the planner would otherwise take a million rows for a few thousand, and the aggregates
-    # refreshed next (and analysts' queries) get nested loops instead of hash joins.
+    # Statistics now: the planner would otherwise take a million rows for a few thousand, and the metric's and
+    # aggregates' later refreshes (and analysts' queries) get nested loops instead of hash joins.
     analyze(conn, fresh)
     with raw.cursor() as cursor:
         if exists:
@@ -368,6 +382,23 @@ def _swap_partition(
             )
         )
     return deleted
+
+
+def _add_bounds(conn: sa.Connection, table: sa.Table, day: datetime, fresh: sa.Table) -> None:
+    """Constrain the new, empty table to the day: rows are checked as they arrive, and ATTACH then skips the
+    scan of the whole table that would prove them in the day."""
+    raw = conn.connection.driver_connection
+    assert raw is not None
+    q = pg_sql.Identifier
+    time = q(table.info[PARTITIONED_BY_DAY])
+    first, after = pg_sql.Literal(day), pg_sql.Literal(day + timedelta(days=1))
+    with raw.cursor() as cursor:
+        # DDL takes no parameters: psycopg quotes the bounds as literals.
+        cursor.execute(
+            pg_sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} CHECK ({} >= {} AND {} < {})").format(
+                q(fresh.name), q(f"{_partition_name(table, day)}_bounds"), time, first, time, after
+            )
+        )
 
 
 class CreateLike(Executable, ClauseElement):

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import sqlalchemy as sa
 
 from . import dialect, rejects
-from .declare import Fact
+from .declare import Fact, FirstEventWithin
 from .extract import SOURCE_FILE, SOURCE_ROW
 from .keys import InferredAsTheyCome, LookupCache, lookups_for, resolve_unknown, with_keys
 from .metric import FirstEventsInClient, first_events
@@ -22,13 +22,26 @@ from .rowhash import ROW_HASH, RepeatedHashes, RowHasher, prefix
 from .schema import Schema
 from .stage import RawRows, stage, staged_columns
 
-__all__ = ["CALLS_PER_MINUTE", "MinuteNumbering", "load_period"]
+__all__ = ["CALLS_PER_MINUTE", "MinuteNumbering", "Watcher", "load_period"]
 
 MAX_LISTED_HASHES = 10_000
 """Most repeated hash prefixes passed to the database as values; beyond, repeated hashes are found by a subquery."""
 
 CALLS_PER_MINUTE = 100_000
 """Room for rows sharing one minute in the fact key: key = minute number * CALLS_PER_MINUTE + rank."""
+
+
+class Watcher(Protocol):
+    """Sees a period's final fact rows as they are written, where the load makes them in the client (PostgreSQL)."""
+
+    def event_columns(self, metric: FirstEventWithin) -> tuple[str, ...]:
+        """Columns of the metric's events to report with each row's first event."""
+
+    def begin(self) -> None:
+        """Every final row of the period will be shown to `watch`."""
+
+    def watch(self, rows: pa.RecordBatch, firsts: Mapping[str, pa.RecordBatch]) -> None:
+        """A batch of final rows, and each row's first events by metric column (FirstEventsInClient.firsts)."""
 
 
 def load_period(
@@ -41,15 +54,17 @@ def load_period(
     on_rows: Callable[[int], None] | None = None,
     raw_rows: RawRows | None = None,
     cache: LookupCache | None = None,
+    watcher: Watcher | None = None,
 ) -> StepResult:
     """Replace the fact rows of [start, end) with the period's rows of the source (or of `raw_rows`, the source's
-    rows set apart for the period); the caller commits. `cache`: the lookups of the run's earlier periods."""
+    rows set apart for the period); the caller commits. `cache`: the lookups of the run's earlier periods.
+    `watcher`: shown the final rows, where they are made in the client."""
     lookups = lookups_for(conn, schema, fact) if cache is None else cache.lookups_for(conn, schema, fact)
     numbering = MinuteNumbering(fact)
     hasher = RowHasher([c.name for c in staged_columns(fact)]) if fact.warn_duplicate_rows else None
     repeats = RepeatedHashes()
     replace = dialect.PeriodReplace(conn, schema[fact.name], start, end)
-    final = _FinalRows(conn, schema, fact, start, end, replace) if replace.direct else None
+    final = _FinalRows(conn, schema, fact, start, end, replace, watcher) if replace.direct else None
 
     def enrich(batch: pa.RecordBatch) -> pa.RecordBatch:
         return numbering.number(with_keys(batch, lookups))
@@ -104,20 +119,30 @@ class _FinalRows:
         start: datetime,
         end: datetime,
         replace: dialect.PeriodReplace,
+        watcher: Watcher | None,
     ) -> None:
         self.staging = schema[fact.staging]
         self.table = schema[fact.name]
         self.inferred = InferredAsTheyCome(conn, schema, fact)
-        self.metrics = [(m.column, FirstEventsInClient(conn, schema, m, start, end)) for m in fact.metrics]
+        carry = watcher.event_columns if watcher is not None else lambda metric: ()
+        self.metrics = [(m.column, FirstEventsInClient(conn, schema, m, start, end, carry(m))) for m in fact.metrics]
         self.replace = replace
+        self.watcher = watcher
+        if watcher is not None:
+            watcher.begin()
 
     def route(self, batch: pa.RecordBatch) -> list[tuple[sa.Table, pa.RecordBatch]]:
         """The staging table's part and the period's tables' parts of one batch."""
         batch = self.inferred.fill(batch)
         rows = batch
+        firsts = {}
         for column, events in self.metrics:
-            rows = rows.append_column(pa.field(column, pa.int32()), events.keys(rows))
-        return [(self.staging, batch), *self.replace.route(rows.select([c.name for c in self.table.columns]))]
+            firsts[column] = events.firsts(rows)
+            rows = rows.append_column(pa.field(column, pa.int32()), firsts[column].column(column))
+        rows = rows.select([c.name for c in self.table.columns])
+        if self.watcher is not None:
+            self.watcher.watch(rows, firsts)
+        return [(self.staging, batch), *self.replace.route(rows)]
 
 
 def _duplicate_rows(conn: sa.Connection, schema: Schema, fact: Fact, repeated: list[int]) -> list[pa.Table]:

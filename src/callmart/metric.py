@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -17,7 +18,10 @@ from .dimension import CHANGED, NEW, NEW_VERSION
 from .keys import KeyLookup
 from .schema import Schema
 
-__all__ = ["FirstEventsInClient", "first_event_key", "first_events", "refresh_after_events"]
+__all__ = ["SECONDS_TO_EVENT", "FirstEventsInClient", "first_event_key", "first_events", "refresh_after_events"]
+
+SECONDS_TO_EVENT = "seconds_to_event"
+"""Column of FirstEventsInClient.firsts: whole seconds from the fact's time to its first event."""
 
 
 def _entity_dimension(schema: Schema, metric: FirstEventWithin) -> Dimension:
@@ -27,14 +31,15 @@ def _entity_dimension(schema: Schema, metric: FirstEventWithin) -> Dimension:
     return schema.mart.dimension(reference.dimension)
 
 
-def _events(schema: Schema, metric: FirstEventWithin) -> sa.FromClause:
+def _events(schema: Schema, metric: FirstEventWithin, carry: Sequence[str] = ()) -> sa.FromClause:
     """The events with an `entity` column that is the same for every version of a member: the surrogate key when
     the entity dimension keeps no history, else its business id (a customer's calls and logins may point at
-    different versions of the customer)."""
+    different versions of the customer). `carry`: more of the events' columns."""
     events = schema[metric.events]
     declared = schema.mart.dimension(metric.events)
     entity_dim = _entity_dimension(schema, metric)
     columns = [events.c[declared.key], events.c[declared.business_key], events.c[metric.event_time]]
+    columns += [events.c[name] for name in carry if name not in {c.name for c in columns}]
     if not entity_dim.keeps_history:
         return sa.select(*columns, events.c[metric.event_entity].label("entity")).subquery("events")
     dim = schema[entity_dim.name]
@@ -161,25 +166,35 @@ class FirstEventsInClient:
     """The metric computed in the client as a period's rows stream by, by the rule of `first_events`: the events
     of the period's window are read once, sorted by (entity, time, business id); each row's first event is then
     found by one binary search over that order, so the fact rows go into the fact table finished, with no
-    INSERT ... SELECT joining them to the events in the database. Times count in whole seconds, as loaded."""
+    INSERT ... SELECT joining them to the events in the database. Times count in whole seconds, as loaded.
+    `carry`: key columns of the events (references to other dimensions, never null) that `firsts` reports with
+    each row's first event."""
 
     def __init__(
-        self, conn: sa.Connection, schema: Schema, metric: FirstEventWithin, start: datetime, end: datetime
+        self,
+        conn: sa.Connection,
+        schema: Schema,
+        metric: FirstEventWithin,
+        start: datetime,
+        end: datetime,
+        carry: Sequence[str] = (),
     ) -> None:
         self.metric = metric
         self.start = start
         declared = schema.mart.dimension(metric.events)
-        events = _events(schema, metric)
+        events = _events(schema, metric, carry)
         event_time = events.c[metric.event_time]
         entity_dim = _entity_dimension(schema, metric)
         entity_type = pa.int32() if not entity_dim.keeps_history else _business_type(entity_dim)
-        select = sa.select(events.c.entity, event_time, events.c[declared.key]).where(
+        select = sa.select(events.c.entity, event_time, events.c[declared.key], *(events.c[n] for n in carry)).where(
             event_time >= start, event_time < end + metric.window
         )
         fields = [("entity", entity_type), ("time", pa.timestamp("us")), ("event_key", pa.int32())]
+        fields += [(name, pa.int32()) for name in carry]
         found = dialect.fetch_arrow(
             conn, select.order_by(events.c.entity, event_time, events.c[declared.business_key]), pa.schema(fields)
         )
+        self.carried = {name: found[name].to_numpy() for name in carry}
         entities = pc.unique(found["entity"].combine_chunks())
         codes = pc.index_in(found["entity"], value_set=entities).to_numpy(zero_copy_only=False).astype(np.int64)
         if entity_dim.keeps_history:
@@ -211,6 +226,11 @@ class FirstEventsInClient:
 
     def keys(self, batch: pa.RecordBatch) -> pa.Array:
         """The metric column for the batch's rows: the first event's key, or null."""
+        return self.firsts(batch).column(self.metric.column)
+
+    def firsts(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        """Each row's first event, nulls for none: its key (named as the metric's column), the seconds from the
+        row's time to it (SECONDS_TO_EVENT) and the carried columns."""
         metric = self.metric
         entity = batch.column(metric.fact_entity)
         qualifies = pc.and_(
@@ -220,7 +240,7 @@ class FirstEventsInClient:
         code = self.codes.map(batch)
         eligible = pc.fill_null(pc.and_(qualifies, pc.is_valid(code)), False).to_numpy(zero_copy_only=False)
         if not eligible.any() or len(self.order) == 0:
-            return pa.nulls(batch.num_rows, pa.int32())
+            return self._found(np.zeros(batch.num_rows, np.intp), np.zeros(batch.num_rows, np.int64), ~eligible)
         codes = pc.fill_null(code, 0).to_numpy(zero_copy_only=False).astype(np.int64)
         seconds = self._seconds(batch.column(metric.fact_time))
         # The first event at or after the call's second, if it is of the call's entity and within the window.
@@ -229,8 +249,21 @@ class FirstEventsInClient:
         inside = place < len(self.order)
         place = np.where(inside, place, 0)
         found = self.order[place]
-        hit = eligible & inside & (found >> 32 == codes) & ((found & 0xFFFFFFFF) < seconds + self.window)
-        return pa.array(self.keys_of[place], pa.int32(), mask=~hit)
+        after = (found & 0xFFFFFFFF) - seconds
+        hit = eligible & inside & (found >> 32 == codes) & (after < self.window)
+        return self._found(place, after, ~hit)
+
+    def _found(self, place: np.ndarray, after: np.ndarray, missed: np.ndarray) -> pa.RecordBatch:
+        """The events at `place` in the sorted order, null where `missed`."""
+        keys = self.keys_of[place] if len(self.keys_of) else np.zeros(len(place), np.int32)
+        columns = {
+            self.metric.column: pa.array(keys, pa.int32(), mask=missed),
+            SECONDS_TO_EVENT: pa.array(after, pa.int64(), mask=missed),
+        }
+        for name, values in self.carried.items():
+            taken = values[place] if len(values) else np.zeros(len(place), np.int32)
+            columns[name] = pa.array(taken, pa.int32(), mask=missed)
+        return pa.RecordBatch.from_pydict(columns)
 
 
 def _business_type(dim: Dimension) -> pa.DataType:

@@ -131,6 +131,13 @@ class Schema:
                 info={
                     dialect.PARTITIONED_BY_DAY: fact.time_column,
                     dialect.PRIMARY_KEY: (fact.key, fact.time_column),
+                    # What joins and filters use: a day's load refreshes these statistics in its transaction.
+                    dialect.ANALYZED: (
+                        fact.key,
+                        fact.time_column,
+                        *(r.column for r in fact.references),
+                        *(m.column for m in fact.metrics),
+                    ),
                 },
             )
         )

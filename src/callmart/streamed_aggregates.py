@@ -1,0 +1,176 @@
+"""The conversion aggregates of a period's whole days, summed in the client as the period's fact rows stream by, so
+that a loaded day is not scanned again to aggregate it."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import date, datetime, time, timedelta
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import sqlalchemy as sa
+
+from .analytics import (
+    AGENT,
+    AGGREGATES,
+    CAMPAIGN,
+    COUNT,
+    EFFECTIVE,
+    LOGIN_CHANNEL,
+    POSITIVE,
+    ROWS,
+    SUM,
+    TOTAL_SECONDS,
+    Aggregate,
+    Calls,
+    Part,
+    aggregates_of,
+    computed,
+    conversion_metric,
+    finished,
+    settings_of,
+    write_days,
+)
+from .declare import UNKNOWN, Fact, FirstEventWithin
+from .mart import CALLS
+from .metric import SECONDS_TO_EVENT
+
+if TYPE_CHECKING:
+    from .schema import Schema
+
+__all__ = ["GROUP_EVERY", "StreamedAggregates"]
+
+GROUP_EVERY = 1 << 18
+"""Calls kept before they are grouped: grouping a batch at a time costs more in fixed costs than in rows."""
+
+
+class StreamedAggregates:
+    """Watches a period's final fact rows (fact.Watcher): each batch's groups and their parts, kept per aggregate;
+    `write` sums them and writes the aggregates of the period's whole days, in the load's transaction."""
+
+    def __init__(self, schema: Schema, fact: Fact) -> None:
+        self.schema = schema
+        self.metric = conversion_metric(schema.mart)
+        self.settings = settings_of(schema.mart)
+        self.applies = fact.name == CALLS.name
+        self.watched = False
+        self._groups: dict[str, list[pa.Table]] = {a.name: [] for a in AGGREGATES}
+        self._calls: list[pa.RecordBatch] = []
+        self._waiting = 0
+
+    def event_columns(self, metric: FirstEventWithin) -> tuple[str, ...]:
+        """The events' columns the aggregates need with each call's first event: the login's channel."""
+        return (LOGIN_CHANNEL,) if self.applies and metric.column == self.metric.column else ()
+
+    def begin(self) -> None:
+        """The load will show every final row of the period."""
+        self.watched = self.applies
+
+    def watch(self, rows: pa.RecordBatch, firsts: Mapping[str, pa.RecordBatch]) -> None:
+        """Add a batch of final fact rows, with each row's first events by metric column."""
+        if not self.watched:
+            return
+        metric = self.metric
+        first = firsts[metric.column]
+        calls = {
+            "day": pc.cast(rows.column(metric.fact_time), pa.date32()),
+            "campaign": pc.coalesce(rows.column(CAMPAIGN), pa.scalar(UNKNOWN, rows.schema.field(CAMPAIGN).type)),
+            "agent": rows.column(AGENT),
+            "channel": first.column(LOGIN_CHANNEL),
+            "talk": rows.column(metric.threshold_column),
+            "total": rows.column(TOTAL_SECONDS),
+            "login": first.column(metric.column),
+            "to_login": first.column(SECONDS_TO_EVENT),
+        }
+        self._calls.append(pa.RecordBatch.from_pydict(calls))
+        self._waiting += rows.num_rows
+        if self._waiting >= GROUP_EVERY:
+            self._group()
+
+    def _group(self) -> None:
+        """Group the calls kept, and keep their groups instead."""
+        if not self._calls:
+            return
+        table = pa.Table.from_batches(self._calls)
+        self._calls, self._waiting = [], 0
+        threshold = pa.scalar(self.settings.threshold, pa.int32())
+        for aggregate in AGGREGATES:
+            chosen = table.filter(pc.is_valid(table["login"])) if aggregate.converted_only else table
+            calls = Calls(**{name: chosen[name] for name in chosen.column_names}, threshold=threshold)
+            self._groups[aggregate.name].append(_groups(aggregate, calls))
+
+    def write(self, conn: sa.Connection, start: datetime, end: datetime) -> list[date]:
+        """Write the aggregates of the whole days of [start, end) from the rows watched; return those days. None
+        while the aggregates were never computed for these settings and the fact table holds other days: the
+        run's refresh then computes every day."""
+        first = start.date() if start == _midnight(start.date()) else start.date() + timedelta(days=1)
+        last = end.date()  # the day after the last whole day
+        if not self.watched or first >= last:
+            return []
+        self._group()
+        if not computed(conn, self.schema, self.settings) and _other_days(conn, self.schema, first, last):
+            return []
+        at = datetime.now().replace(microsecond=0)
+        for aggregate, table in zip(AGGREGATES, aggregates_of(self.schema), strict=True):
+            groups = _summed(aggregate, self._groups[aggregate.name], first, last)
+            write_days(conn, table, self.settings, first, last, finished(aggregate, self.settings, groups, at))
+        return [first + timedelta(days=n) for n in range((last - first).days)]
+
+
+def _part(part: Part, calls: Calls) -> tuple[pa.Array, str, pc.CountOptions | None]:
+    """The part's input column and how a group sums it."""
+    if part.kind == ROWS:
+        return calls.day, "count", pc.CountOptions(mode="all")
+    values = getattr(calls, part.of)
+    if part.kind == COUNT:
+        return values, "count", pc.CountOptions(mode="only_valid")
+    if part.kind == SUM:
+        return pc.cast(values, pa.int64()), "sum", None
+    if part.kind == POSITIVE:
+        test = pc.greater(values, pa.scalar(0, values.type))
+    elif part.kind == EFFECTIVE:
+        test = pc.greater_equal(values, pc.cast(calls.threshold, values.type))
+    else:
+        raise ValueError(f"unknown kind of part: {part.kind}")
+    return pc.cast(pc.fill_null(test, False), pa.int64()), "sum", None
+
+
+def _groups(aggregate: Aggregate, calls: Calls) -> pa.Table:
+    """The batch's groups of the aggregate's grain, with their parts."""
+    columns: dict[str, Any] = {g.name: g.of(calls) for g in aggregate.grain}
+    sums = []
+    for part in aggregate.parts:
+        values, how, options = _part(part, calls)
+        columns[part.name] = values
+        sums.append((part.name, how, options))
+    table = pa.table(columns)
+    grouped = table.group_by([g.name for g in aggregate.grain], use_threads=False).aggregate(sums)
+    return grouped.rename_columns([n.removesuffix("_count").removesuffix("_sum") for n in grouped.column_names])
+
+
+def _summed(aggregate: Aggregate, parts: list[pa.Table], first: date, last: date) -> list[dict[str, Any]]:
+    """The groups of the days [first, last), their parts summed over the batches."""
+    if not parts:
+        return []
+    table = pa.concat_tables(parts)
+    table = table.filter(
+        pc.and_(pc.greater_equal(table["dia"], pa.scalar(first)), pc.less(table["dia"], pa.scalar(last)))
+    )
+    grain = [g.name for g in aggregate.grain]
+    summed = table.group_by(grain, use_threads=False).aggregate([(p.name, "sum") for p in aggregate.parts])
+    groups: list[dict[str, Any]] = summed.rename_columns(
+        [n.removesuffix("_sum") for n in summed.column_names]
+    ).to_pylist()
+    return groups
+
+
+def _other_days(conn: sa.Connection, schema: Schema, first: date, last: date) -> bool:
+    """Whether the fact table holds calls outside the days [first, last)."""
+    when = schema[CALLS.name].c[CALLS.time_column]
+    outside = sa.select(when).where(sa.or_(when < _midnight(first), when >= _midnight(last))).limit(1)
+    return conn.execute(outside).first() is not None
+
+
+def _midnight(day: date) -> datetime:
+    return datetime.combine(day, time())
