@@ -275,7 +275,9 @@ def aggregate_rows(url: str) -> dict[str, list[tuple[object, ...]]]:
 def test_a_run_writes_the_aggregates_the_database_computes_from_the_loaded_calls(
     database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(streamed_aggregates, "GROUP_EVERY", 1000)  # calls grouped a few times a day, as at scale
+    # Calls grouped a few times a day, and the groups summed into one as they pile up, as at scale.
+    monkeypatch.setattr(streamed_aggregates, "GROUP_EVERY", 300)
+    monkeypatch.setattr(streamed_aggregates, "COMPACT_AFTER", 2)
     # Generated days with logins after calls, unknown and -1 customers, dirty rows. Periods: a day, two days, and
     # a day in two halves loaded by two runs (that day is left to each run's refresh, which sees all its calls).
     generate(tmp_path / "src", calls=6000, days=5, customers=300, start=date(2024, 3, 4), dirty_share=0.02)

@@ -39,11 +39,14 @@ from .metric import SECONDS_TO_EVENT
 if TYPE_CHECKING:
     from .schema import Schema
 
-__all__ = ["GROUP_EVERY", "StreamedAggregates"]
+__all__ = ["COMPACT_AFTER", "GROUP_EVERY", "StreamedAggregates"]
 
 GROUP_EVERY = 1 << 15
 """Calls kept before they are grouped: small batches cost more in the grouping's fixed costs than in rows; many
 calls kept hold their batches' memory (a quarter of a million: 20 MB more at the peak of a 1M-call load)."""
+
+COMPACT_AFTER = 16
+"""Groups' tables kept before they are summed into one."""
 
 
 class StreamedAggregates:
@@ -99,7 +102,11 @@ class StreamedAggregates:
         for aggregate in AGGREGATES:
             chosen = table.filter(pc.is_valid(table["login"])) if aggregate.converted_only else table
             calls = Calls(**{name: chosen[name] for name in chosen.column_names}, threshold=threshold)
-            self._groups[aggregate.name].append(_groups(aggregate, calls))
+            kept = self._groups[aggregate.name]
+            kept.append(_groups(aggregate, calls))
+            if len(kept) >= COMPACT_AFTER:
+                # Each small table pins pages of its own: a 5M-call load kept 20 MB more at its peak.
+                kept[:] = [_summed(aggregate, kept)]
 
     def write(self, conn: sa.Connection, start: datetime, end: datetime) -> list[date]:
         """Write the aggregates of the whole days of [start, end) from the rows watched; return those days. None
@@ -114,7 +121,7 @@ class StreamedAggregates:
             return []
         at = datetime.now().replace(microsecond=0)
         for aggregate, table in zip(AGGREGATES, aggregates_of(self.schema), strict=True):
-            groups = _summed(aggregate, self._groups[aggregate.name], first, last)
+            groups = _of_days(aggregate, self._groups[aggregate.name], first, last)
             write_days(conn, table, self.settings, first, last, finished(aggregate, self.settings, groups, at))
         return [first + timedelta(days=n) for n in range((last - first).days)]
 
@@ -150,20 +157,27 @@ def _groups(aggregate: Aggregate, calls: Calls) -> pa.Table:
     return grouped.rename_columns([n.removesuffix("_count").removesuffix("_sum") for n in grouped.column_names])
 
 
-def _summed(aggregate: Aggregate, parts: list[pa.Table], first: date, last: date) -> list[dict[str, Any]]:
-    """The groups of the days [first, last), their parts summed over the batches."""
-    if not parts:
-        return []
-    table = pa.concat_tables(parts)
-    table = table.filter(
-        pc.and_(pc.greater_equal(table["dia"], pa.scalar(first)), pc.less(table["dia"], pa.scalar(last)))
-    )
+def _summed(aggregate: Aggregate, groups: list[pa.Table]) -> pa.Table:
+    """The groups of several tables as one table, their parts summed."""
     grain = [g.name for g in aggregate.grain]
-    summed = table.group_by(grain, use_threads=False).aggregate([(p.name, "sum") for p in aggregate.parts])
-    groups: list[dict[str, Any]] = summed.rename_columns(
-        [n.removesuffix("_sum") for n in summed.column_names]
+    summed = (
+        pa.concat_tables(groups)
+        .group_by(grain, use_threads=False)
+        .aggregate([(p.name, "sum") for p in aggregate.parts])
+    )
+    return summed.rename_columns([n.removesuffix("_sum") for n in summed.column_names]).combine_chunks()
+
+
+def _of_days(aggregate: Aggregate, groups: list[pa.Table], first: date, last: date) -> list[dict[str, Any]]:
+    """The groups of the days [first, last), their parts summed over the tables."""
+    if not groups:
+        return []
+    table = _summed(aggregate, groups)
+    day = table["dia"]
+    chosen: list[dict[str, Any]] = table.filter(
+        pc.and_(pc.greater_equal(day, pa.scalar(first)), pc.less(day, pa.scalar(last)))
     ).to_pylist()
-    return groups
+    return chosen
 
 
 def _other_days(conn: sa.Connection, schema: Schema, first: date, last: date) -> bool:
