@@ -109,8 +109,8 @@ class StreamedAggregates:
                 kept[:] = [_summed(aggregate, kept)]
 
     def write(self, conn: sa.Connection, start: datetime, end: datetime) -> list[date]:
-        """Write the aggregates of the whole days of [start, end) from the rows watched; return those days. None
-        while the aggregates were never computed for these settings and the fact table holds other days: the
+        """Write the aggregates of the whole days of [start, end) from the rows watched; return those days. Writes
+        none while the aggregates were never computed for these settings and the fact table holds other days: the
         run's refresh then computes every day."""
         first = start.date() if start == _midnight(start.date()) else start.date() + timedelta(days=1)
         last = end.date()  # the day after the last whole day
