@@ -281,3 +281,41 @@ def _has_jemalloc() -> bool:
     except NotImplementedError:
         return False
     return True
+
+
+FREED_BLOCKS = """
+import sys
+from callmart import allocator
+
+def resident_mb():
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) // 1024 for line in status if line.startswith("VmRSS"))
+
+def blocks_left_resident():
+    big = b"x" * (8 << 20)  # freed: glibc would take 8 MB as its new mmap threshold
+    del big
+    before = resident_mb()
+    blocks = [b"x" * (1 << 20) for _ in range(100)]
+    pin = b"z" * (1 << 19)  # a live block after them: freed heap below it cannot be trimmed
+    del blocks
+    return resident_mb() - before
+
+if sys.argv[1] == "run":
+    with allocator.returning_memory():
+        print(blocks_left_resident())
+else:
+    print(blocks_left_resident())
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
+def test_a_run_does_not_keep_freed_large_blocks_resident(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Each in a fresh process, since the threshold stays fixed for the rest of one.
+    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
+
+    def left(mode: str) -> int:
+        done = subprocess.run([sys.executable, "-c", FREED_BLOCKS, mode], capture_output=True, text=True, check=True)
+        return int(done.stdout)
+
+    assert left("plain") > 80  # what glibc does by default: the test can tell
+    assert left("run") < 20
