@@ -295,7 +295,7 @@ def blocks_left_resident():
     big = b"x" * (8 << 20)  # freed: glibc would take 8 MB as its new mmap threshold
     del big
     before = resident_mb()
-    blocks = [b"x" * (1 << 20) for _ in range(100)]
+    blocks = [b"x" * (2 << 20) for _ in range(50)]
     pin = b"z" * (1 << 19)  # a live block after them: freed heap below it cannot be trimmed
     del blocks
     return resident_mb() - before
