@@ -18,7 +18,7 @@ CHOICE_ENV = "ARROW_DEFAULT_MEMORY_POOL"
 
 MMAP_THRESHOLD = 1 << 20
 """Blocks this large and larger are mapped apart, and unmapped when freed. glibc starts at 128 KB: a 5M-call load
-peaked as low with either, but below 1 MB the batches' scratch arrays would be mapped and zeroed afresh each time."""
+peaked as low with either, but below 1 MB more of the batches' scratch arrays are mapped and zeroed afresh."""
 _M_MMAP_THRESHOLD = -3
 _GLIBC_ENV = "MALLOC_MMAP_THRESHOLD_"
 
@@ -27,9 +27,9 @@ def _fix_mmap_threshold() -> None:
     """Keep glibc's malloc from raising its mmap threshold, for the rest of the process.
 
     glibc raises the threshold each time a mapped block is freed (up to 32 MB), after which blocks of that size
-    come from the heap, where a freed block below a live one stays resident: the dimension's key tables, the COPY
-    buffers and NumPy's scratch arrays left a 5M-call load 50 MB above what it held (335-345 MB peak against
-    280-283 MB, in the same time). `MALLOC_MMAP_THRESHOLD_`, where set, is glibc's own choice and is kept."""
+    come from the heap, where a freed block below a live one stays resident (large blocks of a load: key tables,
+    COPY buffers, NumPy's scratch arrays): a 5M-call load peaked at 335-345 MB that way, at 280-283 MB with the
+    threshold fixed, in the same time. `MALLOC_MMAP_THRESHOLD_`, where set, is glibc's own choice and is kept."""
     if not sys.platform.startswith("linux") or os.environ.get(_GLIBC_ENV):
         return
     mallopt = getattr(ctypes.CDLL(None), "mallopt", None)  # glibc has it; musl does not
