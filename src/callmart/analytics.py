@@ -30,6 +30,7 @@ __all__ = [
     "day_ranges",
     "finished",
     "landed_events",
+    "midnight",
     "rebuild_aggregates",
     "refresh_aggregates",
     "settings_of",
@@ -377,10 +378,10 @@ def _calls(schema: Schema, settings: Settings, start: date, end: date) -> Calls:
         .select_from(
             fact.outerjoin(
                 logins,
-                sa.and_(logins.c[login_key] == fact.c[metric.column], login_time >= _midnight(start)),
+                sa.and_(logins.c[login_key] == fact.c[metric.column], login_time >= midnight(start)),
             )
         )
-        .where(call_time >= _midnight(start), call_time < _midnight(end))
+        .where(call_time >= midnight(start), call_time < midnight(end))
         .subquery("calls")
     )
     c = rows.c
@@ -388,7 +389,8 @@ def _calls(schema: Schema, settings: Settings, start: date, end: date) -> Calls:
     return Calls(c.day, c.campaign, c.agent, c.channel, c.talk, c.total, c.login, c.to_login, threshold)
 
 
-def _midnight(day: date) -> datetime:
+def midnight(day: date) -> datetime:
+    """The day's first moment."""
     return datetime.combine(day, time())
 
 

@@ -4,7 +4,7 @@ that a loaded day is not scanned again to aggregate it."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import date, datetime, time, timedelta
+from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
@@ -29,6 +29,7 @@ from .analytics import (
     computed,
     conversion_metric,
     finished,
+    midnight,
     settings_of,
     write_days,
 )
@@ -112,7 +113,7 @@ class StreamedAggregates:
         """Write the aggregates of the whole days of [start, end) from the rows watched; return those days. Writes
         none while the aggregates were never computed for these settings and the fact table holds other days: the
         run's refresh then computes every day."""
-        first = start.date() if start == _midnight(start.date()) else start.date() + timedelta(days=1)
+        first = start.date() if start == midnight(start.date()) else start.date() + timedelta(days=1)
         last = end.date()  # the day after the last whole day
         if not self.watched or first >= last:
             return []
@@ -183,9 +184,5 @@ def _of_days(aggregate: Aggregate, groups: list[pa.Table], first: date, last: da
 def _other_days(conn: sa.Connection, schema: Schema, first: date, last: date) -> bool:
     """Whether the fact table holds calls outside the days [first, last)."""
     when = schema[CALLS.name].c[CALLS.time_column]
-    outside = sa.select(when).where(sa.or_(when < _midnight(first), when >= _midnight(last))).limit(1)
+    outside = sa.select(when).where(sa.or_(when < midnight(first), when >= midnight(last))).limit(1)
     return conn.execute(outside).first() is not None
-
-
-def _midnight(day: date) -> datetime:
-    return datetime.combine(day, time())
