@@ -8,6 +8,7 @@ import random
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from datetime import date, datetime, timedelta
@@ -285,6 +286,7 @@ def _has_jemalloc() -> bool:
 
 FREED_BLOCKS = """
 import sys
+import tempfile
 from callmart import allocator
 
 def resident_mb():
@@ -319,3 +321,66 @@ def test_a_run_does_not_keep_freed_large_blocks_resident(monkeypatch: pytest.Mon
 
     assert left("plain") > 80  # what glibc does by default: the test can tell
     assert left("run") < 20
+
+
+KILLED_IN_BACKFILL = """
+import os, signal, sys
+from datetime import date
+from callmart import Callmart
+
+class KillAtSecondDay:
+    def step_started(self, name):
+        if name == "fact_llamadas 2024-03-05":
+            os.kill(os.getpid(), signal.SIGKILL)
+    def rows_read(self, name, rows):
+        pass
+    def step_finished(self, result):
+        pass
+
+with Callmart(sys.argv[1], sys.argv[2], reporter=KillAtSecondDay()) as mart:
+    mart.init()
+    mart.enqueue(date(2024, 3, 4), date(2024, 3, 7))
+    mart.run()
+"""
+
+HOLDS_A_SPLIT = """
+import fcntl, os, sys, time
+os.mkdir(sys.argv[1])
+handle = os.open(os.path.join(sys.argv[1], "owner.lock"), os.O_RDWR | os.O_CREAT)
+fcntl.flock(handle, fcntl.LOCK_EX)
+print("holding", flush=True)
+time.sleep(300)
+"""
+
+
+def test_the_next_run_removes_what_a_run_killed_in_a_backfill_left_on_disk(
+    new_database: Callable[[], str], extracts: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    env = {**os.environ, "TMPDIR": str(temporary)}
+    url = new_database()
+    killed = subprocess.run(
+        [sys.executable, "-c", KILLED_IN_BACKFILL, url, str(extracts)], env=env, capture_output=True, text=True
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    abandoned = list(temporary.glob("callmart-backfill-*"))
+    assert len(abandoned) == 1 and list(abandoned[0].glob("fact_llamadas/*.arrows"))
+    # A live run's folder (its lock held by another process) must stay.
+    live = temporary / "callmart-backfill-live"
+    holder = subprocess.Popen([sys.executable, "-c", HOLDS_A_SPLIT, str(live)], env=env, stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == b"holding\n"
+        monkeypatch.setattr(tempfile, "tempdir", str(temporary))
+        with Callmart(url, extracts) as mart:
+            mart.enqueue(START, date(2024, 3, 7), force=True)
+            assert mart.run().ok
+        assert list(temporary.iterdir()) == [live]
+    finally:
+        holder.kill()
+        holder.communicate()
+    # Killed, its lock is released: the next run removes it.
+    with Callmart(url, extracts) as mart:
+        mart.enqueue(START, date(2024, 3, 5), force=True)
+        assert mart.run().ok
+    assert list(temporary.iterdir()) == []

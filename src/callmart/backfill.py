@@ -3,6 +3,7 @@ in temporary files, and each period's load then reads its own rows instead of th
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -18,7 +19,12 @@ from .declare import Fact
 from .extract import read_source
 from .stage import RawRows, source_fields, staged_columns
 
-__all__ = ["MAX_PERIODS", "Backfill", "PeriodSplit", "split_by_period"]
+try:
+    import fcntl
+except ImportError:  # Windows: folders of killed runs stay until the system cleans its temporary folder
+    fcntl = None  # type: ignore[assignment]
+
+__all__ = ["FOLDER_PREFIX", "MAX_PERIODS", "Backfill", "PeriodSplit", "remove_abandoned", "split_by_period"]
 
 Period = tuple[datetime, datetime]
 
@@ -27,6 +33,12 @@ MAX_PERIODS = 400
 
 BATCH_ROWS = 16_384
 """Rows per batch read back: an extract not in date order leaves each period its rows in slivers."""
+
+FOLDER_PREFIX = "callmart-backfill-"
+"""Name prefix of a run's folder of split extracts, in the system's temporary folder."""
+
+OWNER_LOCK = "owner.lock"
+"""A file in that folder which its run keeps locked while it lives: the system releases the lock of a killed run."""
 
 _WRITE_OPTIONS = pa.ipc.IpcWriteOptions(compression="lz4")  # written once, read once: a third of the disk
 _EPOCH = datetime(1970, 1, 1)
@@ -116,20 +128,26 @@ def split_by_period(
 
 class Backfill:
     """The splits of a run: for each fact, its extract split among the periods pending when the run loads its
-    first period, if there are several; kept in a temporary folder removed when the run ends."""
+    first period, if there are several; kept in a temporary folder removed when the run ends, or by the next run
+    if this one is killed."""
 
     def __init__(self, source_dir: Path) -> None:
         self.source_dir = source_dir
         self._splits: dict[str, PeriodSplit | None] = {}
         self._folder: Path | None = None
+        self._owner: int | None = None
 
     def __enter__(self) -> Backfill:
+        remove_abandoned(Path(tempfile.gettempdir()))
         return self
 
     def __exit__(self, *exc: object) -> None:
         if self._folder is not None:
             shutil.rmtree(self._folder, ignore_errors=True)
             self._folder = None
+        if self._owner is not None:
+            os.close(self._owner)
+            self._owner = None
 
     def rows_of(
         self,
@@ -158,8 +176,42 @@ class Backfill:
 
     def _make_folder(self) -> Path:
         if self._folder is None:
-            self._folder = Path(tempfile.mkdtemp(prefix="callmart-backfill-"))
+            self._folder = Path(tempfile.mkdtemp(prefix=FOLDER_PREFIX))
+            self._owner = _lock(self._folder / OWNER_LOCK, create=True)
         return self._folder
+
+
+def remove_abandoned(temporary: Path) -> list[Path]:
+    """Remove the split folders that killed runs left in `temporary` (their owner lock is free); return them.
+    A folder without its lock file yet is being made, and stays."""
+    removed = []
+    for folder in temporary.glob(f"{FOLDER_PREFIX}*"):
+        try:
+            owner = _lock(folder / OWNER_LOCK, create=False)
+        except OSError:
+            continue
+        if owner is None:
+            continue
+        try:
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+        finally:
+            os.close(owner)
+    return removed
+
+
+def _lock(path: Path, create: bool) -> int | None:
+    """A descriptor of `path` holding its exclusive lock, or None where another process holds it (or where the
+    system has no such locks). Raises OSError when the file is missing and not to be created."""
+    if fcntl is None:
+        return None
+    handle = os.open(path, (os.O_RDWR | os.O_CREAT) if create else os.O_RDONLY, 0o600)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(handle)
+        return None
+    return handle
 
 
 def _overlapping(periods: Iterable[Period]) -> bool:
