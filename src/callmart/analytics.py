@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import sqlalchemy as sa
 
-from . import locking
+from . import dialect, locking
 from .declare import UNKNOWN, Dimension, FirstEventWithin, Mart
 from .mart import CALLS
 
@@ -430,8 +430,7 @@ def write_days(
 ) -> None:
     """Replace the table's rows of the days [start, end) for these settings with `rows`."""
     conn.execute(sa.delete(table).where(*_of_settings(table, settings), table.c.dia >= start, table.c.dia < end))
-    if rows:
-        conn.execute(sa.insert(table), rows)
+    dialect.insert_rows(conn, table, rows)
 
 
 def _replace(conn: sa.Connection, schema: Schema, settings: Settings, start: date, end: date, at: datetime) -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 import itertools
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
@@ -30,6 +30,7 @@ __all__ = [
     "PeriodReplace",
     "bulk_insert_routed",
     "fetch_arrow",
+    "insert_rows",
     "is_postgresql",
     "wants_indexes",
 ]
@@ -197,6 +198,37 @@ def bulk_insert_routed(
     for table, batch in parts:
         written[table.name] = written.get(table.name, 0) + _arrow_into_duckdb(conn, table, [batch])
     return written
+
+
+def insert_rows(conn: sa.Connection, table: sa.Table, rows: Sequence[Mapping[str, Any]]) -> int:
+    """Append rows given as mappings of the table's columns by the bulk path; return rows written. An INSERT of
+    many parameter sets runs once per row on DuckDB: a hundred rows took 50 ms."""
+    if not rows:
+        return 0
+    schema = pa.schema([pa.field(c.name, _arrow_type(c.type)) for c in table.columns])
+    return bulk_insert(conn, table, [pa.RecordBatch.from_pylist(list(rows), schema=schema)])
+
+
+_ARROW_TYPES: tuple[tuple[type[sa.types.TypeEngine[Any]], pa.DataType], ...] = (
+    # Subclasses before their bases: BigInteger and SmallInteger are Integers, Double is a Float.
+    (sa.BigInteger, pa.int64()),
+    (sa.SmallInteger, pa.int16()),
+    (sa.Integer, pa.int32()),
+    (sa.Boolean, pa.bool_()),
+    (sa.DateTime, pa.timestamp("us")),
+    (sa.Date, pa.date32()),
+    (sa.Time, pa.time64("us")),
+    (sa.Float, pa.float64()),
+    (sa.String, pa.string()),
+)
+
+
+def _arrow_type(type_: sa.types.TypeEngine[Any]) -> pa.DataType:
+    """The Arrow type holding a column type's values."""
+    for sql_type, arrow in _ARROW_TYPES:
+        if isinstance(type_, sql_type):
+            return arrow
+    raise TypeError(f"no Arrow type for {type_!r}")
 
 
 def _arrow_into_duckdb(conn: sa.Connection, table: sa.Table, batches: Iterable[pa.RecordBatch]) -> int:
