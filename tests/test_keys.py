@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
+
 import pyarrow as pa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from callmart.keys import KeyLookup, _direct_table
+from callmart.keys import NAMED_IDS_LIMIT, KeyLookup, Timeline, _direct_table
 
 ids = st.integers(min_value=-999, max_value=5000)
 any_id = st.one_of(st.none(), ids, st.integers(min_value=-(2**31), max_value=2**31 - 1))
@@ -35,3 +37,87 @@ def test_sparse_or_textual_ids_are_not_laid_out() -> None:
     textual = pa.table({"value": pa.array(["ana", "luis"]), "key": pa.array([1, 2], pa.int32())})
     assert _direct_table(sparse) is None
     assert _direct_table(textual) is None
+
+
+BEGINNING = datetime(1900, 1, 1)
+moments = st.integers(min_value=0, max_value=200 * 365 * 86_400).map(lambda s: BEGINNING + timedelta(seconds=s))
+Version = tuple[int, int, datetime, datetime | None]
+
+
+@st.composite
+def versions_of(draw: st.DrawFn) -> list[Version]:
+    """(id, key, valid_from, valid_to) of some members' versions: the first from the beginning, each until the next
+    or, now and then, until some time before it (or, the last, until some time at all), leaving a gap."""
+    members = draw(st.lists(ids, min_size=1, max_size=20, unique=True))
+    versions: list[Version] = []
+    for member in members:
+        starts = [BEGINNING, *sorted(draw(st.sets(moments, max_size=4)) - {BEGINNING})]
+        for start, after in zip(starts, [*starts[1:], None], strict=True):
+            end = after
+            if draw(st.integers(0, 4)) == 0:
+                longest = int((after - start).total_seconds()) if after else 10**9
+                end = start + timedelta(seconds=draw(st.integers(1, longest)))
+            versions.append((member, len(versions) + 1, start, end))
+    return versions
+
+
+@settings(max_examples=300, deadline=None)
+@given(versions=versions_of(), named=st.booleans(), data=st.data())
+def test_a_timeline_finds_the_version_valid_at_each_time(
+    versions: list[Version], named: bool, data: st.DataObject
+) -> None:
+    # Asked: mostly members at their versions' edges, some unknown ids, null ids and null times.
+    members = st.sampled_from([v[0] for v in versions])
+    edges = st.sampled_from([t for v in versions for t in v[2:] if t is not None])
+    nearby = st.tuples(edges, st.sampled_from([-1, 0, 1])).map(lambda e: e[0] + timedelta(seconds=e[1]))
+    asked = data.draw(
+        st.lists(st.tuples(st.one_of(members, any_id), st.one_of(nearby, moments, st.none())), max_size=40)
+    )
+    # Ids as whole numbers, or as names (as agents are known by their login).
+    id_type = pa.string() if named else pa.int32()
+
+    def id_of(member: int | None) -> str | int | None:
+        return f"agent.{member}" if named and member is not None else member
+
+    table = pa.table(
+        {
+            "value": pa.array([id_of(v[0]) for v in versions[::-1]], id_type),
+            "key": pa.array([v[1] for v in versions[::-1]], pa.int32()),
+            "valid_from": pa.array([v[2] for v in versions[::-1]], pa.timestamp("s")),
+            "valid_to": pa.array([v[3] for v in versions[::-1]], pa.timestamp("s")),
+        }
+    )
+    timeline = Timeline.of(table)
+    assert timeline is not None
+    searched = KeyLookup("id", "key", table, "at", timeline=timeline)
+    scanned = KeyLookup("id", "key", table, "at")
+    batch = pa.record_batch(
+        {
+            "id": pa.array([id_of(a[0]) for a in asked], id_type),
+            "at": pa.array([a[1] for a in asked], pa.timestamp("s")),
+        }
+    )
+
+    def expected(member: int | None, at: datetime | None) -> int | None:
+        if member is None:
+            return -999
+        valid = [k for m, k, start, end in versions if m == member and at and start <= at and (not end or at < end)]
+        return valid[0] if valid else None
+
+    assert searched.map(batch).to_pylist() == [expected(m, at) for m, at in asked]
+    assert scanned.map(batch).to_pylist() == [expected(m, at) for m, at in asked]
+
+
+def test_ids_far_apart_or_too_many_names_have_no_timeline() -> None:
+    def versions(values: pa.Array) -> pa.Table:
+        starts = pa.array([BEGINNING] * len(values), pa.timestamp("s"))
+        keys = pa.array(range(len(values)), pa.int32())
+        return pa.table(
+            {"value": values, "key": keys, "valid_from": starts, "valid_to": pa.nulls(len(values), starts.type)}
+        )
+
+    assert Timeline.of(versions(pa.array([0, 2**29], pa.int64()))) is None
+    assert Timeline.of(versions(pa.array([0, 2**29 - 1], pa.int64()))) is not None
+    names = [f"agent.{i}" for i in range(NAMED_IDS_LIMIT + 1)]
+    assert Timeline.of(versions(pa.array(names))) is None
+    assert Timeline.of(versions(pa.array(names[:-1]))) is not None

@@ -43,6 +43,7 @@ class KeyLookup:
     null_key: int | None = DEFAULT_MEMBER_ID
     by_value: pa.Array | None = None  # for dense whole-number ids: the key of id `first_value + i` at i, or null
     first_value: int = 0
+    timeline: Timeline | None = None  # point in time: versions in one searchable order
 
     @classmethod
     def load(
@@ -76,7 +77,7 @@ class KeyLookup:
         # The reading's scratch memory goes back now rather than stay with the allocator through the load.
         pa.default_memory_pool().release_unused()
         if point_in_time:
-            return cls(value_column, key_column, versions, as_of)
+            return cls(value_column, key_column, versions, as_of, timeline=Timeline.of(versions))
         return cls.of_pairs(value_column, key_column, versions)
 
     @classmethod
@@ -93,6 +94,8 @@ class KeyLookup:
         values = batch.column(self.value_column)
         if self.by_value is not None:
             keys = self._by_position(values)
+        elif self.timeline is not None and self.time_column is not None:
+            keys = self.timeline.keys_at(values, batch.column(self.time_column))
         else:
             # Hash the batch's few distinct values and scan the dimension's values against them, rather than hash a
             # million-member dimension again for every batch.
@@ -141,6 +144,92 @@ def _direct_table(versions: pa.Table) -> tuple[pa.Array, int] | None:
     table[places[::-1]] = keys[::-1]
     known[places] = True
     return pa.array(table, pa.int32(), mask=~known), lowest
+
+
+_TIME_BITS = 34
+"""Bits of a version's start in its place in a Timeline: seconds after the earliest start, 544 years."""
+
+_NONE = pa.scalar(-1, pa.int64())
+
+NAMED_IDS_LIMIT = 1 << 14
+"""Most distinct ids of another type than whole numbers (agents' login names) that a Timeline numbers: looking up
+a batch's names among them costs under a millisecond; among a million, 120 ms, where the scan of `map` costs 15."""
+
+
+@dataclass(frozen=True)
+class Timeline:
+    """A dimension's versions as one ascending integer each, id number << _TIME_BITS | seconds from the earliest
+    start to its own, so that a batch finds each row's version by one binary search, at a cost that does not grow
+    with the dimension (scanning the versions for the batch's ids did). An id's number is the id minus the lowest
+    for whole numbers, else its place among the distinct ids (`names`)."""
+
+    lowest: int
+    names: pa.Array | None
+    earliest: int
+    starts: np.ndarray  # int64, ascending
+    ends: np.ndarray  # valid_to in epoch seconds, int64's largest where still valid
+    keys: np.ndarray  # int32
+
+    @classmethod
+    def of(cls, versions: pa.Table) -> Timeline | None:
+        """The timeline of versions (value, key, valid_from, valid_to), or None where it would not be faster than
+        the scan: ids spread over 2**29 or more, or too many distinct ids that are not whole numbers."""
+        value, valid_from = versions["value"].combine_chunks(), versions["valid_from"]
+        if len(value) == 0 or value.null_count or valid_from.null_count:
+            return None
+        lowest, names = 0, None
+        if pa.types.is_integer(value.type):
+            lowest = pc.min(value).as_py()
+            if pc.max(value).as_py() - lowest >= 1 << (63 - _TIME_BITS):
+                return None
+        else:
+            names = pc.unique(value)
+            if len(names) > NAMED_IDS_LIMIT:
+                return None
+        timeline = cls(lowest, names, 0, np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.int32))
+        numbers, begins = timeline._numbers(value), _seconds(valid_from, 0)
+        earliest = int(begins.min())
+        if int(begins.max()) - earliest >= 1 << _TIME_BITS:
+            return None
+        starts = numbers << _TIME_BITS | (begins - earliest)
+        order = np.argsort(starts, kind="stable")
+        ends = _seconds(versions["valid_to"], np.iinfo(np.int64).max)[order]
+        keys = versions["key"].to_numpy().astype(np.int32)[order]
+        return cls(lowest, names, earliest, starts[order], ends, keys)
+
+    def _numbers(self, values: pa.Array) -> np.ndarray:
+        """Each id's number; -1 for null or for an id the timeline cannot hold."""
+        if self.names is not None:
+            numbers = pc.cast(pc.index_in(values, value_set=self.names), pa.int64())
+        else:
+            numbers = pc.subtract(pc.cast(values, pa.int64()), pa.scalar(self.lowest, pa.int64()))
+            outside = pc.or_(pc.less(numbers, _NONE), pc.greater_equal(numbers, pa.scalar(1 << (63 - _TIME_BITS))))
+            numbers = pc.if_else(outside, _NONE, numbers)
+        filled: np.ndarray = pc.fill_null(numbers, _NONE).to_numpy(zero_copy_only=False)
+        return filled
+
+    def keys_at(self, values: pa.Array, times: pa.Array) -> pa.Array:
+        """The key of the version of each value valid at its time; null for an unknown value or an uncovered time."""
+        numbers = self._numbers(values)
+        seconds = _seconds(times, np.iinfo(np.int64).min)
+        since = np.minimum(seconds - self.earliest, (1 << _TIME_BITS) - 1)
+        known = (numbers >= 0) & (seconds >= self.earliest)
+        wanted = np.where(known, numbers << _TIME_BITS | since, 0)
+        # The last version of the id starting at or before the time, if it has not ended by then. Searched in
+        # order: each search then starts near the last one (3 times faster than in the batch's order).
+        order = np.argsort(wanted)
+        found = np.empty_like(order)
+        found[order] = np.searchsorted(self.starts, wanted[order], side="right") - 1
+        at = np.maximum(found, 0)
+        valid = known & (found >= 0) & (self.starts[at] >> _TIME_BITS == numbers) & (seconds < self.ends[at])
+        return pa.array(self.keys[at], pa.int32(), mask=~valid)
+
+
+def _seconds(times: pa.Array | pa.ChunkedArray, missing: int) -> np.ndarray:
+    """Epoch seconds of timestamps as int64, `missing` for null."""
+    whole = pc.cast(pc.cast(times, pa.timestamp("s")), pa.int64())
+    filled: np.ndarray = pc.fill_null(whole, pa.scalar(missing, pa.int64())).to_numpy(zero_copy_only=False)
+    return filled.astype(np.int64, copy=False)
 
 
 def _valid_keys(values: pa.Array, times: pa.Array, versions: pa.Table) -> pa.Array:
