@@ -186,8 +186,9 @@ class FirstEventsInClient:
         event_time = events.c[metric.event_time]
         entity_dim = _entity_dimension(schema, metric)
         entity_type = pa.int32() if not entity_dim.keeps_history else _business_type(entity_dim)
+        in_window = (event_time >= start, event_time < end + metric.window)
         select = sa.select(events.c.entity, event_time, events.c[declared.key], *(events.c[n] for n in carry)).where(
-            event_time >= start, event_time < end + metric.window
+            *in_window
         )
         fields = [("entity", entity_type), ("time", pa.timestamp("us")), ("event_key", pa.int32())]
         fields += [(name, pa.int32()) for name in carry]
@@ -200,8 +201,13 @@ class FirstEventsInClient:
         if entity_dim.keeps_history:
             # The fact row points at a version of its member; events match on the member's business id, so each
             # version's key stands for its member's code.
+            # Only the versions of members with an event in the window: every version of a million members was
+            # read for the few thousand who logged in.
             dim = schema[entity_dim.name]
-            members = sa.select(dim.c[entity_dim.key], dim.c[entity_dim.business_key])
+            with_events = sa.select(events.c.entity).where(*in_window)
+            members = sa.select(dim.c[entity_dim.key], dim.c[entity_dim.business_key]).where(
+                dim.c[entity_dim.business_key].in_(with_events)
+            )
             versions = dialect.fetch_arrow(conn, members, pa.schema([("key", pa.int32()), ("entity", entity_type)]))
             code = pc.index_in(versions["entity"], value_set=entities)
             numbered = pa.table({"value": versions["key"], "key": pc.cast(code, pa.int32())}).filter(pc.is_valid(code))
