@@ -149,7 +149,7 @@ def _direct_table(versions: pa.Table) -> tuple[pa.Array, int] | None:
 _TIME_BITS = 34
 """Bits of a version's start in its place in a Timeline: seconds after the earliest start, 544 years."""
 
-_NONE = pa.scalar(-1, pa.int64())
+_NONE = pa.scalar(-1, pa.int64())  # no id number
 
 NAMED_IDS_LIMIT = 1 << 14
 """Most distinct ids of another type than whole numbers (agents' login names) that a Timeline numbers: looking up
@@ -186,8 +186,7 @@ class Timeline:
             names = pc.unique(value)
             if len(names) > NAMED_IDS_LIMIT:
                 return None
-        timeline = cls(lowest, names, 0, np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.int32))
-        numbers, begins = timeline._numbers(value), _seconds(valid_from, 0)
+        numbers, begins = _id_numbers(value, lowest, names), _seconds(valid_from, 0)
         earliest = int(begins.min())
         if int(begins.max()) - earliest >= 1 << _TIME_BITS:
             return None
@@ -197,20 +196,9 @@ class Timeline:
         keys = versions["key"].to_numpy().astype(np.int32)[order]
         return cls(lowest, names, earliest, starts[order], ends, keys)
 
-    def _numbers(self, values: pa.Array) -> np.ndarray:
-        """Each id's number; -1 for null or for an id the timeline cannot hold."""
-        if self.names is not None:
-            numbers = pc.cast(pc.index_in(values, value_set=self.names), pa.int64())
-        else:
-            numbers = pc.subtract(pc.cast(values, pa.int64()), pa.scalar(self.lowest, pa.int64()))
-            outside = pc.or_(pc.less(numbers, _NONE), pc.greater_equal(numbers, pa.scalar(1 << (63 - _TIME_BITS))))
-            numbers = pc.if_else(outside, _NONE, numbers)
-        filled: np.ndarray = pc.fill_null(numbers, _NONE).to_numpy(zero_copy_only=False)
-        return filled
-
     def keys_at(self, values: pa.Array, times: pa.Array) -> pa.Array:
         """The key of the version of each value valid at its time; null for an unknown value or an uncovered time."""
-        numbers = self._numbers(values)
+        numbers = _id_numbers(values, self.lowest, self.names)
         seconds = _seconds(times, np.iinfo(np.int64).min)
         since = np.minimum(seconds - self.earliest, (1 << _TIME_BITS) - 1)
         known = (numbers >= 0) & (seconds >= self.earliest)
@@ -223,6 +211,19 @@ class Timeline:
         at = np.maximum(found, 0)
         valid = known & (found >= 0) & (self.starts[at] >> _TIME_BITS == numbers) & (seconds < self.ends[at])
         return pa.array(self.keys[at], pa.int32(), mask=~valid)
+
+
+def _id_numbers(values: pa.Array, lowest: int, names: pa.Array | None) -> np.ndarray:
+    """Each id's number in a Timeline: its place among `names`, else the id minus `lowest`; -1 for null, for an
+    unknown name, or for an id too far from `lowest` for a Timeline to hold."""
+    if names is not None:
+        numbers = pc.cast(pc.index_in(values, value_set=names), pa.int64())
+    else:
+        numbers = pc.subtract(pc.cast(values, pa.int64()), pa.scalar(lowest, pa.int64()))
+        outside = pc.or_(pc.less(numbers, _NONE), pc.greater_equal(numbers, pa.scalar(1 << (63 - _TIME_BITS))))
+        numbers = pc.if_else(outside, _NONE, numbers)
+    filled: np.ndarray = pc.fill_null(numbers, _NONE).to_numpy(zero_copy_only=False)
+    return filled
 
 
 def _seconds(times: pa.Array | pa.ChunkedArray, missing: int) -> np.ndarray:
