@@ -205,30 +205,8 @@ def insert_rows(conn: sa.Connection, table: sa.Table, rows: Sequence[Mapping[str
     many parameter sets runs once per row on DuckDB: a hundred rows took 50 ms."""
     if not rows:
         return 0
-    schema = pa.schema([pa.field(c.name, _arrow_type(c.type)) for c in table.columns])
+    schema = pa.schema([pa.field(c.name, pgcopy.arrow_type(c.type)) for c in table.columns])
     return bulk_insert(conn, table, [pa.RecordBatch.from_pylist(list(rows), schema=schema)])
-
-
-_ARROW_TYPES: tuple[tuple[type[sa.types.TypeEngine[Any]], pa.DataType], ...] = (
-    # Subclasses before their bases: BigInteger and SmallInteger are Integers, Double is a Float.
-    (sa.BigInteger, pa.int64()),
-    (sa.SmallInteger, pa.int16()),
-    (sa.Integer, pa.int32()),
-    (sa.Boolean, pa.bool_()),
-    (sa.DateTime, pa.timestamp("us")),
-    (sa.Date, pa.date32()),
-    (sa.Time, pa.time64("us")),
-    (sa.Float, pa.float64()),
-    (sa.String, pa.string()),
-)
-
-
-def _arrow_type(type_: sa.types.TypeEngine[Any]) -> pa.DataType:
-    """The Arrow type holding a column type's values."""
-    for sql_type, arrow in _ARROW_TYPES:
-        if isinstance(type_, sql_type):
-            return arrow
-    raise TypeError(f"no Arrow type for {type_!r}")
 
 
 def _arrow_into_duckdb(conn: sa.Connection, table: sa.Table, batches: Iterable[pa.RecordBatch]) -> int:

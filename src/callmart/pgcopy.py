@@ -17,7 +17,7 @@ from psycopg import sql as pg_sql
 
 from .streams import prefetched, prefetched_first
 
-__all__ = ["HEADER", "TRAILER", "BinaryRows", "CopyFormat", "binary_rows", "copy_parts", "copy_stream"]
+__all__ = ["HEADER", "TRAILER", "BinaryRows", "CopyFormat", "arrow_type", "binary_rows", "copy_parts", "copy_stream"]
 
 HEADER = b"PGCOPY\n\xff\r\n\x00" + bytes(8)
 """Signature, flags and header extension length of a binary COPY stream."""
@@ -104,6 +104,14 @@ class BinaryRows:
         rows = parts[0] if len(parts) == 1 else pc.binary_join_element_wise(*parts, b"")
         offsets = np.frombuffer(rows.buffers()[1], np.int32, count + 1, rows.offset * 4)
         return rows.buffers()[2][offsets[0] : offsets[-1]]
+
+
+def arrow_type(type_: sa.types.TypeEngine[object]) -> pa.DataType:
+    """The Arrow type that holds a column type's values as this module writes them."""
+    kind = _kind(type_)
+    if kind is None:
+        raise TypeError(f"no Arrow type for {type_!r}")
+    return pa.string() if isinstance(kind, str) else kind.arrow
 
 
 def binary_rows(table: sa.Table, names: Sequence[str]) -> BinaryRows | None:
