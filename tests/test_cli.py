@@ -119,6 +119,36 @@ def test_supabase_style_urls_are_accepted() -> None:
     assert parse_url("postgres://u:p@h/db").drivername == "postgresql+psycopg"
 
 
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("?threads=1", "128MB"),
+        ("?threads=2", "128MB"),
+        ("?threads=16", "1024MB"),
+        ("?threads=16&memory_limit=300MB", "300MB"),
+        ("?max_memory=2GB", "2GB"),
+    ],
+)
+def test_duckdb_memory_is_capped_by_its_threads_unless_the_url_sets_it(
+    tmp_path: Path, query: str, expected: str
+) -> None:
+    import duckdb
+    import sqlalchemy as sa
+
+    from callmart.config import create_engine, parse_url
+
+    engine = create_engine(parse_url(f"duckdb:///{tmp_path / 'mart.duckdb'}{query}"))
+    try:
+        with engine.connect() as conn:
+            limit = conn.execute(sa.select(sa.func.current_setting("memory_limit"))).scalar_one()
+    finally:
+        engine.dispose()
+    # DuckDB shows a limit in its own units (MiB, GiB): compare with how it shows the expected one.
+    reference = duckdb.connect(config={"memory_limit": expected})
+    assert limit == reference.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]
+    reference.close()
+
+
 def test_an_empty_period_is_refused() -> None:
     result = invoke("--database-url", "duckdb:///:memory:", "enqueue", "--from", "2024-03-05", "--to", "2024-03-05")
     assert result.exit_code == 2
