@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from callmart import Callmart, RunSummary, fact
+from callmart import Callmart, RunSummary, extract, fact
 from callmart.generate import generate
 from marts import business_dump, count_rows, drawn, full_dump, query, select, write_extracts
 
@@ -553,3 +553,26 @@ def test_a_backfill_without_room_for_its_split_reads_the_extract_for_each_day(
     assert summary.ok
     assert sum(s.inserted for s in summary.steps if s.period is not None) == 600
     assert [reporter.rows[f"fact_llamadas 2024-03-0{day}"] for day in (4, 5, 6)] == [600] * 3
+
+
+def test_both_engines_give_every_row_the_same_keys(
+    new_postgres_database: Callable[[], str], seed_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Day by day with half the customers known, so that calls and logins infer members, then every customer; the
+    # extracts read in blocks of a few rows, so that a day's ids to infer arrive in many batches.
+    monkeypatch.setattr(extract, "BLOCK_SIZE", 2048)
+    days = [date(2023, 6, 27), date(2023, 7, 25), date(2023, 8, 28)]
+    urls = {"duckdb": f"duckdb:///{tmp_path / 'mart.duckdb'}", "postgresql": new_postgres_database()}
+    inferred = {}
+    for engine, url in urls.items():
+        folder = tmp_path / engine
+        for day in days:
+            load(url, growing_extracts(seed_dir, folder, day), day, day + timedelta(days=1))
+        inferred[engine] = query(url, "SELECT id_cliente, key_cliente FROM dim_clientes WHERE is_inferred ORDER BY 1")
+        (folder / "Customers_x.csv").unlink()
+        (folder / "Customers_2024.csv").write_bytes((seed_dir / "Customers_2024.csv").read_bytes())
+        run_again(url, folder)
+    assert len(inferred["duckdb"]) > 10
+    assert inferred["duckdb"] == inferred["postgresql"]
+    tables = ["dim_clientes", "dim_agentes", "dim_canales_digitales", "dim_logins", "fact_llamadas"]
+    assert full_dump(urls["duckdb"], tables) == full_dump(urls["postgresql"], tables)

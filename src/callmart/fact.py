@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from . import dialect, rejects
 from .declare import Fact, FirstEventWithin
 from .extract import SOURCE_FILE, SOURCE_ROW
-from .keys import InferredAsTheyCome, LookupCache, lookups_for, resolve_unknown, with_keys
+from .keys import InferredAsTheyCome, LookupCache, lookups_for, with_keys
 from .metric import FirstEventsInClient, first_events
 from .progress import StepResult
 from .rowhash import ROW_HASH, RepeatedHashes, RowHasher, prefix
@@ -65,9 +65,15 @@ def load_period(
     repeats = RepeatedHashes()
     replace = dialect.PeriodReplace(conn, schema[fact.name], start, end)
     final = _FinalRows(conn, schema, fact, start, end, replace, watcher) if replace.direct else None
+    # Ids the dimensions lack get their keys as the rows stream by, before staging: no update of staged rows.
+    inferred = InferredAsTheyCome(conn, schema, fact)
 
     def enrich(batch: pa.RecordBatch) -> pa.RecordBatch:
         return numbering.number(with_keys(batch, lookups))
+
+    def finish(batch: pa.RecordBatch) -> pa.RecordBatch:
+        batch = inferred.fill(batch)
+        return batch if hasher is None else repeats.add(hasher(batch))
 
     staged = stage(
         conn,
@@ -77,12 +83,12 @@ def load_period(
         keep=_in_period(fact, start, end),
         enrich=enrich,
         on_rows=on_rows,
-        finish=None if hasher is None else lambda batch: repeats.add(hasher(batch)),
+        finish=finish,
         route=None if final is None else final.route,
         also_fresh=replace.tables,
         raw_rows=raw_rows,
     )
-    inferred = resolve_unknown(conn, schema, fact) if final is None else final.inferred.write(conn)
+    created = inferred.write(conn)
     doubts = [
         staged.reject_table(),
         *(_duplicate_rows(conn, schema, fact, repeats.repeated()) if fact.warn_duplicate_rows else []),
@@ -101,15 +107,15 @@ def load_period(
         warned=rejects.warnings(found),
         inserted=inserted,
         deleted=deleted,
-        inferred=inferred,
+        inferred=created,
         rejects=found,
         unplaced=rejects.concat(staged.unplaced),
     )
 
 
 class _FinalRows:
-    """Each staged batch, its keys completed, and the fact table's rows made from it in the client (keys, metrics,
-    the table's columns), as the parts to write while staging."""
+    """Each staged batch and the fact table's rows made from it in the client (keys, metrics, the table's
+    columns), as the parts to write while staging."""
 
     def __init__(
         self,
@@ -123,7 +129,6 @@ class _FinalRows:
     ) -> None:
         self.staging = schema[fact.staging]
         self.table = schema[fact.name]
-        self.inferred = InferredAsTheyCome(conn, schema, fact)
         carry = watcher.event_columns if watcher is not None else lambda metric: ()
         self.metrics = [(m.column, FirstEventsInClient(conn, schema, m, start, end, carry(m))) for m in fact.metrics]
         self.replace = replace
@@ -133,7 +138,6 @@ class _FinalRows:
 
     def route(self, batch: pa.RecordBatch) -> list[tuple[sa.Table, pa.RecordBatch]]:
         """The staging table's part and the period's tables' parts of one batch."""
-        batch = self.inferred.fill(batch)
         rows = batch
         firsts = {}
         for column, events in self.metrics:
