@@ -127,24 +127,27 @@ def test_supabase_style_urls_are_accepted() -> None:
         ("?threads=16", "1024MB"),
         ("?threads=16&memory_limit=300MB", "300MB"),
         ("?max_memory=2GB", "2GB"),
+        # In memory, DuckDB's own default.
+        (":memory:", None),
     ],
 )
 def test_duckdb_memory_is_capped_by_its_threads_unless_the_url_sets_it(
-    tmp_path: Path, query: str, expected: str
+    tmp_path: Path, query: str, expected: str | None
 ) -> None:
     import duckdb
     import sqlalchemy as sa
 
     from callmart.config import create_engine, parse_url
 
-    engine = create_engine(parse_url(f"duckdb:///{tmp_path / 'mart.duckdb'}{query}"))
+    database = ":memory:" if query == ":memory:" else f"{tmp_path / 'mart.duckdb'}{query}"
+    engine = create_engine(parse_url(f"duckdb:///{database}"))
     try:
         with engine.connect() as conn:
             limit = conn.execute(sa.select(sa.func.current_setting("memory_limit"))).scalar_one()
     finally:
         engine.dispose()
     # DuckDB shows a limit in its own units (MiB, GiB): compare with how it shows the expected one.
-    reference = duckdb.connect(config={"memory_limit": expected})
+    reference = duckdb.connect(config={} if expected is None else {"memory_limit": expected})
     assert limit == reference.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]
     reference.close()
 

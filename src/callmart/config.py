@@ -65,11 +65,13 @@ def _scrub_text(text: str) -> str:
 
 def create_engine(url: sa.URL) -> sa.Engine:
     """An engine for the URL; DuckDB files are created on first connect."""
-    if url.drivername == "duckdb" and url.database not in (None, "", ":memory:"):
-        Path(url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    duckdb_file = url.drivername == "duckdb" and url.database not in (None, "", ":memory:")
+    if duckdb_file:
+        Path(str(url.database)).expanduser().parent.mkdir(parents=True, exist_ok=True)
     # Row counts of INSERT … SELECT feed the run summary; SQLAlchemy keeps them only when asked.
     engine = sa.create_engine(url, execution_options={"preserve_rowcount": True})
-    if url.drivername == "duckdb" and not {"memory_limit", "max_memory"} & set(url.query):
+    # A mart in memory keeps DuckDB's own limit: capped, its data would spill to a folder in the working directory.
+    if duckdb_file and not {"memory_limit", "max_memory"} & set(url.query):
         sa.event.listen(engine, "connect", _limit_duckdb_memory)
     return engine
 
