@@ -77,14 +77,15 @@ def create_engine(url: sa.URL) -> sa.Engine:
 
 
 def _limit_duckdb_memory(dbapi_connection: Any, record: Any) -> None:
-    """Cap DuckDB's buffers by its threads, unless the URL sets `memory_limit`. By default DuckDB may keep 80% of
-    the machine's memory, and a load's buffers grew with the extract (800 MB at 5M calls, 1.2 GB on a second run
-    in the same process); each thread needs some room of its own (16 threads in 128 MB ran out of memory)."""
+    """Cap DuckDB's buffers by its threads, never above DuckDB's own limit. By default DuckDB may keep 80% of the
+    machine's memory, and a load's buffers grew with the extract (800 MB at 5M calls, 1.2 GB on a second run in
+    the same process); each thread needs some room of its own (16 threads in 128 MB ran out of memory)."""
     cursor = dbapi_connection.cursor()
     try:
-        cursor.execute("SELECT current_setting('threads')")
-        threads = int(cursor.fetchone()[0])
-        megabytes = max(DUCKDB_MEMORY_LEAST_MB, DUCKDB_MEMORY_PER_THREAD_MB * threads)
-        cursor.execute("SET memory_limit = $1", [f"{megabytes}MB"])
+        cursor.execute("SELECT current_setting('threads'), parse_formatted_bytes(current_setting('memory_limit'))")
+        threads, default = cursor.fetchone()
+        megabytes = max(DUCKDB_MEMORY_LEAST_MB, DUCKDB_MEMORY_PER_THREAD_MB * int(threads))
+        if megabytes * 1_000_000 < int(default):
+            cursor.execute("SET memory_limit = $1", [f"{megabytes}MB"])
     finally:
         cursor.close()
