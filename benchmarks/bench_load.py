@@ -55,7 +55,10 @@ NOTES = {
         "enqueue + run(), as a scheduled run does: each dimension's extract is checked first, and skipped since it "
         "is unchanged since the (untimed) setup run; then the period"
     ),
-    "duckdb memory": "DuckDB runs inside the client process: its RSS includes the engine's memory",
+    "duckdb memory": (
+        "DuckDB runs inside the client process: its RSS includes the engine's memory; callmart caps DuckDB's at 64 MB "
+        "per thread (128 MB at least), DuckDB read_csv runs with DuckDB's default (80% of the machine's memory)"
+    ),
     "postgresql memory": "PostgreSQL contenders' RSS is the client's only; the server works in its own processes",
     "peak RSS": "VmHWM reset at the start of the timed part (/proc/self/clear_refs), read at its end",
 }
