@@ -3,6 +3,7 @@ stored, where CSV makes it parse every date, time and number from text (half of 
 
 from __future__ import annotations
 
+import functools
 import io
 import itertools
 from collections.abc import Iterable, Iterator, Sequence
@@ -124,9 +125,13 @@ def binary_rows(table: sa.Table, names: Sequence[str]) -> BinaryRows | None:
 
 def _numbers(values: pa.Array, kind: _Kind) -> np.ndarray:
     """The values as NumPy numbers of the wire's meaning (nulls as 0), before byte order."""
-    typed = pc.cast(pc.cast(values, kind.arrow), kind.number)
-    filled = pc.fill_null(typed, pa.scalar(False if kind is _BOOL else 0, kind.number))
-    numbers: np.ndarray = filled.to_numpy(zero_copy_only=False)
+    if values.type != kind.arrow:
+        values = pc.cast(values, kind.arrow)
+    if kind.number != kind.arrow:
+        values = values.view(kind.number)  # dates and times: the same bytes, read as their count
+    if values.null_count:
+        values = pc.fill_null(values, pa.scalar(False if kind is _BOOL else 0, kind.number))
+    numbers: np.ndarray = values.to_numpy(zero_copy_only=False)
     return numbers - kind.shift if kind.shift else numbers
 
 
@@ -146,16 +151,27 @@ def _fixed(records: np.ndarray) -> pa.Array:
 def _records(block: list[tuple[_Kind, pa.Array]], count: int, field_count: int | None) -> pa.Array:
     """Adjacent fixed-width fields without nulls, each its length and value, as one record per row; a row's
     first part starts with its field count."""
-    layout = [("count", ">i2")] if field_count is not None else []
-    for i, (kind, _) in enumerate(block):
-        layout += [(f"n{i}", ">i4"), (f"v{i}", kind.wire)]
+    layout, template = _layout(tuple(kind.wire for kind, _ in block), field_count)
     records = np.empty(count, dtype=layout)
-    if field_count is not None:
-        records["count"] = field_count
+    records[:] = template  # the counts and lengths, the same in every row, in one pass
     for i, (kind, values) in enumerate(block):
-        records[f"n{i}"] = np.dtype(kind.wire).itemsize
         records[f"v{i}"] = _numbers(values, kind)
     return _fixed(records)
+
+
+@functools.cache
+def _layout(wires: tuple[str, ...], field_count: int | None) -> tuple[np.dtype, np.ndarray]:
+    """The record type of fixed-width fields, and one record holding its field count and lengths."""
+    fields = [("count", ">i2")] if field_count is not None else []
+    for i, wire in enumerate(wires):
+        fields += [(f"n{i}", ">i4"), (f"v{i}", wire)]
+    layout = np.dtype(fields)
+    template = np.zeros((), dtype=layout)
+    if field_count is not None:
+        template["count"] = field_count
+    for i, wire in enumerate(wires):
+        template[f"n{i}"] = np.dtype(wire).itemsize
+    return layout, template
 
 
 def _text_cells(values: pa.Array) -> list[pa.Array]:
