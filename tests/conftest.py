@@ -38,6 +38,9 @@ def _databases(engine: str, tmp_path: Path) -> Iterator[Callable[[], str]]:
         # A missing server fails the test: the suite is only green when both engines ran.
         with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
             admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+            # The tests read the mart as an analyst would after `SET search_path`: callmart itself names its
+            # schema in every statement (the Supabase tests load with the server's default search path).
+            admin.execute(sql.SQL("ALTER DATABASE {} SET search_path TO callmart, public").format(sql.Identifier(name)))
         created.append(name)
         return sa.make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
 

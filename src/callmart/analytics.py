@@ -279,7 +279,7 @@ def aggregates_of(schema: Schema) -> Aggregates:
     """The schema's aggregate tables; declared apart when the schema does not list them."""
     if AGG_DAILY in schema.tables:
         return Aggregates(schema[AGG_DAILY], schema[AGG_CHANNEL])
-    daily, channel = aggregate_tables(sa.MetaData())
+    daily, channel = aggregate_tables(sa.MetaData(schema=schema.name))
     return Aggregates(daily, channel)
 
 

@@ -13,9 +13,9 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError
 
-from . import allocator, analytics, backfill, control, dialect, fingerprint, locking, runlog
-from ._errors import CallmartError, DatabaseError, MartNotReady
-from .config import create_engine, default_source_dir, mask, parse_url, scrub
+from . import access, allocator, analytics, backfill, control, dialect, fingerprint, locking, runlog
+from ._errors import CallmartError, ConfigError, DatabaseError, MartNotReady
+from .config import create_engine, default_source_dir, mask, parse_url, schema_setting, scrub
 from .declare import BEGINNING, Dimension, Mart
 from .dimension import load_dimension
 from .fact import load_period
@@ -62,18 +62,50 @@ class Callmart:
         reporter: Reporter | None = None,
         mart: Mart = MART,
         config: Path | str | None = None,
+        schema: str | None = None,
     ) -> None:
-        self.url = parse_url(database_url)
+        self.url, self._schema_name = schema_setting(parse_url(database_url), schema)
         source_dir = source_dir or os.environ.get("CALLMART_SOURCE_DIR")
         self.source_dir = Path(source_dir) if source_dir else default_source_dir()
         self.reporter: Reporter = reporter or SilentReporter()
-        self.schema = Schema(load_mart(mart, find_config(config)))
+        self._mart = load_mart(mart, find_config(config))
+        self._schema: Schema | None = None
         self.engine = create_engine(self.url)
 
     @property
+    def schema(self) -> Schema:
+        """The mart's tables, in the schema the settings name, else in the engine's own (on PostgreSQL
+        `callmart`); a mart that an earlier callmart made in the connection's default schema stays there."""
+        if self._schema is None:
+            self._schema = Schema(self._mart, self._locate_schema())
+        return self._schema
+
+    def _locate_schema(self) -> str | None:
+        dedicated = dialect.default_schema(self.engine.dialect)
+        if self._schema_name is not None or dedicated is None:
+            return self._schema_name
+        with self._transaction() as conn:
+            inspector = sa.inspect(conn)
+            default = inspector.default_schema_name
+            if not inspector.has_table("dm_schema", schema=dedicated) and inspector.has_table(
+                "dm_schema", schema=default
+            ):
+                return default
+        return dedicated
+
+    @property
     def where(self) -> str:
-        """The database URL, password hidden."""
-        return mask(self.url)
+        """The database URL, password hidden, and the mart's schema if it has one."""
+        return mask(self.url) + (f" (schema {self.schema.name})" if self.schema.name else "")
+
+    @property
+    def exposed_schema(self) -> str | None:
+        """The schema of a mart left where an earlier callmart made it, the connection's default one rather than
+        a schema of its own (Supabase's Data API serves `public`); None when the mart is where it belongs."""
+        dedicated = dialect.default_schema(self.engine.dialect)
+        if self._schema_name is None and dedicated is not None and self.schema.name != dedicated:
+            return self.schema.name
+        return None
 
     def close(self) -> None:
         """Release the database connections."""
@@ -109,8 +141,52 @@ class Callmart:
         with self._transaction() as conn:
             self.schema.create(conn)
 
+    def grant_read(self, role: str) -> None:
+        """Let a database role read every table of the mart, and change none (PostgreSQL)."""
+        with self._transaction() as conn:
+            self._check_ready(conn)
+            self._check_roles(conn)
+            access.grant_read(conn, list(self.schema.tables.values()), role)
+
+    def revoke_read(self, role: str) -> None:
+        """Take back what grant_read gave a role."""
+        with self._transaction() as conn:
+            self._check_ready(conn)
+            self._check_roles(conn)
+            access.revoke_read(conn, list(self.schema.tables.values()), role)
+
+    def _check_roles(self, conn: sa.Connection) -> None:
+        if not dialect.has_row_security(conn):
+            raise ConfigError(f"{self.where} has no roles to grant to: only its file's readers can read it")
+
+    def move_schema(self, to: str | None = None) -> str:
+        """Move the mart (its tables, day partitions and sequences) to schema `to`, by default the engine's own;
+        return the schema it is in now."""
+        target = to or dialect.default_schema(self.engine.dialect)
+        if target is None:
+            raise ConfigError(f"name the schema to move {self.where} to")
+        _, target = schema_setting(self.url, target)
+        assert target is not None
+        with self._transaction() as conn:
+            self._check_ready(conn)
+            if target == self.schema.name:
+                return target
+            locking.take_write_turn(conn)
+            moved = Schema(self._mart, target)
+            if sa.inspect(conn).has_table("dm_schema", schema=target):
+                raise ConfigError(f"schema {target} already holds a mart; drop it or choose another schema")
+            dialect.move_to_schema(
+                conn, [*self.schema.tables.values(), *self._partitions(conn)], self.schema.sequences.values(), target
+            )
+            moved.create(conn)
+        self._schema, self._schema_name = moved, target
+        return target
+
+    def _partitions(self, conn: sa.Connection) -> list[sa.Table]:
+        return [p for fact in self.schema.mart.facts for p in dialect.day_partitions(conn, self.schema[fact.name])]
+
     def _check_ready(self, conn: sa.Connection) -> None:
-        if not sa.inspect(conn).has_table("dm_schema"):
+        if not self.schema.exists(conn):
             raise MartNotReady(f"{self.where} holds no callmart mart yet; run `callmart init` first")
         version = conn.execute(sa.select(self.schema["dm_schema"].c.version)).scalar()
         if version != SCHEMA_VERSION:

@@ -95,6 +95,63 @@ def init(ctx: click.Context) -> None:
     with _mart(ctx) as mart:
         mart.init()
         click.echo(f"mart ready in {mart.where}")
+        exposed = mart.exposed_schema
+        if exposed:
+            click.echo(
+                f"Note: the mart is in schema {exposed}, which Supabase's Data API serves to anyone holding the "
+                "project's public key (its tables are closed by row level security); move it to a schema of its "
+                "own with `callmart move-schema`",
+                err=True,
+            )
+
+
+@cli.command("grant-read")
+@click.argument("role")
+@click.pass_context
+@_handle_errors
+def grant_read(ctx: click.Context, role: str) -> None:
+    """Let a database role read every table of the mart, and change none (PostgreSQL).
+
+    It gets USAGE on the mart's schema, SELECT on each table and a read policy (the tables have row level
+    security). callmart never grants anything to anon, authenticated or PUBLIC.
+
+    Example: callmart grant-read analysts
+    """
+    with _mart(ctx) as mart:
+        mart.grant_read(role)
+        click.echo(f"{role} may read {mart.where}")
+
+
+@cli.command("revoke-read")
+@click.argument("role")
+@click.pass_context
+@_handle_errors
+def revoke_read(ctx: click.Context, role: str) -> None:
+    """Take back what grant-read gave a role.
+
+    Example: callmart revoke-read analysts
+    """
+    with _mart(ctx) as mart:
+        mart.revoke_read(role)
+        click.echo(f"{role} may no longer read {mart.where}")
+
+
+@cli.command("move-schema")
+@click.option("--to", "target", help="The schema to move the mart to. Default: callmart.")
+@click.pass_context
+@_handle_errors
+def move_schema(ctx: click.Context, target: str | None) -> None:
+    """Move a PostgreSQL mart, with its day partitions and sequences, to a schema of its own.
+
+    For a mart an earlier callmart made in `public`, which Supabase's Data API serves. Stop the scheduler first;
+    afterwards every command finds the mart in its new schema.
+
+    Example: callmart move-schema
+    """
+    with _mart(ctx) as mart:
+        before = mart.where
+        mart.move_schema(target)
+        click.echo(f"moved {before} to {mart.where}")
 
 
 @cli.command()

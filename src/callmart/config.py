@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -12,12 +13,23 @@ from sqlalchemy.exc import ArgumentError
 
 from ._errors import ConfigError
 
-__all__ = ["DEFAULT_DATABASE_URL", "create_engine", "default_source_dir", "mask", "parse_url", "scrub"]
+__all__ = [
+    "DEFAULT_DATABASE_URL",
+    "create_engine",
+    "default_source_dir",
+    "mask",
+    "parse_url",
+    "schema_setting",
+    "scrub",
+]
 
 DEFAULT_DATABASE_URL = "duckdb:///callmart.duckdb"
 DUCKDB_MEMORY_PER_THREAD_MB = 64
 DUCKDB_MEMORY_LEAST_MB = 128
 _POSTGRES_SCHEMES = {"postgres", "postgresql", "postgresql+psycopg"}
+SCHEMA_PARAMETER = "schema"
+"""The URL's query parameter naming the database schema of the mart (else CALLMART_SCHEMA)."""
+_SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
 
 def default_source_dir() -> Path:
@@ -39,6 +51,24 @@ def parse_url(raw: str | None) -> sa.URL:
     if url.drivername == "duckdb":
         return url
     raise ConfigError(f"unsupported database {url.drivername!r} in {mask(url)}; use duckdb:///FILE or postgresql://…")
+
+
+def schema_setting(url: sa.URL, given: str | None = None) -> tuple[sa.URL, str | None]:
+    """The URL without callmart's own `schema` parameter, and the schema it names: `given`, else the URL's
+    parameter, else CALLMART_SCHEMA; None when none of them is set."""
+    name = given
+    if name is None and SCHEMA_PARAMETER in url.query:
+        name = str(url.query[SCHEMA_PARAMETER])
+    url = url.difference_update_query([SCHEMA_PARAMETER])
+    if name is None:
+        name = os.environ.get("CALLMART_SCHEMA")
+        if name is not None and not name.strip():
+            raise ConfigError("CALLMART_SCHEMA is set but empty: name the mart's schema, or unset it")
+    if name is not None and not _SCHEMA_NAME.fullmatch(name):
+        raise ConfigError(
+            f"not a schema name: {name!r}; use lower-case letters, digits and _ (at most 63), not starting with a digit"
+        )
+    return url, name
 
 
 def mask(url: sa.URL) -> str:
@@ -69,7 +99,10 @@ def create_engine(url: sa.URL) -> sa.Engine:
     if duckdb_file:
         Path(str(url.database)).expanduser().parent.mkdir(parents=True, exist_ok=True)
     # Row counts of INSERT … SELECT feed the run summary; SQLAlchemy keeps them only when asked.
-    engine = sa.create_engine(url, execution_options={"preserve_rowcount": True})
+    # No server-side prepared statements: through a transaction-mode pooler (Supabase's, PgBouncer's) the next
+    # transaction may run on another server connection, where a statement prepared on this one does not exist.
+    connect_args = {"prepare_threshold": None} if url.drivername in _POSTGRES_SCHEMES else {}
+    engine = sa.create_engine(url, execution_options={"preserve_rowcount": True}, connect_args=connect_args)
     # A mart in memory keeps DuckDB's own limit: capped, its data would spill to a folder in the working directory.
     if duckdb_file and not {"memory_limit", "max_memory"} & set(url.query):
         sa.event.listen(engine, "connect", _limit_duckdb_memory)

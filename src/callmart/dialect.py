@@ -15,11 +15,14 @@ import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import sqlalchemy as sa
 from psycopg import sql as pg_sql
+from sqlalchemy.dialects.postgresql import REGCLASS
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.schema import CreateTable
 from sqlalchemy.sql.expression import ClauseElement, Executable
 
-from . import pgcopy
+from . import access, pgcopy
+from ._errors import ConfigError
+from .pgnames import identifier, regclass_name
 from .streams import prefetched_first
 
 __all__ = [
@@ -34,6 +37,9 @@ __all__ = [
     "is_postgresql",
     "wants_indexes",
 ]
+
+DEDICATED_SCHEMA = "callmart"
+"""The schema of a new PostgreSQL mart when the user names none."""
 
 UNLOGGED = "unlogged"
 """Table info flag: scratch data that PostgreSQL need not write to its WAL."""
@@ -51,6 +57,61 @@ PRIMARY_KEY = "primary_key"
 def is_postgresql(conn: sa.Connection) -> bool:
     """Whether the connection is to PostgreSQL (else DuckDB)."""
     return conn.dialect.name == "postgresql"
+
+
+def has_row_security(conn: sa.Connection) -> bool:
+    """PostgreSQL serves its tables to other roles (Supabase's public API among them): callmart's tables get row
+    level security and no rights but their owner's and their readers' (see access.py). A DuckDB file has no roles."""
+    return is_postgresql(conn)
+
+
+def default_schema(dialect: sa.Dialect) -> str | None:
+    """The schema a new mart goes to unless the user names one: on PostgreSQL a schema of its own, which
+    Supabase's Data API does not expose as it exposes `public`; DuckDB's default schema elsewhere."""
+    return DEDICATED_SCHEMA if dialect.name == "postgresql" else None
+
+
+def day_partitions(conn: sa.Connection, table: sa.Table) -> list[sa.Table]:
+    """The day partitions of a table partitioned by day (PostgreSQL); none elsewhere."""
+    if not is_postgresql(conn) or not table.info.get(PARTITIONED_BY_DAY):
+        return []
+    names = conn.execute(
+        sa.select(sa.column("relname", sa.String))
+        .select_from(sa.table("pg_class"))
+        .where(
+            sa.column("oid").in_(
+                sa.select(sa.column("inhrelid"))
+                .select_from(sa.table("pg_inherits"))
+                .where(sa.column("inhparent") == sa.cast(regclass_name(conn, table), REGCLASS))
+            )
+        )
+        .order_by(sa.column("relname"))
+    ).scalars()
+    return [sa.Table(name, sa.MetaData(schema=table.schema)) for name in names]
+
+
+def move_to_schema(
+    conn: sa.Connection, tables: Iterable[sa.Table], sequences: Iterable[sa.Sequence], schema: str
+) -> None:
+    """Move tables (with their indexes and constraints) and sequences to another schema, creating it if missing
+    (PostgreSQL: a mart made in `public` by an earlier callmart)."""
+    if not is_postgresql(conn):
+        raise ConfigError("only a PostgreSQL mart moves between schemas")
+    if not sa.inspect(conn).has_schema(schema):
+        conn.execute(sa.schema.CreateSchema(schema))
+    raw = conn.connection.driver_connection
+    assert raw is not None
+    to = pg_sql.Identifier(schema)
+    with raw.cursor() as cursor:
+        for table in tables:
+            cursor.execute(pg_sql.SQL("ALTER TABLE {} SET SCHEMA {}").format(identifier(table), to))
+        for sequence in sequences:
+            name = (
+                pg_sql.Identifier(sequence.schema, sequence.name)
+                if sequence.schema
+                else pg_sql.Identifier(sequence.name)
+            )
+            cursor.execute(pg_sql.SQL("ALTER SEQUENCE {} SET SCHEMA {}").format(name, to))
 
 
 def wants_indexes(conn: sa.Connection) -> bool:
@@ -293,11 +354,13 @@ class PeriodReplace:
             for day in _days(start, end):
                 fresh = sa.Table(
                     f"{_partition_name(table, day)}_new",
-                    sa.MetaData(),
+                    sa.MetaData(schema=table.schema),
                     *(c._copy() for c in table.columns),
                     info={ANALYZED: table.info.get(ANALYZED, ())},
                 )
                 conn.execute(CreateLike(fresh, table))
+                # The day's partition to be: closed to other roles from the start, as the fact table is.
+                access.secure(conn, [fresh])
                 _add_bounds(conn, table, day, fresh)
                 self._days.append((day, max(day, start), min(day + timedelta(days=1), end), fresh))
 
@@ -352,8 +415,8 @@ def _swap_partition(
     name = _partition_name(table, day)
     time = table.c[table.info[PARTITIONED_BY_DAY]]
     names = [c.name for c in table.columns]
-    old = sa.Table(name, sa.MetaData(), *(c._copy() for c in table.columns))
-    exists = conn.execute(sa.select(sa.func.to_regclass(name))).scalar() is not None
+    old = sa.Table(name, sa.MetaData(schema=table.schema), *(c._copy() for c in table.columns))
+    exists = conn.execute(sa.select(sa.func.to_regclass(regclass_name(conn, old)))).scalar() is not None
     deleted = 0
     if exists:
         in_range = sa.and_(old.c[time.name] >= lower, old.c[time.name] < upper)
@@ -364,7 +427,7 @@ def _swap_partition(
     raw = conn.connection.driver_connection
     assert raw is not None
     q = pg_sql.Identifier
-    parent, partition, new = q(table.name), q(name), q(fresh.name)
+    parent, partition, new = identifier(table), identifier(old), identifier(fresh)
     first, after = pg_sql.Literal(day), pg_sql.Literal(day + timedelta(days=1))
     with raw.cursor() as cursor:
         # The key index, built in one sort, becomes the partition's part of the fact table's primary key.
@@ -380,7 +443,7 @@ def _swap_partition(
         if exists:
             cursor.execute(pg_sql.SQL("ALTER TABLE {} DETACH PARTITION {}").format(parent, partition))
             cursor.execute(pg_sql.SQL("DROP TABLE {}").format(partition))
-        cursor.execute(pg_sql.SQL("ALTER TABLE {} RENAME TO {}").format(new, partition))
+        cursor.execute(pg_sql.SQL("ALTER TABLE {} RENAME TO {}").format(new, q(name)))
         cursor.execute(
             pg_sql.SQL("ALTER TABLE {} RENAME CONSTRAINT {} TO {}").format(
                 partition, q(f"{name}_new_pkey"), q(f"{name}_pkey")
@@ -406,7 +469,7 @@ def _add_bounds(conn: sa.Connection, table: sa.Table, day: datetime, fresh: sa.T
         # DDL takes no parameters: psycopg quotes the bounds as literals.
         cursor.execute(
             pg_sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} CHECK ({} >= {} AND {} < {})").format(
-                q(fresh.name), q(f"{_partition_name(table, day)}_bounds"), time, first, time, after
+                identifier(fresh), q(f"{_partition_name(table, day)}_bounds"), time, first, time, after
             )
         )
 

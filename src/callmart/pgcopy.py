@@ -16,6 +16,7 @@ import pyarrow.csv as pa_csv
 import sqlalchemy as sa
 from psycopg import sql as pg_sql
 
+from .pgnames import identifier
 from .streams import prefetched, prefetched_first
 
 __all__ = ["HEADER", "TRAILER", "BinaryRows", "CopyFormat", "arrow_type", "binary_rows", "copy_parts", "copy_stream"]
@@ -240,7 +241,7 @@ class CopyFormat:
 
     def statement(self, table: sa.Table, truncated: bool) -> pg_sql.Composed:
         return pg_sql.SQL("COPY {} ({}) FROM STDIN (FORMAT {}{})").format(
-            pg_sql.Identifier(table.name),
+            identifier(table),
             pg_sql.SQL(", ").join(map(pg_sql.Identifier, self.columns)),
             pg_sql.SQL("csv" if self.binary is None else "binary"),
             pg_sql.SQL(", FREEZE" if truncated else ""),

@@ -151,7 +151,7 @@ def report_data(
     """The report's figures for the days [first, end); by default every day the aggregates hold."""
     settings = settings or settings_of(schema.mart)
     daily = aggregates_of(schema).daily
-    if not sa.inspect(conn).has_table(daily.name):
+    if not sa.inspect(conn).has_table(daily.name, schema=daily.schema):
         raise MartNotReady(f"the mart has no {daily.name} table yet; run `callmart init` to add it")
     mine = [daily.c[THRESHOLD] == settings.threshold, daily.c[WINDOW] == settings.window_seconds]
     low, high = conn.execute(sa.select(sa.func.min(daily.c.dia), sa.func.max(daily.c.dia)).where(*mine)).one()

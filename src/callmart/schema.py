@@ -8,7 +8,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from . import dialect
+from . import access, dialect
 from .analytics import aggregate_tables
 from .declare import (
     BEGINNING,
@@ -67,15 +67,19 @@ def _key(name: str, type_: Type = Type.INTEGER) -> sa.Column[object]:
 
 @dataclass
 class Schema:
-    """Every table and sequence of a mart, with lookups by declared name."""
+    """Every table and sequence of a mart, with lookups by declared name.
+
+    `name`: the database schema holding them, named in every statement; None for the connection's default."""
 
     mart: Mart
-    metadata: sa.MetaData = field(default_factory=sa.MetaData)
+    name: str | None = None
+    metadata: sa.MetaData = field(init=False)
     tables: dict[str, sa.Table] = field(default_factory=dict)
     sequences: dict[str, sa.Sequence] = field(default_factory=dict)
     indexes: list[sa.Index] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        self.metadata = sa.MetaData(schema=self.name)
         for dim in self.mart.dimensions:
             self._dimension(dim)
         for fact in self.mart.facts:
@@ -268,12 +272,16 @@ class Schema:
 
         Staging tables only ever hold one step's scratch rows: they are made anew, so that a mart created by an
         earlier callmart gets the staging columns this one needs."""
+        if self.name is not None and not sa.inspect(conn).has_schema(self.name):
+            # Only when missing: CREATE SCHEMA IF NOT EXISTS still needs the right to create schemas, which a
+            # role that owns just its schema does not have.
+            conn.execute(sa.schema.CreateSchema(self.name))
         for table in self.tables.values():
             # One table at a time: MetaData.drop_all would drop the sequences too, restarting every key.
             if table.info.get(dialect.UNLOGGED):
                 table.drop(conn, checkfirst=True)
         inspector = sa.inspect(conn)
-        new = {name for name in self.tables if not inspector.has_table(name)}
+        new = {name for name in self.tables if not inspector.has_table(name, schema=self.name)}
         self.metadata.create_all(conn, checkfirst=True)
         for name in sorted(set(self.tables) - new):
             self._add_missing_columns(conn, self.tables[name])
@@ -281,7 +289,7 @@ class Schema:
             columns = self.tables[name].info.get(dialect.PRIMARY_KEY)
             if columns and dialect.enforces_fact_keys(conn):
                 conn.execute(dialect.AddPrimaryKey(self.tables[name], columns))
-        existing = {ix["name"] for name in self.tables for ix in _indexes(conn, name)}
+        existing = {ix["name"] for name in self.tables for ix in _indexes(conn, self.tables[name])}
         for index in self.indexes:
             if index.name not in existing and dialect.wants_indexes(conn):
                 index.create(conn)
@@ -299,6 +307,14 @@ class Schema:
         # create_all added what an older version lacked: the mart is now of this version.
         conn.execute(sa.delete(version))
         conn.execute(sa.insert(version).values(version=SCHEMA_VERSION))
+        if dialect.has_row_security(conn):
+            access.secure(conn, self.tables.values(), access.readers(conn, version), self.sequences.values())
+            for fact in self.mart.facts:
+                access.secure(conn, dialect.day_partitions(conn, self.tables[fact.name]))
+
+    def exists(self, conn: sa.Connection) -> bool:
+        """Whether a mart (its version table) is there."""
+        return sa.inspect(conn).has_table(self.tables["dm_schema"].name, schema=self.name)
 
     def _add_missing_columns(self, conn: sa.Connection, table: sa.Table) -> None:
         """Add the columns an older mart's table lacks (always nullable): its rows and keys stay."""
@@ -319,7 +335,7 @@ class Schema:
         conn.execute(sa.insert(table).values(values))
 
 
-def _indexes(conn: sa.Connection, table: str) -> list[dict[str, object]]:
+def _indexes(conn: sa.Connection, table: sa.Table) -> list[dict[str, object]]:
     if not dialect.wants_indexes(conn):
         return []
-    return list(sa.inspect(conn).get_indexes(table))  # type: ignore[arg-type]
+    return list(sa.inspect(conn).get_indexes(table.name, schema=table.schema))  # type: ignore[arg-type]
