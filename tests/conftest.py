@@ -13,19 +13,25 @@ import sqlalchemy as sa
 from psycopg import sql
 
 PG_ADMIN_URL = os.environ.get("CALLMART_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+PG_POOLER_URL = os.environ.get("CALLMART_TEST_PG_POOLER_URL", "postgresql://postgres@127.0.0.1:6432/postgres")
+"""A transaction-mode PgBouncer in front of the test PostgreSQL, as Supabase's pooler is (.ci/services starts it)."""
+
+ENGINES = ["duckdb", "postgresql"]
+WITH_POOLER = [*ENGINES, "pooler"]
+"""For `@pytest.mark.parametrize("new_database", WITH_POOLER, indirect=True)`: PostgreSQL also through the pooler."""
 SEED = Path(__file__).resolve().parents[2] / "shared" / "seed-sample"
 
 
-@pytest.fixture(params=["duckdb", "postgresql"])
+@pytest.fixture(params=ENGINES)
 def new_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[], str]]:
     """Makes URLs of empty databases of the parametrized engine; all are dropped after the test."""
     yield from _databases(request.param, tmp_path)
 
 
-@pytest.fixture
-def new_postgres_database(tmp_path: Path) -> Iterator[Callable[[], str]]:
+@pytest.fixture(params=["postgresql"])
+def new_postgres_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[], str]]:
     """Makes URLs of empty PostgreSQL databases, for what only PostgreSQL can do (concurrent writers)."""
-    yield from _databases("postgresql", tmp_path)
+    yield from _databases(request.param, tmp_path)
 
 
 def _databases(engine: str, tmp_path: Path) -> Iterator[Callable[[], str]]:
@@ -42,7 +48,8 @@ def _databases(engine: str, tmp_path: Path) -> Iterator[Callable[[], str]]:
             # schema in every statement (the Supabase tests load with the server's default search path).
             admin.execute(sql.SQL("ALTER DATABASE {} SET search_path TO callmart, public").format(sql.Identifier(name)))
         created.append(name)
-        return sa.make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+        server = PG_POOLER_URL if engine == "pooler" else PG_ADMIN_URL
+        return sa.make_url(server).set(database=name).render_as_string(hide_password=False)
 
     yield make
     if created:

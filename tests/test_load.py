@@ -14,6 +14,7 @@ import pytest
 
 from callmart import Callmart, RunSummary, extract, fact
 from callmart.generate import generate
+from conftest import WITH_POOLER
 from marts import business_dump, count_rows, drawn, full_dump, query, select, write_extracts
 
 
@@ -54,6 +55,7 @@ def expected_metric(seed: Path) -> dict[tuple[str, str, str, str], int | None]:
     return expected
 
 
+@pytest.mark.parametrize("new_database", WITH_POOLER, indirect=True)
 def test_seed_sample_end_to_end(database_url: str, seed_dir: Path) -> None:
     load(database_url, seed_dir, date(2023, 6, 1), date(2023, 9, 1))
 
@@ -333,6 +335,7 @@ def test_incremental_equals_full(new_database: Callable[[], str], seed_dir: Path
     assert query(incremental_url, "SELECT count(*) FROM dim_clientes WHERE is_inferred") == [(0,)]
 
 
+@pytest.mark.parametrize("new_database", WITH_POOLER, indirect=True)
 def test_rerunning_a_period_leaves_the_mart_identical(database_url: str, seed_dir: Path) -> None:
     load(database_url, seed_dir, date(2023, 6, 27), date(2023, 6, 29))
     tables = ["dim_clientes", "dim_agentes", "dim_canales_digitales", "dim_logins", "fact_llamadas"]

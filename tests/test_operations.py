@@ -21,6 +21,7 @@ import pytest
 from callmart import Callmart, allocator
 from callmart.generate import generate
 from callmart.progress import StepResult
+from conftest import WITH_POOLER
 from marts import business_dump, full_dump, query
 
 DIMENSIONS = ["dim_clientes", "dim_agentes", "dim_canales_digitales", "dim_logins"]
@@ -64,6 +65,7 @@ def clean_load(url: str, source: Path, days: int = 6) -> None:
         assert mart.run().ok
 
 
+@pytest.mark.parametrize("new_database", WITH_POOLER, indirect=True)
 def test_killed_runs_leave_no_trace(new_database: Callable[[], str], extracts: Path) -> None:
     """Kill the loading process at random moments, 20 times, then run to the end: the mart equals a clean one."""
     clean = new_database()
@@ -94,8 +96,12 @@ def test_killed_runs_leave_no_trace(new_database: Callable[[], str], extracts: P
     assert mart_contents(url) == expected
     statuses = query(url, "SELECT DISTINCT status FROM dm_runs WHERE finished_at IS NOT NULL")
     assert statuses == [("exitoso",)]
+    # Each run killed after it started was found dead by a later one; none is left running.
+    unfinished = query(url, "SELECT status, count(*) FROM dm_runs WHERE finished_at IS NULL GROUP BY status")
+    assert [status for status, _ in unfinished] == ["abandonado"] and 0 < unfinished[0][1] <= kills
 
 
+@pytest.mark.parametrize("new_database", WITH_POOLER, indirect=True)
 def test_a_period_running_in_a_live_run_is_left_alone(database_url: str, extracts: Path) -> None:
     clean_load(database_url, extracts, days=1)
     with Callmart(database_url, extracts) as mart:
@@ -114,12 +120,10 @@ def test_a_period_running_in_a_live_run_is_left_alone(database_url: str, extract
     import sqlalchemy as sa
 
     engine = sa.create_engine(database_url)
-    with engine.connect() as holder:
-        if database_url.startswith("postgresql"):
-            from callmart import locking
+    from callmart import locking
 
-            locking.hold_run(holder, 991)
-            holder.commit()
+    with locking.run_alive(engine, 991):
+        if database_url.startswith("postgresql"):
             with Callmart(database_url, extracts) as mart:
                 summary = mart.run()
             assert summary.freed == 1
@@ -135,6 +139,7 @@ def test_a_period_running_in_a_live_run_is_left_alone(database_url: str, extract
         assert {s for _, s in query(database_url, "SELECT start_date, status FROM dm_processes")} == {"exitoso"}
 
 
+@pytest.mark.parametrize("new_postgres_database", ["postgresql", "pooler"], indirect=True)
 def test_two_runs_at_once_load_each_period_once(new_postgres_database: Callable[[], str], extracts: Path) -> None:
     """PostgreSQL: two runs share the periods. (DuckDB allows one writer: see the busy test below.)"""
     url = new_postgres_database()

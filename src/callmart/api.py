@@ -36,6 +36,7 @@ class RunSummary:
 
     started: datetime
     id_run: int = 0
+    abandoned: int = 0
     freed: int = 0
     business_date: datetime = BEGINNING
     touched: analytics.Touched = field(default_factory=analytics.Touched)
@@ -253,11 +254,10 @@ class Callmart:
             self._check_ready(conn)
             summary.id_run = runlog.start_run(conn, self.schema, summary.started, self.source_dir)
             summary.business_date = control.business_date(conn, self.schema, summary.started)
-        with self.engine.connect() as life:
-            locking.hold_run(life, summary.id_run)
-            life.commit()
+        with locking.run_alive(self.engine, summary.id_run):
             try:
                 with self._transaction() as conn:
+                    summary.abandoned = runlog.abandon_dead_runs(conn, self.schema, summary.id_run)
                     summary.freed = control.free_abandoned(conn, self.schema)
                 with allocator.returning_memory():
                     self._run_steps(summary, reload_dimensions)

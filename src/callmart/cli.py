@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from . import runlog
 from .analytics_cli import profile, report
 from .api import Callmart, RunSummary
 from .config import DEFAULT_DATABASE_URL
@@ -218,6 +219,8 @@ def run(ctx: click.Context, daily: bool, as_of: datetime | None, reload_dimensio
             _say(ctx, f"{counts['added'] + counts['requeued']} period(s) queued to catch up")
         _say(ctx, f"loading {mart.where} from {mart.source_dir}")
         summary = mart.run(reload_dimensions=reload_dimensions)
+        if summary.abandoned:
+            _say(ctx, f"{summary.abandoned} run(s) that stopped without finishing were marked {runlog.ABANDONED}")
         if summary.freed:
             _say(ctx, f"{summary.freed} period(s) left running by a stopped run were queued again and loaded")
     click.echo(_summary_table(summary))

@@ -59,6 +59,12 @@ def is_postgresql(conn: sa.Connection) -> bool:
     return conn.dialect.name == "postgresql"
 
 
+def runs_share_the_mart(dialect: sa.Dialect) -> bool:
+    """PostgreSQL lets runs of several processes (and machines) write the mart at once, so each must show that it
+    lives; DuckDB lets one process open the file for writing."""
+    return dialect.name == "postgresql"
+
+
 def has_row_security(conn: sa.Connection) -> bool:
     """PostgreSQL serves its tables to other roles (Supabase's public API among them): callmart's tables get row
     level security and no rights but their owner's and their readers' (see access.py). A DuckDB file has no roles."""

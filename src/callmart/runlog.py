@@ -9,13 +9,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import sqlalchemy as sa
 
-from . import dialect, rejects
+from . import dialect, locking, rejects
 from ._errors import CallmartError
 from .progress import StepResult
 from .schema import REJECTS, RUN_STEPS, RUNS, Schema
 
 __all__ = [
+    "ABANDONED",
     "ReconciliationError",
+    "abandon_dead_runs",
     "check_balance",
     "finish_run",
     "last_run_steps",
@@ -26,6 +28,8 @@ __all__ = [
 ]
 
 RUNNING, DONE, FAILED = "corriendo", "exitoso", "fallido"
+ABANDONED = "abandonado"
+"""A run that stopped without a word (killed, its machine lost): when it ended is not known."""
 
 
 class ReconciliationError(CallmartError):
@@ -56,6 +60,23 @@ def finish_run(conn: sa.Connection, schema: Schema, id_run: int, ok: bool, error
         .where(runs.c.id_run == id_run)
         .values(finished_at=datetime.now(), status=DONE if ok else FAILED, error_message=error)
     )
+
+
+def abandon_dead_runs(conn: sa.Connection, schema: Schema, id_run: int) -> int:
+    """Mark abandoned the runs other than `id_run` still recorded as running whose process no longer lives;
+    return how many."""
+    runs = schema[RUNS]
+    running = conn.execute(
+        sa.select(runs.c.id_run).where(runs.c.status == RUNNING, runs.c.id_run != id_run).order_by(runs.c.id_run)
+    ).scalars()
+    dead = [run for run in running if not locking.alive(conn, run)]
+    if dead:
+        conn.execute(
+            sa.update(runs)
+            .where(runs.c.id_run.in_(dead))
+            .values(status=ABANDONED, error_message=f"stopped without finishing; found by run {id_run}")
+        )
+    return len(dead)
 
 
 def record_step(conn: sa.Connection, schema: Schema, id_run: int, step: int, result: StepResult) -> None:
