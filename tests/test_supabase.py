@@ -19,6 +19,7 @@ from click.testing import CliRunner
 from psycopg import sql
 
 from callmart import Callmart
+from callmart._errors import ConfigError
 from callmart.cli import cli
 from callmart.mart import MART
 from callmart.schema import Schema
@@ -175,3 +176,71 @@ def test_a_reader_reads_tables_an_upgrade_adds(supabase_like: str, seed_dir: Pat
         mart.init()
     assert _tried_as(supabase_like, READER, "agg_conversion_diaria")["select"] == 0
     assert _tried_as(supabase_like, "anon", "agg_conversion_diaria")["select"] in (0, "InsufficientPrivilege")
+
+
+def test_the_schema_is_the_users_choice_on_both_engines(
+    database_url: str, seed_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CALLMART_SCHEMA", "mart_calls")
+    with Callmart(database_url, seed_dir) as mart:
+        mart.init()
+        mart.enqueue(date(2023, 6, 27), date(2023, 6, 29))
+        assert mart.run().ok
+        assert mart.where.endswith("(schema mart_calls)")
+    engine = sa.create_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            loaded = conn.execute(sa.text("SELECT count(*) FROM mart_calls.fact_llamadas")).scalar_one()
+            elsewhere = conn.execute(
+                sa.text(
+                    "SELECT count(*) FROM information_schema.tables "
+                    "WHERE table_name = 'fact_llamadas' AND table_schema <> 'mart_calls'"
+                )
+            ).scalar_one()
+    finally:
+        engine.dispose()
+    assert loaded > 0 and not elsewhere
+    # The URL's parameter wins over the environment.
+    monkeypatch.setenv("CALLMART_SCHEMA", "")
+    with pytest.raises(ConfigError, match="CALLMART_SCHEMA is set but empty"):
+        Callmart(database_url, seed_dir)
+    with Callmart(database_url + "?schema=mart_calls", seed_dir) as mart:
+        assert mart.status()
+
+
+def test_a_mart_left_in_public_keeps_working_and_moves(new_postgres_database: object, seed_dir: Path) -> None:
+    url = new_postgres_database()  # type: ignore[operator]
+    with Callmart(url + "?schema=public", seed_dir) as mart:
+        mart.init()
+        mart.enqueue(date(2023, 6, 27), date(2023, 6, 29))
+        assert mart.run().ok
+    # As an earlier callmart left it: no row level security.
+    database = str(sa.make_url(url).database)
+    with psycopg.connect(_url(PG_ADMIN_URL, database, "postgres"), autocommit=True) as admin:
+        for (table,) in admin.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'").fetchall():
+            admin.execute(sql.SQL("ALTER TABLE {} DISABLE ROW LEVEL SECURITY").format(sql.Identifier("public", table)))
+        before = admin.execute("SELECT count(*) FROM public.fact_llamadas").fetchone()
+    runner = CliRunner()
+    result = runner.invoke(cli, ["--database-url", url, "init"])
+    assert result.exit_code == 0 and "(schema public)" in result.output and "callmart move-schema" in result.output
+    with Callmart(url, seed_dir) as mart:
+        assert [row["status"] for row in mart.status()] == ["exitoso", "exitoso"]
+    result = runner.invoke(cli, ["--database-url", url, "move-schema"])
+    assert result.exit_code == 0, result.output
+    assert "(schema callmart)" in result.output
+    with psycopg.connect(_url(PG_ADMIN_URL, database, "postgres")) as admin:
+        left = admin.execute(
+            "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p', 'S')"
+        ).fetchone()
+        after = admin.execute("SELECT count(*) FROM callmart.fact_llamadas").fetchone()
+        open_tables = admin.execute(
+            "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = 'callmart' AND c.relkind IN ('r', 'p') AND NOT c.relrowsecurity"
+        ).fetchone()
+    assert left == (0,) and after == before and open_tables == (0,)
+    # The next run finds the mart in its new schema and goes on loading.
+    with Callmart(url, seed_dir) as mart:
+        mart.enqueue(date(2023, 6, 29), date(2023, 6, 30))
+        assert mart.run().ok
+        assert len(mart.status()) == 3 and mart.schema.name == "callmart"
