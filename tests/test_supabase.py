@@ -107,15 +107,19 @@ def _count(database: str, table: str) -> int:
 
 
 @pytest.mark.parametrize("through", ["direct", "pooler"])
-def test_the_public_api_roles_read_and_change_nothing(supabase_like: str, seed_dir: Path, through: str) -> None:
+def test_the_public_api_roles_read_and_change_nothing(
+    supabase_like: str, seed_dir: Path, through: str, tmp_path: Path
+) -> None:
     database = supabase_like
     url = _url(PG_ADMIN_URL if through == "direct" else POOLER_URL, database, OWNER)
     with Callmart(url, seed_dir) as mart:
         mart.init()
         mart.enqueue(date(2023, 6, 1), date(2023, 9, 1))
         assert mart.run().ok
-    result = CliRunner().invoke(cli, ["--database-url", url, "grant-read", READER])
-    assert result.exit_code == 0, result.output
+    # Everything else a team runs, as the same role.
+    for command in [["grant-read", READER], ["status"], ["rejects"], ["report", "--out", str(tmp_path / "r.html")]]:
+        result = CliRunner().invoke(cli, ["--database-url", url, *command])
+        assert result.exit_code == 0, (command, result.output)
 
     owned = _owned_tables(database)
     partitions = [t for t in owned if t.startswith("fact_llamadas_")]
