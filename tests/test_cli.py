@@ -162,3 +162,28 @@ def test_an_empty_period_is_refused() -> None:
     result = invoke("--database-url", "duckdb:///:memory:", "enqueue", "--from", "2024-03-05", "--to", "2024-03-05")
     assert result.exit_code == 2
     assert "must be after" in result.output
+
+
+@pytest.mark.parametrize("setting", ["CALLMART_DATABASE_URL", "CALLMART_SOURCE_DIR", "CALLMART_SCHEMA"])
+def test_an_empty_setting_is_an_error_naming_it(setting: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    env = {"CALLMART_DATABASE_URL": f"duckdb:///{tmp_path / 'm.duckdb'}", "CALLMART_SOURCE_DIR": str(tmp_path)}
+    for command in [["init"], ["run"], ["status"]]:
+        result = CliRunner().invoke(cli, command, env={**env, setting: ""})
+        assert result.exit_code == 2, result.output
+        assert result.output == f"Error: {setting} is set but empty: give it a value, or unset it\n"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_sample_loads_only_when_asked_for(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    env = {"CALLMART_DATABASE_URL": f"duckdb:///{tmp_path / 'm.duckdb'}", "CALLMART_SOURCE_DIR": None}
+    assert invoke("init", env=env).exit_code == 0
+    assert invoke("enqueue", "--from", "2024-03-04", "--to", "2024-03-05", env=env).exit_code == 0
+    result = CliRunner().invoke(cli, ["run"], env=env)
+    assert result.exit_code == 2
+    assert "no extracts folder: set CALLMART_SOURCE_DIR or --source-dir (--sample" in result.output
+    assert "1 pendiente" in invoke("status", env=env).output
+    result = CliRunner().invoke(cli, ["--sample", "run"], env=env)
+    assert result.exit_code == 0, result.output
+    assert "run 1: 1 period(s)," in result.output and " 0 failed" in result.output

@@ -8,7 +8,7 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from callmart.analytics_cli import profile
-from callmart.config import default_source_dir
+from callmart.config import sample_dir
 from callmart.profile import FileProfile, SourceProfile, profile_source
 from marts import drawn, write_extracts
 
@@ -131,7 +131,7 @@ def test_missing_and_extra_columns_and_files_are_reported(tmp_path: Path) -> Non
 
 
 def test_the_packaged_sample(tmp_path: Path) -> None:
-    found = profile_source(default_source_dir())
+    found = profile_source(sample_dir())
     assert [f.table for f in found.files] == [
         "dim_clientes",
         "dim_agentes",

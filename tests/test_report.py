@@ -14,6 +14,7 @@ from click.testing import CliRunner
 from callmart import Callmart
 from callmart.analytics import Touched, create_aggregate_tables, refresh_aggregates
 from callmart.analytics_cli import report
+from callmart.config import sample_dir
 from callmart.report import ReportData, report_data
 from callmart.report_html import CHARTS, render_report
 from marts import write_extracts
@@ -127,7 +128,7 @@ def test_report_command_on_a_mart_without_aggregates(database_url: str, tmp_path
 
 def sample_report(folder: Path) -> Path:
     """The report of the sample shipped with callmart, loaded into a DuckDB file."""
-    with Callmart(f"duckdb:///{folder / 'sample.duckdb'}") as mart:
+    with Callmart(f"duckdb:///{folder / 'sample.duckdb'}", sample_dir()) as mart:
         mart.init()
         mart.enqueue(date(2024, 3, 4), date(2024, 3, 11))
         assert mart.run().ok

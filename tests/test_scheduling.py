@@ -21,7 +21,8 @@ import duckdb
 import pytest
 import yaml
 
-from callmart.config import default_source_dir
+from callmart._errors import ConfigError
+from callmart.config import sample_dir
 from callmart.scheduling import PeriodsFailed
 
 SCHEDULING = Path(__file__).resolve().parents[1] / "src" / "callmart" / "scheduling"
@@ -46,14 +47,15 @@ def days(*numbers: int) -> list[tuple[str, str]]:
 
 
 def clean_environment(**extra: str) -> dict[str, str]:
-    """The environment without any callmart or Airflow setting of the machine, plus `extra`."""
+    """The environment without any callmart or Airflow setting of the machine, the packaged sample as the extracts,
+    plus `extra`."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CALLMART_", "AIRFLOW"))}
-    return {**env, **extra}
+    return {**env, "CALLMART_SOURCE_DIR": str(sample_dir()), **extra}
 
 
 def broken_sample(folder: Path) -> Path:
     """The packaged sample whose calls extract lacks columns: every period fails, the dimensions load."""
-    shutil.copytree(default_source_dir(), folder)
+    shutil.copytree(sample_dir(), folder)
     (folder / "Llamadas_sample.csv").write_text("Fecha,IDCliente\n2024-03-05 10:00:00,1\n")
     return folder
 
@@ -179,7 +181,7 @@ def test_an_airflow_run_without_a_logical_date_loads_what_the_daily_command_woul
 def function_app(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[ModuleType]:
     """The template function_app.py, imported by path, its mart a DuckDB file set by app settings."""
     monkeypatch.setenv("CALLMART_DATABASE_URL", f"duckdb:///{tmp_path / 'mart.duckdb'}")
-    monkeypatch.delenv("CALLMART_SOURCE_DIR", raising=False)
+    monkeypatch.setenv("CALLMART_SOURCE_DIR", str(sample_dir()))
     spec = importlib.util.spec_from_file_location("callmart_function_app", SCHEDULING / "azure" / "function_app.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
@@ -333,3 +335,34 @@ def test_the_github_workflow_steps_run_here_load_the_day_before(tmp_path: Path) 
             done = subprocess.run(["bash", "-c", step["run"]], env=env, capture_output=True, text=True, timeout=300)
             assert done.returncode == 0, done.stderr
     assert periods(mart) == days(7)
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "says"),
+    [
+        ("CALLMART_SOURCE_DIR", None, "set CALLMART_SOURCE_DIR"),
+        ("CALLMART_SOURCE_DIR", "", "CALLMART_SOURCE_DIR is set but empty"),
+        ("CALLMART_DATABASE_URL", None, "set CALLMART_DATABASE_URL"),
+        ("CALLMART_DATABASE_URL", "", "CALLMART_DATABASE_URL is set but empty"),
+    ],
+)
+def test_the_function_refuses_to_start_without_its_settings(
+    function_app: ModuleType,
+    timer: Callable[[bool], None],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    setting: str,
+    value: str | None,
+    says: str,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    if value is None:
+        monkeypatch.delenv(setting)
+    else:
+        monkeypatch.setenv(setting, value)
+    with pytest.raises(ConfigError, match=says):
+        timer(False)
+    # Nothing was loaded anywhere: no mart file by default, none from the sample.
+    assert list(tmp_path.iterdir()) == []
+    mart = Path(os.environ.get("CALLMART_DATABASE_URL", "duckdb:///none").removeprefix("duckdb:///"))
+    assert not mart.exists()

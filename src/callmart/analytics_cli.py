@@ -11,9 +11,9 @@ from pathlib import Path
 import click
 from sqlalchemy.exc import DBAPIError
 
-from ._errors import DatabaseError
+from ._errors import ConfigError, DatabaseError
 from .api import Callmart
-from .config import default_source_dir, scrub
+from .config import scrub
 from .console import EXIT_ERROR, table
 from .console import handle_errors as _handle_errors
 from .profile import FileProfile, SourceProfile, profile_source
@@ -68,7 +68,7 @@ def report(ctx: click.Context, first: datetime | None, last: datetime | None, ou
 @click.option(
     "--source-dir",
     type=click.Path(file_okay=False, path_type=Path),
-    help="Folder of the extracts to profile. Default: the group's --source-dir, else the sample shipped with callmart.",
+    help="Folder of the extracts to profile. Default: the group's --source-dir (or --sample).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the profile as JSON instead of tables.")
 @click.pass_context
@@ -80,7 +80,9 @@ def profile(ctx: click.Context, source_dir: Path | None, as_json: bool) -> None:
 
     Example: callmart profile --source-dir /data/exports
     """
-    folder = source_dir or (ctx.obj or {}).get("source_dir") or default_source_dir()
+    folder = source_dir or (ctx.obj or {}).get("source_dir")
+    if folder is None:
+        raise ConfigError("no extracts folder: give --source-dir, set CALLMART_SOURCE_DIR, or use --sample")
     found = profile_source(folder)
     if as_json:
         click.echo(json.dumps(dataclasses.asdict(found), indent=2, ensure_ascii=False))

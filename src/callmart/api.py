@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -15,7 +14,7 @@ from sqlalchemy.exc import DBAPIError
 
 from . import access, allocator, analytics, backfill, control, dialect, fingerprint, locking, runlog
 from ._errors import CallmartError, ConfigError, DatabaseError, MartNotReady
-from .config import create_engine, default_source_dir, mask, parse_url, schema_setting, scrub
+from .config import create_engine, mask, parse_url, schema_setting, scrub, setting
 from .declare import BEGINNING, Dimension, Mart
 from .dimension import load_dimension
 from .fact import load_period
@@ -66,8 +65,10 @@ class Callmart:
         schema: str | None = None,
     ) -> None:
         self.url, self._schema_name = schema_setting(parse_url(database_url), schema)
-        source_dir = source_dir or os.environ.get("CALLMART_SOURCE_DIR")
-        self.source_dir = Path(source_dir) if source_dir else default_source_dir()
+        if source_dir is not None and not str(source_dir).strip():
+            raise ConfigError("the extracts folder is empty: name one, or unset CALLMART_SOURCE_DIR")
+        source_dir = source_dir or setting("CALLMART_SOURCE_DIR")
+        self._source_dir = Path(source_dir) if source_dir else None
         self.reporter: Reporter = reporter or SilentReporter()
         self._mart = load_mart(mart, find_config(config))
         self._schema: Schema | None = None
@@ -95,9 +96,21 @@ class Callmart:
         return dedicated
 
     @property
+    def source_dir(self) -> Path:
+        """The folder of extracts a run loads: named by the caller or CALLMART_SOURCE_DIR, never guessed (the
+        packaged sample's made-up customers must not reach a real mart unless asked for, by `sample_dir()`)."""
+        if self._source_dir is None:
+            raise ConfigError(
+                "no extracts folder: set CALLMART_SOURCE_DIR or --source-dir (--sample loads the packaged sample)"
+            )
+        return self._source_dir
+
+    @property
     def where(self) -> str:
         """The database URL, password hidden, and the mart's schema if it has one."""
-        return mask(self.url) + (f" (schema {self.schema.name})" if self.schema.name else "")
+        # The schema once known: finding it needs the database, whose errors name the mart by this very text.
+        name = self._schema.name if self._schema is not None else self._schema_name
+        return mask(self.url) + (f" (schema {name})" if name else "")
 
     @property
     def exposed_schema(self) -> str | None:

@@ -9,9 +9,10 @@ from pathlib import Path
 import click
 
 from . import runlog
+from ._errors import ConfigError
 from .analytics_cli import profile, report
 from .api import Callmart, RunSummary
-from .config import DEFAULT_DATABASE_URL
+from .config import DEFAULT_DATABASE_URL, check_settings, sample_dir
 from .console import (
     EXIT_BUSY,
     EXIT_ERROR,
@@ -40,7 +41,12 @@ __all__ = ["EXIT_BUSY", "EXIT_ERROR", "EXIT_FAILED_PERIODS", "EXIT_OK", "main"]
     envvar="CALLMART_SOURCE_DIR",
     type=click.Path(file_okay=False, path_type=Path),
     help="Folder of the extracts (Llamadas*.csv, Customers*.csv, Agentes*.csv, CanalDigital*.csv, "
-    "logins*.json). Default: the sample shipped with callmart. Env: CALLMART_SOURCE_DIR.",
+    "logins*.json). Env: CALLMART_SOURCE_DIR.",
+)
+@click.option(
+    "--sample",
+    is_flag=True,
+    help="Load the sample extracts shipped with callmart (made-up customers) instead of --source-dir: to try it out.",
 )
 @click.option(
     "--config",
@@ -59,15 +65,21 @@ __all__ = ["EXIT_BUSY", "EXIT_ERROR", "EXIT_FAILED_PERIODS", "EXIT_OK", "main"]
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 @click.pass_context
 def cli(
-    ctx: click.Context, database_url: str, source_dir: Path | None, config: Path | None, log_format: str, debug: bool
+    ctx: click.Context,
+    database_url: str,
+    source_dir: Path | None,
+    sample: bool,
+    config: Path | None,
+    log_format: str,
+    debug: bool,
 ) -> None:
     """Load the call-center data mart from the call center's extracts.
 
     \b
-    A first load on the embedded database:
+    A first load of the packaged sample on the embedded database:
       callmart init
       callmart enqueue --from 2024-03-04 --to 2024-03-11
-      callmart run
+      callmart --sample run
       callmart status
 
     \b
@@ -78,7 +90,23 @@ def cli(
     Exit codes: 0 success, 1 some periods failed (the others loaded),
     2 usage, configuration or input error, 3 another process holds the mart.
     """
+    _check_settings(debug)
+    if sample and source_dir is not None:
+        raise click.UsageError("--sample and --source-dir (or CALLMART_SOURCE_DIR) name two folders: choose one")
+    if sample:
+        source_dir = sample_dir()
     ctx.obj = {"database_url": database_url, "source_dir": source_dir, "config": config, "log_format": log_format}
+
+
+def _check_settings(debug: bool) -> None:
+    """An empty setting (a scheduler's unset secret) is an error naming it, before click falls back to a default."""
+    try:
+        check_settings()
+    except ConfigError as error:
+        if debug:
+            raise
+        click.echo(click.style("Error: ", fg="red", bold=True) + str(error), err=True)
+        sys.exit(EXIT_ERROR)
 
 
 def _mart(ctx: click.Context, reporter: ConsoleReporter | JsonReporter | None = None) -> Callmart:

@@ -15,8 +15,11 @@ from ._errors import ConfigError
 
 __all__ = [
     "DEFAULT_DATABASE_URL",
+    "SETTINGS",
+    "check_settings",
     "create_engine",
-    "default_source_dir",
+    "sample_dir",
+    "setting",
     "mask",
     "parse_url",
     "schema_setting",
@@ -32,14 +35,41 @@ SCHEMA_PARAMETER = "schema"
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
 
-def default_source_dir() -> Path:
-    """The sample extracts shipped with the package."""
+SETTINGS = (
+    "CALLMART_DATABASE_URL",
+    "CALLMART_SOURCE_DIR",
+    "CALLMART_SCHEMA",
+    "CALLMART_CONFIG",
+    "CALLMART_LOG_FORMAT",
+)
+"""The environment variables callmart reads. A scheduler's unset secret or variable arrives as an empty string:
+that is an error naming it, never a silent default."""
+
+
+def setting(name: str) -> str | None:
+    """The value of an environment setting; None when unset, an error when set but empty."""
+    value = os.environ.get(name)
+    if value is not None and not value.strip():
+        raise ConfigError(f"{name} is set but empty: give it a value, or unset it")
+    return value
+
+
+def check_settings() -> None:
+    """Fail on the first of callmart's settings that is set but empty."""
+    for name in SETTINGS:
+        setting(name)
+
+
+def sample_dir() -> Path:
+    """The sample extracts shipped with the package: made-up customers, for trying callmart out."""
     return Path(str(resources.files("callmart") / "sample"))
 
 
 def parse_url(raw: str | None) -> sa.URL:
     """A SQLAlchemy URL for DuckDB or PostgreSQL (psycopg 3), from what a user typed."""
-    text = raw or os.environ.get("CALLMART_DATABASE_URL") or DEFAULT_DATABASE_URL
+    if raw is not None and not raw.strip():
+        raise ConfigError("the database URL is empty: give one, or unset CALLMART_DATABASE_URL")
+    text = raw or setting("CALLMART_DATABASE_URL") or DEFAULT_DATABASE_URL
     try:
         url = sa.make_url(text)
     except ArgumentError:
@@ -61,9 +91,7 @@ def schema_setting(url: sa.URL, given: str | None = None) -> tuple[sa.URL, str |
         name = str(url.query[SCHEMA_PARAMETER])
     url = url.difference_update_query([SCHEMA_PARAMETER])
     if name is None:
-        name = os.environ.get("CALLMART_SCHEMA")
-        if name is not None and not name.strip():
-            raise ConfigError("CALLMART_SCHEMA is set but empty: name the mart's schema, or unset it")
+        name = setting("CALLMART_SCHEMA")
     if name is not None and not _SCHEMA_NAME.fullmatch(name):
         raise ConfigError(
             f"not a schema name: {name!r}; use lower-case letters, digits and _ (at most 63), not starting with a digit"

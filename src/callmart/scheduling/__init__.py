@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
-from .._errors import CallmartError
+from .._errors import CallmartError, ConfigError
 from ..api import Callmart, RunSummary
+from ..config import check_settings, setting
 from ..console import step_name
 from ..progress import StepResult
 
@@ -49,9 +49,18 @@ class LogReporter:
 
 
 def open_mart(database_url: str | None = None) -> Callmart:
-    """The mart named by `database_url` or CALLMART_DATABASE_URL, fed from CALLMART_SOURCE_DIR, logging its steps."""
-    source = os.environ.get("CALLMART_SOURCE_DIR") or None
-    return Callmart(database_url, Path(source) if source else None, reporter=LogReporter())
+    """The mart named by `database_url` or CALLMART_DATABASE_URL, fed from CALLMART_SOURCE_DIR, logging its steps.
+
+    A scheduled run never falls back to a default: without a mart and a folder of extracts it refuses to start,
+    naming the setting (a secret or variable the scheduler left unset arrives empty, or not at all)."""
+    check_settings()
+    url = database_url or setting("CALLMART_DATABASE_URL")
+    if not url:
+        raise ConfigError("no mart to load: set CALLMART_DATABASE_URL (or the scheduler's connection for callmart)")
+    source = setting("CALLMART_SOURCE_DIR")
+    if not source:
+        raise ConfigError("no extracts to load: set CALLMART_SOURCE_DIR to the folder the exports arrive in")
+    return Callmart(url, Path(source), reporter=LogReporter())
 
 
 def check(summary: RunSummary) -> RunSummary:
