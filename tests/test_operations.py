@@ -419,3 +419,52 @@ def test_the_next_run_removes_what_a_run_killed_in_a_backfill_left_on_disk(
         mart.enqueue(START, date(2024, 3, 5), force=True)
         assert mart.run().ok
     assert list(temporary.iterdir()) == []
+
+
+@pytest.fixture(scope="module")
+def big_days(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two days of 200,000 calls each: a period's load lasts long enough to be stopped in the middle."""
+    folder = tmp_path_factory.mktemp("big_days")
+    generate(folder, calls=400_000, days=2, customers=20_000, start=START, seed=5)
+    return folder
+
+
+@pytest.mark.parametrize("new_database", WITH_POOLER, indirect=True)
+@pytest.mark.parametrize("signal_number", [signal.SIGTERM, signal.SIGINT])
+def test_a_stopped_run_rolls_back_its_period_and_queues_it_again(
+    new_database: Callable[[], str], big_days: Path, signal_number: int
+) -> None:
+    """Scenario: two days queued; the run is stopped while it loads the first fact period. Then `status` shows
+    both days pending, the run interrumpido; the next run loads both, equal to a load never stopped."""
+    url = new_database()
+    with Callmart(url, big_days) as mart:
+        mart.init()
+        mart.enqueue(START, START + timedelta(days=2))
+    process = callmart(url, big_days, "--log-format", "json", "run")
+    assert process.stderr is not None
+    for line in process.stderr:
+        event = json.loads(line)
+        if event.get("event") == "step_started" and event["step"].startswith("fact_llamadas"):
+            break
+    time.sleep(0.3)
+    stopped_at = time.monotonic()
+    process.send_signal(signal_number)
+    code, out, err = finish(process)
+    assert time.monotonic() - stopped_at < 10
+    assert code == 128 + signal_number, err
+    name = signal.Signals(signal_number).name
+    assert err.strip().splitlines() == [
+        f"Stopped: stopped by {name}; the period being loaded rolled back and is queued again"
+    ]
+    assert "Traceback" not in out + err
+    assert query(url, "SELECT status, error_message FROM dm_runs") == [("interrumpido", f"stopped by {name}")]
+    periods = query(url, "SELECT status, rows_loaded, error_message FROM dm_processes ORDER BY start_date")
+    assert [status for status, _, _ in periods] == ["pendiente", "pendiente"]
+    assert periods[0][2] == f"queued again: run 1 was stopped by {name}"
+    assert query(url, "SELECT count(*) FROM fact_llamadas") == [(0,)]
+
+    code, _, err = finish(callmart(url, big_days, "run"))
+    assert code == 0, err
+    clean = new_database()
+    clean_load(clean, big_days, days=2)
+    assert mart_contents(url) == mart_contents(clean)

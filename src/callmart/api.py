@@ -24,6 +24,7 @@ from .metric import refresh_after_events
 from .progress import Reporter, SilentReporter, StepResult
 from .schema import SCHEMA_VERSION, Schema
 from .settings import find_config, load_mart
+from .stopping import RunStopped, StopRequest
 from .streamed_aggregates import StreamedAggregates
 
 __all__ = ["Callmart", "RunSummary"]
@@ -72,6 +73,7 @@ class Callmart:
         self.reporter: Reporter = reporter or SilentReporter()
         self._mart = load_mart(mart, find_config(config))
         self._schema: Schema | None = None
+        self._stop = StopRequest()
         self.engine = create_engine(self.url)
 
     @property
@@ -256,12 +258,17 @@ class Callmart:
             self._check_ready(conn)
             return runlog.reject_rows(conn, self.schema, id_run, limit)
 
-    def run(self, reload_dimensions: bool = False) -> RunSummary:
+    def run(self, reload_dimensions: bool = False, stop: StopRequest | None = None) -> RunSummary:
         """Load every dimension, then every pending period oldest first; a failed period does not stop the rest.
 
         A dimension whose source files and rules are those of its last merge is skipped, unless
         `reload_dimensions`. Periods are claimed one at a time, so runs started together share the work; periods
-        left running by a run that died are queued again first."""
+        left running by a run that died are queued again first.
+
+        `stop`: when it is requested (see `stopping.on_signals`), the statement under way is cut short, the period
+        being loaded rolls back and is queued again, the run is recorded as interrupted, and RunStopped is raised.
+        KeyboardInterrupt is handled the same way."""
+        self._stop = stop or StopRequest()
         summary = RunSummary(started=datetime.now().replace(microsecond=0))
         with self._transaction() as conn:
             self._check_ready(conn)
@@ -274,6 +281,16 @@ class Callmart:
                     summary.freed = control.free_abandoned(conn, self.schema)
                 with allocator.returning_memory():
                     self._run_steps(summary, reload_dimensions)
+            except (RunStopped, KeyboardInterrupt) as stopped:
+                reason = stopped.reason if isinstance(stopped, RunStopped) else "stopped by SIGINT"
+                # A connection whose statement was interrupted in the driver is not to be used again.
+                self.engine.dispose()
+                with self._transaction() as conn:
+                    control.requeue_running(
+                        conn, self.schema, summary.id_run, f"queued again: run {summary.id_run} was {reason}"
+                    )
+                    runlog.finish_run(conn, self.schema, summary.id_run, ok=False, error=reason, stopped=True)
+                raise
             except BaseException as error:
                 with self._transaction() as conn:
                     runlog.finish_run(conn, self.schema, summary.id_run, ok=False, error=self._describe(error))
@@ -284,10 +301,12 @@ class Callmart:
 
     def _run_steps(self, summary: RunSummary, reload_dimensions: bool) -> None:
         for dim in self.schema.mart.dimensions:
+            self._stop.check()
             summary.steps.append(self._run_dimension(dim, summary, reload_dimensions))
         cache = LookupCache()
         with backfill.Backfill(self.source_dir) as split:
             while True:
+                self._stop.check()
                 with self._transaction() as conn:
                     period = control.claim_next(conn, self.schema, summary.id_run, summary.started)
                 if period is None:
@@ -311,7 +330,7 @@ class Callmart:
         began = time.perf_counter()
         # Hashed before the merge: a file replaced during it then differs from the digest kept, and loads next time.
         digest = fingerprint.fingerprint(self.source_dir, dim)
-        with self._transaction() as conn:
+        with self._transaction() as conn, self._stop.cancelling(dialect.canceller(conn)):
             locking.take_write_turn(conn)
             if not reload and fingerprint.is_current(conn, self.schema, dim, digest):
                 result = StepResult(table=dim.name, note="source unchanged since its last merge")
@@ -348,7 +367,7 @@ class Callmart:
         # The calls' aggregates of the period's days, summed as its rows stream by, commit with them.
         aggregates = StreamedAggregates(self.schema, fact)
         try:
-            with self.engine.begin() as conn:
+            with self.engine.begin() as conn, self._stop.cancelling(dialect.canceller(conn)):
                 locking.take_write_turn(conn)
                 dialect.tune_for_bulk(conn)
                 # Several days pending: the first one's load reads the extract once for all of them.
@@ -379,6 +398,9 @@ class Callmart:
                 )
                 summary.touched.add_period(period.start, period.end, settled)
         except Exception as error:  # noqa: BLE001 - any failure fails the period, and the run goes on
+            if self._stop.requested:
+                # The failure is the stop cutting the load short: the period is queued again, not failed.
+                raise RunStopped(self._stop.reason, self._stop.signal_number) from error
             message = self._describe(error)
             result = StepResult(
                 table=fact.name, period=(period.start, period.end), status=control.FAILED, error=message
@@ -394,6 +416,8 @@ class Callmart:
 
     def _progress(self, name: str) -> Callable[[int], None]:
         def on_rows(rows: int) -> None:
+            # Between batches is a safe place to stop: the step's transaction then rolls back.
+            self._stop.check()
             self.reporter.rows_read(name, rows)
 
         return on_rows

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 from datetime import date, datetime
 from pathlib import Path
@@ -24,6 +25,7 @@ from .console import (
     table,
 )
 from .console import handle_errors as _handle_errors
+from .stopping import RunStopped, StopRequest, on_signals
 
 __all__ = ["EXIT_BUSY", "EXIT_ERROR", "EXIT_FAILED_PERIODS", "EXIT_OK", "main"]
 
@@ -237,16 +239,26 @@ def run(ctx: click.Context, daily: bool, as_of: datetime | None, reload_dimensio
     """Load the dimensions, then every pending period, oldest first, and print a summary.
 
     Exit code 0 when every period loaded, 1 when some failed (the rest still load), 2 on an error, 3 when another
-    process holds the mart.
+    process holds the mart, 130 or 143 when stopped by SIGINT (Ctrl-C) or SIGTERM: the period being loaded rolls
+    back and is queued again, and the run is recorded as interrumpido.
     """
     live = sys.stderr.isatty()
     reporter = JsonReporter() if ctx.obj["log_format"] == "json" else ConsoleReporter(live=live)
-    with _mart(ctx, reporter) as mart:
+    stop = StopRequest()
+    with _mart(ctx, reporter) as mart, on_signals(stop):
         if daily:
             counts = mart.catch_up(_day(as_of))
             _say(ctx, f"{counts['added'] + counts['requeued']} period(s) queued to catch up")
         _say(ctx, f"loading {mart.where} from {mart.source_dir}")
-        summary = mart.run(reload_dimensions=reload_dimensions)
+        try:
+            summary = mart.run(reload_dimensions=reload_dimensions, stop=stop)
+        except RunStopped as stopped:
+            click.echo(
+                click.style("Stopped: ", fg="yellow", bold=True)
+                + f"{stopped.reason}; the period being loaded rolled back and is queued again",
+                err=True,
+            )
+            sys.exit(128 + (stopped.signal_number or signal.SIGINT))
         if summary.abandoned:
             _say(ctx, f"{summary.abandoned} run(s) that stopped without finishing were marked {runlog.ABANDONED}")
         if summary.freed:

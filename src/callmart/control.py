@@ -29,6 +29,7 @@ __all__ = [
     "mark",
     "pending_periods",
     "requeue_failed",
+    "requeue_running",
 ]
 
 PENDING, RUNNING, DONE, FAILED = "pendiente", "corriendo", "exitoso", "fallido"
@@ -133,6 +134,17 @@ def free_abandoned(conn: sa.Connection, schema: Schema) -> int:
             )
             freed += 1
     return freed
+
+
+def requeue_running(conn: sa.Connection, schema: Schema, id_run: int, message: str) -> int:
+    """Queue again the periods a run still holds as running (it was stopped while loading them)."""
+    table = schema.processes
+    statement = (
+        sa.update(table)
+        .where(table.c.status == RUNNING, table.c.id_run == id_run)
+        .values(status=PENDING, error_message=message)
+    )
+    return int(conn.execute(statement).rowcount)
 
 
 def mark(conn: sa.Connection, schema: Schema, period: Period, status: str, **values: object) -> None:

@@ -65,6 +65,15 @@ def runs_share_the_mart(dialect: sa.Dialect) -> bool:
     return dialect.name == "postgresql"
 
 
+def canceller(conn: sa.Connection) -> Callable[[], None]:
+    """How to cut short the statement the connection runs, from another thread: PostgreSQL's cancel request
+    (through a pooler too), DuckDB's interrupt."""
+    raw = conn.connection.driver_connection
+    assert raw is not None
+    cancel: Callable[[], None] = raw.cancel_safe if is_postgresql(conn) else raw.interrupt
+    return cancel
+
+
 def has_row_security(conn: sa.Connection) -> bool:
     """PostgreSQL serves its tables to other roles (Supabase's public API among them): callmart's tables get row
     level security and no rights but their owner's and their readers' (see access.py). A DuckDB file has no roles."""

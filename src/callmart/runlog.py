@@ -16,6 +16,7 @@ from .schema import REJECTS, RUN_STEPS, RUNS, Schema
 
 __all__ = [
     "ABANDONED",
+    "INTERRUPTED",
     "ReconciliationError",
     "abandon_dead_runs",
     "check_balance",
@@ -28,7 +29,7 @@ __all__ = [
 ]
 
 RUNNING, DONE, FAILED = "corriendo", "exitoso", "fallido"
-ABANDONED = "abandonado"
+ABANDONED, INTERRUPTED = "abandonado", "interrumpido"
 """A run that stopped without a word (killed, its machine lost): when it ended is not known."""
 
 
@@ -52,13 +53,16 @@ def start_run(conn: sa.Connection, schema: Schema, started: datetime, source_dir
     return id_run
 
 
-def finish_run(conn: sa.Connection, schema: Schema, id_run: int, ok: bool, error: str | None = None) -> None:
-    """Close a run with its outcome."""
+def finish_run(
+    conn: sa.Connection, schema: Schema, id_run: int, ok: bool, error: str | None = None, stopped: bool = False
+) -> None:
+    """Close a run with its outcome: done, failed, or interrupted when it was asked to stop."""
     runs = schema[RUNS]
+    status = INTERRUPTED if stopped else DONE if ok else FAILED
     conn.execute(
         sa.update(runs)
         .where(runs.c.id_run == id_run)
-        .values(finished_at=datetime.now(), status=DONE if ok else FAILED, error_message=error)
+        .values(finished_at=datetime.now(), status=status, error_message=error)
     )
 
 
