@@ -3,6 +3,7 @@
 CallmartError
 ├── ConfigError        bad URL, option or period
 ├── SourceError        a missing or unreadable extract
+│   └── PeriodNotCovered   the extracts do not reach a period yet (a late export)
 ├── MartNotReady       the database is not a callmart mart, or is of another version
 ├── DatabaseError      the database cannot be reached or refused a statement
 └── MartBusy           another process holds the mart (DuckDB allows one writer)
@@ -10,7 +11,15 @@ CallmartError
 
 from __future__ import annotations
 
-__all__ = ["CallmartError", "ConfigError", "DatabaseError", "MartBusy", "MartNotReady", "SourceError"]
+__all__ = [
+    "CallmartError",
+    "ConfigError",
+    "DatabaseError",
+    "MartBusy",
+    "MartNotReady",
+    "PeriodNotCovered",
+    "SourceError",
+]
 
 
 class CallmartError(Exception):
@@ -23,6 +32,10 @@ class ConfigError(CallmartError):
 
 class SourceError(CallmartError):
     """A source extract that is missing or cannot be read as declared."""
+
+
+class PeriodNotCovered(SourceError):
+    """The extracts do not cover a period yet: the export is late, or a file is missing."""
 
 
 class MartNotReady(CallmartError):

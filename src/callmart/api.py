@@ -7,15 +7,16 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
+from datetime import time as time_of_day
 from pathlib import Path
 
 import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError
 
-from . import access, allocator, analytics, backfill, control, dialect, fingerprint, locking, runlog
-from ._errors import CallmartError, ConfigError, DatabaseError, MartNotReady
+from . import access, allocator, analytics, backfill, control, coverage, dialect, fingerprint, locking, runlog
+from ._errors import CallmartError, ConfigError, DatabaseError, MartNotReady, PeriodNotCovered
 from .config import create_engine, mask, parse_url, schema_setting, scrub, setting
-from .declare import BEGINNING, Dimension, Mart
+from .declare import BEGINNING, Dimension, Fact, Mart
 from .dimension import load_dimension
 from .fact import load_period
 from .keys import LookupCache
@@ -27,7 +28,10 @@ from .settings import find_config, load_mart
 from .stopping import RunStopped, StopRequest
 from .streamed_aggregates import StreamedAggregates
 
-__all__ = ["Callmart", "RunSummary"]
+__all__ = ["DEFAULT_MAX_WAIT", "Callmart", "RunSummary"]
+
+DEFAULT_MAX_WAIT = timedelta(days=3)
+"""How long after its end a period may wait for its extract before it fails."""
 
 
 @dataclass
@@ -45,7 +49,17 @@ class RunSummary:
     @property
     def failed(self) -> list[StepResult]:
         """Steps that did not load."""
-        return [s for s in self.steps if s.status != control.DONE]
+        return [s for s in self.steps if s.status == control.FAILED]
+
+    @property
+    def waiting(self) -> list[StepResult]:
+        """Periods left waiting for their extracts (a late or missing export)."""
+        return [s for s in self.steps if s.status == control.WAITING]
+
+    @property
+    def loaded(self) -> list[StepResult]:
+        """Periods loaded."""
+        return [s for s in self.steps if s.period is not None and s.status == control.DONE]
 
     @property
     def ok(self) -> bool:
@@ -258,7 +272,13 @@ class Callmart:
             self._check_ready(conn)
             return runlog.reject_rows(conn, self.schema, id_run, limit)
 
-    def run(self, reload_dimensions: bool = False, stop: StopRequest | None = None) -> RunSummary:
+    def run(
+        self,
+        reload_dimensions: bool = False,
+        stop: StopRequest | None = None,
+        max_wait: timedelta | None = DEFAULT_MAX_WAIT,
+        complete_through: date | None = None,
+    ) -> RunSummary:
         """Load every dimension, then every pending period oldest first; a failed period does not stop the rest.
 
         A dimension whose source files and rules are those of its last merge is skipped, unless
@@ -267,8 +287,18 @@ class Callmart:
 
         `stop`: when it is requested (see `stopping.on_signals`), the statement under way is cut short, the period
         being loaded rolls back and is queued again, the run is recorded as interrupted, and RunStopped is raised.
-        KeyboardInterrupt is handled the same way."""
+        KeyboardInterrupt is handled the same way.
+
+        A period its extract does not cover yet (coverage.py) is left `esperando`, and tried again by the next run;
+        `max_wait` after the period's end, it fails instead (None: it waits for ever). `complete_through`: the
+        extracts are known to hold every row up to the end of that day (a final, historical export), so the
+        periods up to then are covered whatever their last rows."""
         self._stop = stop or StopRequest()
+        self._max_wait = max_wait
+        self._dated: dict[str, frozenset[date]] = {}
+        self._complete_through = (
+            None if complete_through is None else datetime.combine(complete_through + timedelta(days=1), time_of_day())
+        )
         summary = RunSummary(started=datetime.now().replace(microsecond=0))
         with self._transaction() as conn:
             self._check_ready(conn)
@@ -279,6 +309,7 @@ class Callmart:
                 with self._transaction() as conn:
                     summary.abandoned = runlog.abandon_dead_runs(conn, self.schema, summary.id_run)
                     summary.freed = control.free_abandoned(conn, self.schema)
+                    control.wake_waiting(conn, self.schema)
                 with allocator.returning_memory():
                     self._run_steps(summary, reload_dimensions)
             except (RunStopped, KeyboardInterrupt) as stopped:
@@ -377,6 +408,10 @@ class Callmart:
                     lambda: control.pending_periods(conn, self.schema, fact.name),
                     self._progress(name),
                 )
+                made = split.split_of(fact)
+                if made is not None:
+                    # The split read the whole extract: a period it does not cover waits without a load.
+                    self._check_covered(fact, period, made.latest)
                 result = load_period(
                     conn,
                     self.schema,
@@ -389,6 +424,7 @@ class Callmart:
                     cache,
                     aggregates,
                 )
+                self._check_covered(fact, period, made.latest if made is not None else result.source_latest)
                 runlog.check_balance(result)
                 settled = aggregates.write(conn, period.start, period.end)
                 result.seconds = time.perf_counter() - began
@@ -397,6 +433,8 @@ class Callmart:
                     conn, self.schema, period, control.DONE, rows_loaded=result.inserted, finished_at=datetime.now()
                 )
                 summary.touched.add_period(period.start, period.end, settled)
+        except PeriodNotCovered as uncovered:
+            result = self._wait(period, summary, step, str(uncovered), began)
         except Exception as error:  # noqa: BLE001 - any failure fails the period, and the run goes on
             if self._stop.requested:
                 # The failure is the stop cutting the load short: the period is queued again, not failed.
@@ -414,6 +452,36 @@ class Callmart:
         self.reporter.step_finished(result)
         return result
 
+    def _check_covered(self, fact: Fact, period: control.Period, latest: datetime | None) -> None:
+        if fact.name not in self._dated:
+            self._dated[fact.name] = coverage.dated_days(self.source_dir, fact)
+        if self._complete_through is not None:
+            latest = self._complete_through if latest is None else max(latest, self._complete_through)
+        extracts = coverage.Coverage(latest, self._dated[fact.name])
+        if not extracts.covers(period.start, period.end):
+            raise PeriodNotCovered(extracts.why_not(period.start, period.end))
+
+    def _wait(self, period: control.Period, summary: RunSummary, step: int, reason: str, began: float) -> StepResult:
+        """Leave a period its extract does not cover to a later run; fail it once it waited `max_wait`."""
+        overdue = self._max_wait is not None and datetime.now() - period.end > self._max_wait
+        status = control.FAILED if overdue else control.WAITING
+        message = (
+            f"{reason}; still so {_spoken(self._max_wait)} after the period ended (--max-wait)" if overdue else reason
+        )
+        result = StepResult(
+            table=period.fact_table,
+            period=(period.start, period.end),
+            status=status,
+            error=message if overdue else None,
+            note=None if overdue else reason,
+        )
+        result.seconds = time.perf_counter() - began
+        with self._transaction() as conn:
+            finished = datetime.now() if overdue else None
+            control.mark(conn, self.schema, period, status, error_message=message, finished_at=finished)
+            runlog.record_step(conn, self.schema, summary.id_run, step, result)
+        return result
+
     def _progress(self, name: str) -> Callable[[int], None]:
         def on_rows(rows: int) -> None:
             # Between batches is a safe place to stop: the step's transaction then rolls back.
@@ -421,3 +489,13 @@ class Callmart:
             self.reporter.rows_read(name, rows)
 
         return on_rows
+
+
+def _spoken(span: timedelta | None) -> str:
+    """A duration as people say it: 3 days, 12 hours, 90 minutes."""
+    seconds = int(span.total_seconds()) if span is not None else 0
+    for unit, size in (("day", 86_400), ("hour", 3_600), ("minute", 60)):
+        if seconds % size == 0 and seconds >= size:
+            count = seconds // size
+            return f"{count} {unit}{'s' if count != 1 else ''}"
+    return f"{seconds} seconds"

@@ -53,6 +53,8 @@ class PeriodSplit:
         self.periods = list(periods)
         self.problems: list[pa.Table] = []
         self.parts: dict[int | None, list[Path]] = {}
+        self.latest: datetime | None = None
+        """The latest time among all the extract's rows, in any period or none."""
 
     def add_part(self, index: int | None) -> Path:
         """A new file for rows of period `index` (None: rows without a date)."""
@@ -113,6 +115,9 @@ def split_by_period(
                 on_rows(batch.num_rows)
             when = clean_values(batch.column(time_column.source or time_column.name), time_column)
             dated = pc.is_valid(when).to_numpy(zero_copy_only=False)
+            latest = pc.max(when).as_py()
+            if latest is not None and (split.latest is None or latest > split.latest):
+                split.latest = latest
             seconds = pc.fill_null(pc.cast(when, pa.int64()), 0).to_numpy(zero_copy_only=False)
             place = np.searchsorted(starts, seconds, side="right") - 1
             inside = dated & (place >= 0) & (seconds < ends[np.maximum(place, 0)])
@@ -173,6 +178,10 @@ class Backfill:
                     self._splits[fact.name] = None
         split = self._splits[fact.name]
         return None if split is None else split.rows_of(*period)
+
+    def split_of(self, fact: Fact) -> PeriodSplit | None:
+        """The fact's split, once made (None where each period reads the extract itself)."""
+        return self._splits.get(fact.name)
 
     def _make_folder(self) -> Path:
         if self._folder is None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import signal
 import sys
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import click
@@ -18,6 +18,7 @@ from .console import (
     EXIT_BUSY,
     EXIT_ERROR,
     EXIT_FAILED_PERIODS,
+    EXIT_NOTHING_READY,
     EXIT_OK,
     ConsoleReporter,
     JsonReporter,
@@ -27,7 +28,7 @@ from .console import (
 from .console import handle_errors as _handle_errors
 from .stopping import RunStopped, StopRequest, on_signals
 
-__all__ = ["EXIT_BUSY", "EXIT_ERROR", "EXIT_FAILED_PERIODS", "EXIT_OK", "main"]
+__all__ = ["EXIT_BUSY", "EXIT_ERROR", "EXIT_FAILED_PERIODS", "EXIT_NOTHING_READY", "EXIT_OK", "main"]
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -90,7 +91,9 @@ def cli(
 
     \b
     Exit codes: 0 success, 1 some periods failed (the others loaded),
-    2 usage, configuration or input error, 3 another process holds the mart.
+    2 usage, configuration or input error, 3 another process holds the mart,
+    4 nothing loaded: the extracts do not reach the pending periods yet,
+    130/143 stopped by SIGINT/SIGTERM.
     """
     _check_settings(debug)
     if sample and source_dir is not None:
@@ -233,17 +236,42 @@ def _day(value: datetime | None) -> date | None:
     is_flag=True,
     help="Merge every dimension again, even one whose source files are unchanged since its last merge.",
 )
+@click.option(
+    "--max-wait",
+    default="3d",
+    show_default=True,
+    help="How long after its end a period may wait for its extract (a late export) before it fails: "
+    "a number with d, h or m, or 'never'.",
+)
+@click.option(
+    "--complete-through",
+    type=click.DateTime(["%Y-%m-%d"]),
+    help="The extracts hold every call up to the end of this day (a final, historical export): "
+    "the periods up to then load even where their last days have no call.",
+)
 @click.pass_context
 @_handle_errors
-def run(ctx: click.Context, daily: bool, as_of: datetime | None, reload_dimensions: bool) -> None:
+def run(
+    ctx: click.Context,
+    daily: bool,
+    as_of: datetime | None,
+    reload_dimensions: bool,
+    max_wait: str,
+    complete_through: datetime | None,
+) -> None:
     """Load the dimensions, then every pending period, oldest first, and print a summary.
 
-    Exit code 0 when every period loaded, 1 when some failed (the rest still load), 2 on an error, 3 when another
-    process holds the mart, 130 or 143 when stopped by SIGINT (Ctrl-C) or SIGTERM: the period being loaded rolls
-    back and is queued again, and the run is recorded as interrumpido.
+    A period is loaded once its extract covers it: the calls extract holds a call at or after the period's end,
+    or each of its days has a file of its own (Llamadas_20240305.csv). Until then it waits (esperando).
+
+    Exit code 0 when every period loaded (or waits), 1 when some failed (the rest still load), 2 on an error, 3
+    when another process holds the mart, 4 when nothing was loaded because no period's extract was there yet (the
+    periods wait, and the next run tries again), 130 or 143 when stopped by SIGINT (Ctrl-C) or SIGTERM: the
+    period being loaded rolls back and is queued again, and the run is recorded as interrumpido.
     """
     live = sys.stderr.isatty()
     reporter = JsonReporter() if ctx.obj["log_format"] == "json" else ConsoleReporter(live=live)
+    wait = _duration(max_wait)
     stop = StopRequest()
     with _mart(ctx, reporter) as mart, on_signals(stop):
         if daily:
@@ -251,7 +279,9 @@ def run(ctx: click.Context, daily: bool, as_of: datetime | None, reload_dimensio
             _say(ctx, f"{counts['added'] + counts['requeued']} period(s) queued to catch up")
         _say(ctx, f"loading {mart.where} from {mart.source_dir}")
         try:
-            summary = mart.run(reload_dimensions=reload_dimensions, stop=stop)
+            summary = mart.run(
+                reload_dimensions=reload_dimensions, stop=stop, max_wait=wait, complete_through=_day(complete_through)
+            )
         except RunStopped as stopped:
             click.echo(
                 click.style("Stopped: ", fg="yellow", bold=True)
@@ -267,6 +297,24 @@ def run(ctx: click.Context, daily: bool, as_of: datetime | None, reload_dimensio
     if not summary.ok:
         click.echo(click.style(f"{len(summary.failed)} period(s) failed; see `callmart status`", fg="red"), err=True)
         sys.exit(EXIT_FAILED_PERIODS)
+    if summary.waiting:
+        click.echo(
+            f"{len(summary.waiting)} period(s) wait for their extracts (a late export?); the next run tries again",
+            err=True,
+        )
+        if not summary.loaded:
+            sys.exit(EXIT_NOTHING_READY)
+
+
+def _duration(text: str) -> timedelta | None:
+    """A duration typed as 3d, 12h or 90m; None for 'never'."""
+    if text.strip().lower() == "never":
+        return None
+    units = {"d": "days", "h": "hours", "m": "minutes"}
+    number, unit = text.strip()[:-1], text.strip()[-1:].lower()
+    if unit not in units or not number.isdigit():
+        raise ConfigError(f"--max-wait {text!r}: give a number with d, h or m (3d, 12h, 90m), or 'never'")
+    return timedelta(**{units[unit]: int(number)})
 
 
 def _say(ctx: click.Context, message: str) -> None:

@@ -19,6 +19,7 @@ __all__ = [
     "EXIT_BUSY",
     "EXIT_ERROR",
     "EXIT_FAILED_PERIODS",
+    "EXIT_NOTHING_READY",
     "EXIT_OK",
     "handle_errors",
     "ConsoleReporter",
@@ -28,7 +29,7 @@ __all__ = [
 ]
 
 
-EXIT_OK, EXIT_FAILED_PERIODS, EXIT_ERROR, EXIT_BUSY = 0, 1, 2, 3
+EXIT_OK, EXIT_FAILED_PERIODS, EXIT_ERROR, EXIT_BUSY, EXIT_NOTHING_READY = 0, 1, 2, 3, 4
 F = TypeVar("F", bound=Callable[..., Any])
 
 

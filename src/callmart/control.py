@@ -18,6 +18,7 @@ __all__ = [
     "FAILED",
     "PENDING",
     "RUNNING",
+    "WAITING",
     "Period",
     "business_date",
     "catch_up_periods",
@@ -30,9 +31,12 @@ __all__ = [
     "pending_periods",
     "requeue_failed",
     "requeue_running",
+    "wake_waiting",
 ]
 
 PENDING, RUNNING, DONE, FAILED = "pendiente", "corriendo", "exitoso", "fallido"
+WAITING = "esperando"
+"""A period the extracts do not cover yet (a late or missing export): each run tries it again."""
 
 
 @dataclass(frozen=True)
@@ -134,6 +138,12 @@ def free_abandoned(conn: sa.Connection, schema: Schema) -> int:
             )
             freed += 1
     return freed
+
+
+def wake_waiting(conn: sa.Connection, schema: Schema) -> int:
+    """Queue again the periods waiting for their extracts, for this run to try; return how many."""
+    table = schema.processes
+    return int(conn.execute(sa.update(table).where(table.c.status == WAITING).values(status=PENDING)).rowcount)
 
 
 def requeue_running(conn: sa.Connection, schema: Schema, id_run: int, message: str) -> int:

@@ -13,6 +13,7 @@ import pyarrow.compute as pc
 import sqlalchemy as sa
 
 from . import dialect, rejects
+from .coverage import LatestTime
 from .declare import Fact, FirstEventWithin
 from .extract import SOURCE_FILE, SOURCE_ROW
 from .keys import InferredAsTheyCome, LookupCache, lookups_for, with_keys
@@ -67,6 +68,8 @@ def load_period(
     final = _FinalRows(conn, schema, fact, start, end, replace, watcher) if replace.direct else None
     # Ids the dimensions lack get their keys as the rows stream by, before staging: no update of staged rows.
     inferred = InferredAsTheyCome(conn, schema, fact)
+    # What the extract reaches tells whether it covers the period (coverage.py): seen as its rows go by.
+    latest = LatestTime(fact)
 
     def enrich(batch: pa.RecordBatch) -> pa.RecordBatch:
         return numbering.number(with_keys(batch, lookups))
@@ -80,7 +83,7 @@ def load_period(
         schema[fact.staging],
         fact,
         source_dir,
-        keep=_in_period(fact, start, end),
+        keep=latest.observing(_in_period(fact, start, end)),
         enrich=enrich,
         on_rows=on_rows,
         finish=finish,
@@ -110,6 +113,7 @@ def load_period(
         inferred=created,
         rejects=found,
         unplaced=rejects.concat(staged.unplaced),
+        source_latest=latest.value,
     )
 
 

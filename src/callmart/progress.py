@@ -31,6 +31,8 @@ class StepResult:
     seconds: float = 0.0
     status: str = "exitoso"
     error: str | None = None
+    source_latest: datetime | None = None
+    """The latest time among the rows the step read from the extract (a fact period's load reads all of it)."""
     rejects: pa.Table | None = field(default=None, repr=False)
     unplaced: pa.Table | None = field(default=None, repr=False)
 
