@@ -7,6 +7,7 @@ import re
 from importlib import resources
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, quote_plus
 
 import sqlalchemy as sa
 from sqlalchemy.exc import ArgumentError
@@ -70,17 +71,26 @@ def parse_url(raw: str | None) -> sa.URL:
     if raw is not None and not raw.strip():
         raise ConfigError("the database URL is empty: give one, or unset CALLMART_DATABASE_URL")
     text = raw or setting("CALLMART_DATABASE_URL") or DEFAULT_DATABASE_URL
+    expected = "expected duckdb:///FILE or postgresql://USER:PASSWORD@HOST:PORT/DB"
     try:
         url = sa.make_url(text)
-    except ArgumentError:
+        url.port  # noqa: B018 - a port that is not a number raises here, not later in a driver
+    except (ArgumentError, ValueError):
+        # What does not parse is not echoed: a password may sit anywhere in it.
         raise ConfigError(
-            f"not a database URL: {_scrub_text(text)}; expected duckdb:///FILE or postgresql://…"
+            f"not a database URL{_scheme_of(text)} (not shown: it may hold a password); {expected}"
         ) from None
+    if url.drivername != "duckdb" and ("@" in (url.host or "") or "@" in (url.database or "")):
+        # The password (or user) held an '@', or the separators are off: part of the credentials would be shown
+        # as the host or the database.
+        raise ConfigError(f"ambiguous database URL ({url.drivername}://…): write an '@' in a password as %40")
     if url.drivername in _POSTGRES_SCHEMES:
         return url.set(drivername="postgresql+psycopg")
     if url.drivername == "duckdb":
+        if url.username or url.password or url.host or "@" in str(url.database or ""):
+            raise ConfigError("a DuckDB URL names a file, with no user, password or host: duckdb:///FILE")
         return url
-    raise ConfigError(f"unsupported database {url.drivername!r} in {mask(url)}; use duckdb:///FILE or postgresql://…")
+    raise ConfigError(f"unsupported database {url.drivername!r} in {mask(url)}; {expected}")
 
 
 def schema_setting(url: sa.URL, given: str | None = None) -> tuple[sa.URL, str | None]:
@@ -100,25 +110,32 @@ def schema_setting(url: sa.URL, given: str | None = None) -> tuple[sa.URL, str |
 
 
 def mask(url: sa.URL) -> str:
-    """The URL as text with its password hidden."""
-    return url.render_as_string(hide_password=True)
+    """The URL as text without its credentials or parameters: the user (a password typed without the ':' before
+    it reads as part of the user), the password, and the query (it may hold a password too)."""
+    text = url.set(username=None, password=None, query={}).render_as_string(hide_password=True)
+    if url.username or url.password:
+        scheme, separator, rest = text.partition("://")
+        text = f"{scheme}{separator}***@{rest}"
+    return text
 
 
 def scrub(message: str, url: sa.URL) -> str:
     """A message with the URL's password, should a driver echo it, replaced by ***."""
-    if url.password:
-        message = message.replace(str(url.password), "***")
+    secrets = [
+        str(url.password or ""),
+        str(url.username or ""),
+        *(str(v) for k, v in url.query.items() if "pass" in k.lower()),
+    ]
+    for secret in secrets:
+        for form in {secret, quote(secret, safe=""), quote_plus(secret)} if secret else ():
+            message = message.replace(form, "***")
     return message
 
 
-def _scrub_text(text: str) -> str:
-    # A URL that does not parse may still hold a password between ':' and '@'.
-    head, at, tail = text.rpartition("@")
-    if not at:
-        return text
-    scheme, sep, credentials = head.partition("://")
-    user = credentials.split(":", 1)[0]
-    return f"{scheme}{sep}{user}:***@{tail}" if ":" in credentials else text
+def _scheme_of(text: str) -> str:
+    """' (SCHEME:…)' for a URL that does not parse and starts with a plain word as a scheme; nothing else of it."""
+    scheme = re.match(r"[A-Za-z][A-Za-z0-9+.-]{0,30}(?=:)", text.strip())
+    return f" ({scheme.group(0)}:…)" if scheme else ""
 
 
 def create_engine(url: sa.URL) -> sa.Engine:
