@@ -12,6 +12,7 @@ import json
 import os
 import sys
 import time
+from datetime import timedelta
 import traceback
 from collections import Counter, defaultdict
 from collections.abc import Callable
@@ -199,8 +200,8 @@ def phase_callmart_setup(job: Job) -> Timed:
 
 def check_loaded(summary: RunSummary) -> None:
     """Raise if a callmart step did not load."""
-    for step in summary.failed:
-        raise RuntimeError(f"callmart step {step.table} {step.status}: {step.error}")
+    for step in [*summary.failed, *summary.waiting]:
+        raise RuntimeError(f"callmart step {step.table} {step.status}: {step.error or step.note}")
 
 
 def callmart_load(job: Job, force: bool) -> Timed:
@@ -212,7 +213,8 @@ def callmart_load(job: Job, force: bool) -> Timed:
         statements = StatementClock(mart.engine)
         with Meter() as meter:
             mart.enqueue(job.first.date(), job.last.date(), force=force)
-            summary = mart.run()
+            # The generated extract is final: its last day loads though no call follows it.
+            summary = mart.run(complete_through=job.last.date() - timedelta(days=1))
         census = fact_census(mart.engine, job)
     check_loaded(summary)
     rows = sum(s.inserted for s in summary.steps if s.period is not None)

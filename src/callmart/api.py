@@ -292,10 +292,11 @@ class Callmart:
         A period its extract does not cover yet (coverage.py) is left `esperando`, and tried again by the next run;
         `max_wait` after the period's end, it fails instead (None: it waits for ever). `complete_through`: the
         extracts are known to hold every row up to the end of that day (a final, historical export), so the
-        periods up to then are covered whatever their last rows."""
+        periods up to then are covered whatever their last rows (else CALLMART_COMPLETE_THROUGH, if set)."""
         self._stop = stop or StopRequest()
         self._max_wait = max_wait
         self._dated: dict[str, frozenset[date]] = {}
+        complete_through = complete_through or _day_setting("CALLMART_COMPLETE_THROUGH")
         self._complete_through = (
             None if complete_through is None else datetime.combine(complete_through + timedelta(days=1), time_of_day())
         )
@@ -499,3 +500,14 @@ def _spoken(span: timedelta | None) -> str:
             count = seconds // size
             return f"{count} {unit}{'s' if count != 1 else ''}"
     return f"{seconds} seconds"
+
+
+def _day_setting(name: str) -> date | None:
+    """A day (YYYY-MM-DD) from an environment setting, if set."""
+    value = setting(name)
+    if value is None:
+        return None
+    try:
+        return date.fromisoformat(value.strip())
+    except ValueError:
+        raise ConfigError(f"{name}={value!r} is not a day: write it as YYYY-MM-DD") from None

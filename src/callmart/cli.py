@@ -81,7 +81,7 @@ def cli(
     \b
     A first load of the packaged sample on the embedded database:
       callmart init
-      callmart enqueue --from 2024-03-04 --to 2024-03-11
+      callmart enqueue --from 2024-03-04 --to 2024-03-10
       callmart --sample run
       callmart status
 
@@ -246,8 +246,9 @@ def _day(value: datetime | None) -> date | None:
 @click.option(
     "--complete-through",
     type=click.DateTime(["%Y-%m-%d"]),
+    envvar="CALLMART_COMPLETE_THROUGH",
     help="The extracts hold every call up to the end of this day (a final, historical export): "
-    "the periods up to then load even where their last days have no call.",
+    "the periods up to then load even where their last days have no call. Env: CALLMART_COMPLETE_THROUGH.",
 )
 @click.pass_context
 @_handle_errors

@@ -42,6 +42,7 @@ SETTINGS = (
     "CALLMART_SCHEMA",
     "CALLMART_CONFIG",
     "CALLMART_LOG_FORMAT",
+    "CALLMART_COMPLETE_THROUGH",
 )
 """The environment variables callmart reads. A scheduler's unset secret or variable arrives as an empty string:
 that is an error naming it, never a silent default."""
