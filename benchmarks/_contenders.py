@@ -12,11 +12,11 @@ import json
 import os
 import sys
 import time
-from datetime import timedelta
 import traceback
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import asdict, fields
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
