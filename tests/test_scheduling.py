@@ -170,8 +170,25 @@ def test_an_airflow_run_without_a_logical_date_loads_what_the_daily_command_woul
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "success"
-    # No data interval: yesterday, as `callmart run --daily` (the sample holds no call that day).
-    assert periods(mart) == [((date.today() - timedelta(days=1)).isoformat(), "exitoso")]
+    # No data interval: yesterday, as `callmart run --daily`; the sample holds no call that day or after, so the
+    # day waits for its export.
+    assert periods(mart) == [((date.today() - timedelta(days=1)).isoformat(), "esperando")]
+
+
+@needs_airflow
+def test_airflow_replays_days_of_2023(airflow_home: dict[str, str], tmp_path: Path, seed_dir: Path) -> None:
+    """History before any default start date: each replayed day runs its task and loads the day's calls."""
+    mart = tmp_path / "mart.duckdb"
+    env = {**airflow_home, "CALLMART_DATABASE_URL": f"duckdb:///{mart}", "CALLMART_SOURCE_DIR": str(seed_dir)}
+    for day in ("2023-06-28", "2023-06-29"):
+        done = airflow("dags", "test", "callmart_daily", day, env=env)
+        assert "state=success" in done.stdout + done.stderr
+    with duckdb.connect(str(mart), read_only=True) as conn:
+        loaded = conn.execute(
+            "SELECT CAST(start_date AS DATE), status, rows_loaded FROM dm_processes ORDER BY start_date"
+        ).fetchall()
+    assert [(str(day), status) for day, status, _ in loaded] == [("2023-06-27", "exitoso"), ("2023-06-28", "exitoso")]
+    assert all(rows > 0 for _, _, rows in loaded)
 
 
 # Azure Functions: the timer function called as the Functions host would, with a real TimerRequest.

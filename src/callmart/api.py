@@ -155,6 +155,9 @@ class Callmart:
                 yield conn
         except DBAPIError as error:
             raise locking.busy_error(error, self.where) or DatabaseError(self._describe(error)) from error
+        except dialect.DRIVER_ERRORS as error:
+            # Raised by the bulk paths, which talk to the driver itself.
+            raise DatabaseError(self._describe(error)) from error
 
     def _describe(self, error: BaseException) -> str:
         if isinstance(error, CallmartError):
@@ -164,6 +167,8 @@ class Callmart:
             if error.connection_invalidated or "connect" in detail.lower():
                 return scrub(f"cannot use the database {self.where}: {detail}", self.url)
             return scrub(f"database error: {detail}", self.url)
+        if isinstance(error, dialect.DRIVER_ERRORS):
+            return scrub(f"database error: {(str(error).strip().splitlines() or [type(error).__name__])[0]}", self.url)
         return scrub(f"{type(error).__name__}: {error}".splitlines()[0], self.url)
 
     def init(self) -> None:

@@ -56,7 +56,11 @@ def clean_batch(batch: pa.RecordBatch, columns: Sequence[Column]) -> Cleaned:
     seen: set[tuple[str | None, str]] = set()
     for column in columns:
         field = fields[column.name]
-        for mask, reason in [(field.missing, f"missing {column.source}"), (field.unparsable, _unparsable(column))]:
+        checks = [(field.missing, f"missing {column.source}"), (field.unparsable, _unparsable(column))]
+        if column.source and column.parse is Parse.TEXT:
+            # A NUL byte is no text: PostgreSQL cannot store it, and no export means it.
+            checks.append((_has_nul(batch.column(column.source)), f"a NUL byte in {column.source}"))
+        for mask, reason in checks:
             # A source field feeding two columns (a duration as time and as seconds) is reported once.
             if (column.source, reason) not in seen and pc.any(mask).as_py():
                 seen.add((column.source, reason))
@@ -65,6 +69,10 @@ def clean_batch(batch: pa.RecordBatch, columns: Sequence[Column]) -> Cleaned:
     arrays = [fields[c.name].values for c in columns] + [batch.column(SOURCE_FILE), batch.column(SOURCE_ROW)]
     names = [c.name for c in columns] + [SOURCE_FILE, SOURCE_ROW]
     return Cleaned(pa.RecordBatch.from_arrays(arrays, names=names), bad, rejects.concat(reject_parts))
+
+
+def _has_nul(raw: pa.Array) -> pa.Array:
+    return pc.fill_null(pc.match_substring(raw, "\x00"), False)
 
 
 def clean_values(raw: pa.Array, column: Column) -> pa.Array:

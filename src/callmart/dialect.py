@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
+import duckdb
 import psycopg
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -37,6 +38,9 @@ __all__ = [
     "is_postgresql",
     "wants_indexes",
 ]
+
+DRIVER_ERRORS: tuple[type[Exception], ...] = (psycopg.Error, duckdb.Error)
+"""Errors the drivers raise where callmart talks to them directly (bulk paths), not through SQLAlchemy."""
 
 DEDICATED_SCHEMA = "callmart"
 """The schema of a new PostgreSQL mart when the user names none."""

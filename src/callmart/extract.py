@@ -202,7 +202,8 @@ def _read_json_array(path: Path, fields: Sequence[str]) -> Iterator[pa.RecordBat
         for batch in relation.to_arrow_reader(JSON_BATCH_ROWS):
             yield _with_origin(batch, path, pa.array(range(row, row + batch.num_rows), pa.int64()))
             row += batch.num_rows
-    except (duckdb.Error, UnicodeDecodeError):
+    except (duckdb.Error, UnicodeDecodeError, OSError, pa.ArrowException):
+        # DuckDB's errors reach here as its own, or, from the Arrow stream it feeds, as Arrow's or an OSError.
         raise SourceError(f"{path.name} is not a JSON array of objects: {_json_problem(path)}") from None
     finally:
         connection.close()

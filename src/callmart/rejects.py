@@ -52,13 +52,18 @@ def make(
             SOURCE_FILE: pa.array(files, pa.string()),
             SOURCE_ROW: pa.array(rows, pa.int64()),
             "column_name": pa.array([column] * n, pa.string()),
-            "raw_value": pa.array(raw_values if raw_values is not None else [None] * n, pa.string()),
-            "raw_line": pa.array(raw_lines if raw_lines is not None else [None] * n, pa.string()),
+            "raw_value": _storable(pa.array(raw_values if raw_values is not None else [None] * n, pa.string())),
+            "raw_line": _storable(pa.array(raw_lines if raw_lines is not None else [None] * n, pa.string())),
             "reason": pa.array([reason] * n, pa.string()),
             "severity": pa.array([severity] * n, pa.string()),
         },
         schema=REJECT_SCHEMA,
     )
+
+
+def _storable(text: pa.Array) -> pa.Array:
+    """Raw text as every engine can store it: PostgreSQL's text holds no NUL byte, so it is written as \\0."""
+    return pc.replace_substring(text, "\x00", "\\0")
 
 
 def concat(tables: Sequence[pa.Table]) -> pa.Table:

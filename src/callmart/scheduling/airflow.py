@@ -23,6 +23,9 @@ DAG_ID = "callmart_daily"
 CONN_ID = "callmart_mart"
 SCHEDULE = os.environ.get("CALLMART_AIRFLOW_SCHEDULE", "0 0 * * *")
 TIMEZONE = os.environ.get("CALLMART_AIRFLOW_TIMEZONE", "UTC")
+START_DATE = os.environ.get("CALLMART_AIRFLOW_START_DATE", "2000-01-01")
+"""The first day the DAG may run for: early, so that any day of history can be replayed (a run for a day before
+the start date ends `success` without running its task). Catch-up is off, so an early start runs nothing by itself."""
 
 
 def database_url() -> str | None:
@@ -66,7 +69,7 @@ def load() -> dict[str, Any]:
 @airflow_dag(
     dag_id=DAG_ID,
     schedule=CronDataIntervalTimetable(SCHEDULE, timezone=TIMEZONE),
-    start_date=datetime(2024, 1, 1, tzinfo=ZoneInfo(TIMEZONE)),
+    start_date=datetime.combine(date.fromisoformat(START_DATE), datetime.min.time(), tzinfo=ZoneInfo(TIMEZONE)),
     catchup=False,
     max_active_runs=1,
     max_active_tasks=1,
