@@ -188,3 +188,64 @@ def test_the_sample_loads_only_when_asked_for(tmp_path: Path, monkeypatch: pytes
     result = CliRunner().invoke(cli, ["--sample", "run"], env=env)
     assert result.exit_code == 0, result.output
     assert "run 1: 1 period(s)," in result.output and " 0 failed" in result.output
+
+
+def test_global_options_work_after_the_subcommand(tmp_path: Path) -> None:
+    url = f"duckdb:///{tmp_path / 'm.duckdb'}"
+    for args in (
+        ["init", "--database-url", url],
+        [f"--database-url={url}", "status"],
+        ["status", f"--database-url={url}"],
+    ):
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code == 0, result.output
+    assert (tmp_path / "m.duckdb").exists()
+
+
+def test_a_duckdb_file_is_named_by_its_absolute_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(cli, ["--database-url", "duckdb:///no/such/dir/m.duckdb", "init"])
+    assert result.exit_code == 0
+    assert result.output == f"mart ready in duckdb:///{tmp_path}/no/such/dir/m.duckdb\n"
+    assert f"duckdb:///{tmp_path}".startswith("duckdb:////")
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["enqueue", "--from", "2023-02-30"], "'2023-02-30' is not a valid date (no such day)"),
+        (["enqueue", "--from", "30/02/2023"], "'30/02/2023' is not a date: write it as YYYY-MM-DD"),
+        (["enqueue", "--to", "2023-03-01"], "--to needs --from"),
+        (["enqueue", "--failed", "--from", "2023-03-01"], "--failed queues every failed period: give it no dates"),
+        (["run", "--as-of", "2023-03-01"], "--as-of goes with --daily"),
+        (["enqueue", "--from", "1900-01-01", "--to", "2100-01-01"], "more than 10 years: add --yes"),
+    ],
+)
+def test_dates_people_type(args: list[str], says: str, tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli, ["--database-url", f"duckdb:///{tmp_path / 'm.duckdb'}", *args])
+    assert result.exit_code == 2
+    assert says in result.output
+
+
+def test_the_api_takes_dates_datetimes_and_iso_strings(tmp_path: Path) -> None:
+    from datetime import date, datetime
+
+    from callmart import Callmart
+
+    with Callmart(f"duckdb:///{tmp_path / 'm.duckdb'}") as mart:
+        mart.init()
+        assert mart.enqueue(date(2024, 3, 4), "2024-03-06")["added"] == 2
+        assert mart.enqueue(datetime(2024, 3, 6, 15, 30), "2024-03-07")["added"] == 1
+        assert [str(row["start_date"])[:10] for row in mart.status()] == ["2024-03-04", "2024-03-05", "2024-03-06"]
+
+
+def test_a_century_of_days_is_queued_in_seconds_when_asked_for(database_url: str) -> None:
+    import time
+
+    invoke("--database-url", database_url, "init")
+    began = time.perf_counter()
+    result = invoke("--database-url", database_url, "enqueue", "--from", "1900-01-01", "--to", "2100-01-01", "--yes")
+    assert result.output.startswith("73049 period(s) added")
+    again = invoke("--database-url", database_url, "enqueue", "--from", "1999-01-01", "--to", "2000-01-01", "--force")
+    assert again.output.startswith("0 period(s) added, 365 queued again")
+    assert time.perf_counter() - began < 60

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
-from datetime import date, datetime
+from datetime import date
 from pathlib import Path
 
 import click
@@ -14,7 +14,7 @@ from sqlalchemy.exc import DBAPIError
 from ._errors import ConfigError, DatabaseError
 from .api import Callmart
 from .config import scrub
-from .console import EXIT_ERROR, table
+from .console import DAY, EXIT_ERROR, table
 from .console import handle_errors as _handle_errors
 from .profile import FileProfile, SourceProfile, profile_source
 from .report import report_data
@@ -23,13 +23,9 @@ from .report_html import render_report
 __all__ = ["describe_profile", "profile", "report"]
 
 
-def _day(value: datetime | None) -> date | None:
-    return value.date() if value else None
-
-
 @click.command()
-@click.option("--from", "first", type=click.DateTime(["%Y-%m-%d"]), help="First day to report (YYYY-MM-DD).")
-@click.option("--to", "last", type=click.DateTime(["%Y-%m-%d"]), help="Day after the last day to report (exclusive).")
+@click.option("--from", "first", type=DAY, help="First day to report (YYYY-MM-DD).")
+@click.option("--to", "last", type=DAY, help="Day after the last day to report (exclusive).")
 @click.option(
     "--out",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -39,7 +35,7 @@ def _day(value: datetime | None) -> date | None:
 )
 @click.pass_context
 @_handle_errors
-def report(ctx: click.Context, first: datetime | None, last: datetime | None, out: Path) -> None:
+def report(ctx: click.Context, first: date | None, last: date | None, out: Path) -> None:
     """Write the conversion report: one HTML file that opens offline, for managers.
 
     Conversion over time, by campaign, agent and digital channel; call volumes and talk time; and the data quality
@@ -52,7 +48,7 @@ def report(ctx: click.Context, first: datetime | None, last: datetime | None, ou
     with Callmart(obj.get("database_url"), obj.get("source_dir"), config=obj.get("config")) as mart:
         try:
             with mart.engine.connect() as conn:
-                data = report_data(conn, mart.schema, _day(first), _day(last))
+                data = report_data(conn, mart.schema, first, last)
         except DBAPIError as error:
             detail = str(error.orig or error).strip().splitlines()[0]
             raise DatabaseError(scrub(f"cannot read the mart in {mart.where}: {detail}", mart.url)) from None

@@ -231,9 +231,17 @@ class Callmart:
             )
 
     def enqueue(
-        self, first: date | None = None, last: date | None = None, force: bool = False, fact_table: str | None = None
+        self,
+        first: DateLike | None = None,
+        last: DateLike | None = None,
+        force: bool = False,
+        fact_table: str | None = None,
     ) -> dict[str, int]:
-        """Queue one pending period per day in [first, last); by default yesterday."""
+        """Queue one pending period per day in [first, last); by default yesterday. Days may be dates, datetimes
+        (their day) or ISO strings."""
+        first, last = as_day(first), as_day(last)
+        if last is not None and first is None:
+            raise ConfigError("the last day needs a first day too (without days, yesterday is queued)")
         if first is None:
             first = date.today() - timedelta(days=1)
         if last is None:
@@ -245,8 +253,9 @@ class Callmart:
             self._check_ready(conn)
             return control.enqueue(conn, self.schema, table, periods, force)
 
-    def catch_up(self, as_of: date | None = None, fact_table: str | None = None) -> dict[str, int]:
+    def catch_up(self, as_of: DateLike | None = None, fact_table: str | None = None) -> dict[str, int]:
         """Queue every day since the last loaded period up to the day before `as_of` (today by default)."""
+        as_of = as_day(as_of)
         table = fact_table or self.schema.mart.facts[0].name
         with self._transaction() as conn:
             self._check_ready(conn)
@@ -282,7 +291,7 @@ class Callmart:
         reload_dimensions: bool = False,
         stop: StopRequest | None = None,
         max_wait: timedelta | None = DEFAULT_MAX_WAIT,
-        complete_through: date | None = None,
+        complete_through: DateLike | None = None,
     ) -> RunSummary:
         """Load every dimension, then every pending period oldest first; a failed period does not stop the rest.
 
@@ -301,7 +310,7 @@ class Callmart:
         self._stop = stop or StopRequest()
         self._max_wait = max_wait
         self._dated: dict[str, frozenset[date]] = {}
-        complete_through = complete_through or _day_setting("CALLMART_COMPLETE_THROUGH")
+        complete_through = as_day(complete_through) or _day_setting("CALLMART_COMPLETE_THROUGH")
         self._complete_through = (
             None if complete_through is None else datetime.combine(complete_through + timedelta(days=1), time_of_day())
         )
@@ -516,3 +525,19 @@ def _day_setting(name: str) -> date | None:
         return date.fromisoformat(value.strip())
     except ValueError:
         raise ConfigError(f"{name}={value!r} is not a day: write it as YYYY-MM-DD") from None
+
+
+DateLike = date | datetime | str
+"""A day as the API takes it: a date, a datetime (its day) or an ISO string (2024-03-04)."""
+
+
+def as_day(value: DateLike | None) -> date | None:
+    """The day a date, datetime or ISO string names."""
+    if value is None or (isinstance(value, date) and not isinstance(value, datetime)):
+        return value
+    if isinstance(value, datetime):
+        return value.date()
+    try:
+        return date.fromisoformat(value.strip()[:10]) if len(value.strip()) >= 10 else date.fromisoformat(value)
+    except ValueError:
+        raise ConfigError(f"{value!r} is not a day: write it as YYYY-MM-DD") from None

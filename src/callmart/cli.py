@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import signal
 import sys
-from datetime import date, datetime, timedelta
+from datetime import date, timedelta
 from pathlib import Path
 
 import click
@@ -15,6 +15,7 @@ from .analytics_cli import profile, report
 from .api import Callmart, RunSummary
 from .config import DEFAULT_DATABASE_URL, check_settings, sample_dir
 from .console import (
+    DAY,
     EXIT_BUSY,
     EXIT_ERROR,
     EXIT_FAILED_PERIODS,
@@ -28,10 +29,47 @@ from .console import (
 from .console import handle_errors as _handle_errors
 from .stopping import RunStopped, StopRequest, on_signals
 
+LONGEST_RANGE_YEARS = 10
+"""Longer ranges are queued only with --yes: a typo in a year can queue a century of days."""
+
 __all__ = ["EXIT_BUSY", "EXIT_ERROR", "EXIT_FAILED_PERIODS", "EXIT_NOTHING_READY", "EXIT_OK", "main"]
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class _OptionsAnywhere(click.Group):
+    """A group whose own options may also be typed after the subcommand: `callmart init --database-url …`."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        takes_value = {
+            name: not option.is_flag
+            for option in self.params
+            if isinstance(option, click.Option)
+            for name in option.opts
+        }
+        before, after, command = [], [], None
+        tokens = iter(args)
+        for token in tokens:
+            if token == "--":
+                after.extend([token, *tokens])
+                break
+            name = token.split("=", 1)[0]
+            own = command is not None and name in _option_names(self.commands.get(command))
+            if name in takes_value and not own:
+                before.append(token)
+                if takes_value[name] and "=" not in token:
+                    before.append(next(tokens, ""))
+            elif command is None and not token.startswith("-"):
+                command = token
+                after.append(token)
+            else:
+                after.append(token)
+        return super().parse_args(ctx, before + after)
+
+
+def _option_names(command: click.Command | None) -> set[str]:
+    return {name for param in (command.params if command else []) for name in getattr(param, "opts", [])}
+
+
+@click.group(cls=_OptionsAnywhere, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option(
     "--database-url",
     envvar="CALLMART_DATABASE_URL",
@@ -189,18 +227,19 @@ def move_schema(ctx: click.Context, target: str | None) -> None:
 
 
 @cli.command()
-@click.option("--from", "first", type=click.DateTime(["%Y-%m-%d"]), help="First day to load (YYYY-MM-DD).")
+@click.option("--from", "first", type=DAY, help="First day to load (YYYY-MM-DD).")
 @click.option(
     "--to",
     "last",
-    type=click.DateTime(["%Y-%m-%d"]),
+    type=DAY,
     help="Day after the last day to load (exclusive). Default: the day after --from.",
 )
 @click.option("--force", is_flag=True, help="Queue periods again even if already loaded (to reprocess them).")
 @click.option("--failed", is_flag=True, help="Queue every failed period again (no dates needed).")
+@click.option("--yes", is_flag=True, help=f"Queue a range longer than {LONGEST_RANGE_YEARS} years without asking.")
 @click.pass_context
 @_handle_errors
-def enqueue(ctx: click.Context, first: datetime | None, last: datetime | None, force: bool, failed: bool) -> None:
+def enqueue(ctx: click.Context, first: date | None, last: date | None, force: bool, failed: bool, yes: bool) -> None:
     """Queue one pending fact_llamadas period per day in [--from, --to); without dates, yesterday.
 
     \b
@@ -209,26 +248,31 @@ def enqueue(ctx: click.Context, first: datetime | None, last: datetime | None, f
       callmart enqueue --from 2023-06-27 --force     # reprocess one day
       callmart enqueue --failed                      # retry what failed
     """
+    if failed and (first or last):
+        raise click.UsageError("--failed queues every failed period: give it no dates")
+    if last is not None and first is None:
+        raise click.UsageError("--to needs --from: give the first day too (without dates, yesterday is queued)")
+    if first is not None and last is not None and (last - first).days > LONGEST_RANGE_YEARS * 366 and not yes:
+        raise click.UsageError(
+            f"--from {first} --to {last} is {(last - first).days} daily periods, more than {LONGEST_RANGE_YEARS} "
+            "years: add --yes if that is what you mean"
+        )
     with _mart(ctx) as mart:
         if failed:
             click.echo(f"{mart.requeue_failed()} failed period(s) queued again")
             return
-        counts = mart.enqueue(_day(first), _day(last), force=force)
+        counts = mart.enqueue(first, last, force=force)
     click.echo(
         f"{counts['added']} period(s) added, {counts['requeued']} queued again, "
         f"{counts['skipped']} already pending or done"
     )
 
 
-def _day(value: datetime | None) -> date | None:
-    return value.date() if value else None
-
-
 @cli.command()
 @click.option("--daily", is_flag=True, help="First queue every day since the last loaded period up to yesterday.")
 @click.option(
     "--as-of",
-    type=click.DateTime(["%Y-%m-%d"]),
+    type=DAY,
     help="With --daily: the day taken as today (to replay a schedule). Default: today.",
 )
 @click.option(
@@ -245,7 +289,7 @@ def _day(value: datetime | None) -> date | None:
 )
 @click.option(
     "--complete-through",
-    type=click.DateTime(["%Y-%m-%d"]),
+    type=DAY,
     envvar="CALLMART_COMPLETE_THROUGH",
     help="The extracts hold every call up to the end of this day (a final, historical export): "
     "the periods up to then load even where their last days have no call. Env: CALLMART_COMPLETE_THROUGH.",
@@ -255,10 +299,10 @@ def _day(value: datetime | None) -> date | None:
 def run(
     ctx: click.Context,
     daily: bool,
-    as_of: datetime | None,
+    as_of: date | None,
     reload_dimensions: bool,
     max_wait: str,
-    complete_through: datetime | None,
+    complete_through: date | None,
 ) -> None:
     """Load the dimensions, then every pending period, oldest first, and print a summary.
 
@@ -270,18 +314,20 @@ def run(
     periods wait, and the next run tries again), 130 or 143 when stopped by SIGINT (Ctrl-C) or SIGTERM: the
     period being loaded rolls back and is queued again, and the run is recorded as interrumpido.
     """
+    if as_of is not None and not daily:
+        raise click.UsageError("--as-of goes with --daily: it is the day a daily run takes as today")
     live = sys.stderr.isatty()
     reporter = JsonReporter() if ctx.obj["log_format"] == "json" else ConsoleReporter(live=live)
     wait = _duration(max_wait)
     stop = StopRequest()
     with _mart(ctx, reporter) as mart, on_signals(stop):
         if daily:
-            counts = mart.catch_up(_day(as_of))
+            counts = mart.catch_up(as_of)
             _say(ctx, f"{counts['added'] + counts['requeued']} period(s) queued to catch up")
         _say(ctx, f"loading {mart.where} from {mart.source_dir}")
         try:
             summary = mart.run(
-                reload_dimensions=reload_dimensions, stop=stop, max_wait=wait, complete_through=_day(complete_through)
+                reload_dimensions=reload_dimensions, stop=stop, max_wait=wait, complete_through=complete_through
             )
         except RunStopped as stopped:
             click.echo(
@@ -418,14 +464,12 @@ def rejects(ctx: click.Context, id_run: int | None, limit: int) -> None:
 @click.option("--calls", default=2000, show_default=True, help="Number of calls.")
 @click.option("--days", default=7, show_default=True, help="Days the calls spread over.")
 @click.option("--customers", default=600, show_default=True, help="Number of customers.")
-@click.option(
-    "--start", type=click.DateTime(["%Y-%m-%d"]), default="2024-03-04", show_default=True, help="First day of calls."
-)
+@click.option("--start", type=DAY, default="2024-03-04", show_default=True, help="First day of calls.")
 @click.option("--seed", default=7, show_default=True, help="Random seed: the same seed gives the same files.")
 @click.option("--dirty-share", default=0.0, show_default=True, help="Share of call rows made dirty (0 to 1).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Folder to write.")
 @_handle_errors
-def generate(calls: int, days: int, customers: int, start: datetime, seed: int, dirty_share: float, out: Path) -> None:
+def generate(calls: int, days: int, customers: int, start: date, seed: int, dirty_share: float, out: Path) -> None:
     """Write realistic, deterministic extracts in the call center's formats.
 
     Example: callmart generate --calls 1000000 --days 30 --out /tmp/extracts
@@ -433,7 +477,7 @@ def generate(calls: int, days: int, customers: int, start: datetime, seed: int, 
     from .generate import generate as write_extracts
 
     written = write_extracts(
-        out, calls=calls, days=days, customers=customers, start=start.date(), seed=seed, dirty_share=dirty_share
+        out, calls=calls, days=days, customers=customers, start=start, seed=seed, dirty_share=dirty_share
     )
     for name, rows in written.items():
         click.echo(f"{out / name}: {rows:,} rows")

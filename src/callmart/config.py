@@ -90,6 +90,10 @@ def parse_url(raw: str | None) -> sa.URL:
     if url.drivername == "duckdb":
         if url.username or url.password or url.host or "@" in str(url.database or ""):
             raise ConfigError("a DuckDB URL names a file, with no user, password or host: duckdb:///FILE")
+        if url.database not in (None, "", ":memory:"):
+            # Every message names the file where it is: duckdb:///m.duckdb is relative to the working folder, an
+            # absolute path takes four slashes (duckdb:////data/m.duckdb).
+            return url.set(database=str(Path(str(url.database)).expanduser().absolute()))
         return url
     raise ConfigError(f"unsupported database {url.drivername!r} in {mask(url)}; {expected}")
 

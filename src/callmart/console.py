@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import date, datetime
 from functools import wraps
 from typing import Any, TypeVar
 
@@ -16,6 +17,7 @@ from ._errors import CallmartError, MartBusy
 from .progress import StepResult
 
 __all__ = [
+    "DAY",
     "EXIT_BUSY",
     "EXIT_ERROR",
     "EXIT_FAILED_PERIODS",
@@ -31,6 +33,26 @@ __all__ = [
 
 EXIT_OK, EXIT_FAILED_PERIODS, EXIT_ERROR, EXIT_BUSY, EXIT_NOTHING_READY = 0, 1, 2, 3, 4
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Day(click.ParamType):  # type: ignore[type-arg]
+    """A day typed as YYYY-MM-DD, told apart from a day that does not exist."""
+
+    name = "YYYY-MM-DD"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> date:
+        if isinstance(value, date):
+            return value
+        text = str(value).strip()
+        try:
+            return date.fromisoformat(text)
+        except ValueError:
+            if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
+                self.fail(f"{text!r} is not a valid date (no such day)", param, ctx)
+            self.fail(f"{text!r} is not a date: write it as YYYY-MM-DD", param, ctx)
+
+
+DAY = Day()
 
 
 def handle_errors(command: F) -> F:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
+from typing import TypeVar
 
 import sqlalchemy as sa
 
@@ -33,6 +34,8 @@ __all__ = [
     "requeue_running",
     "wake_waiting",
 ]
+
+T = TypeVar("T")
 
 PENDING, RUNNING, DONE, FAILED = "pendiente", "corriendo", "exitoso", "fallido"
 WAITING = "esperando"
@@ -63,29 +66,55 @@ def daily_periods(first: date, last: date) -> list[tuple[datetime, datetime]]:
 def enqueue(
     conn: sa.Connection, schema: Schema, fact_table: str, periods: Iterable[tuple[datetime, datetime]], force: bool
 ) -> dict[str, int]:
-    """Queue periods as pending; skip those already pending, running or done unless forced."""
+    """Queue periods as pending; skip those already pending, waiting, running or done unless forced (a failed
+    one is queued again). Set-based: one read of the range, then inserts and an update of many rows each."""
     table = schema.processes
+    wanted = sorted(set(periods))
     counts = {"added": 0, "requeued": 0, "skipped": 0}
-    for start, end in periods:
-        where = (table.c.fact_table == fact_table, table.c.start_date == start, table.c.end_date == end)
-        status = conn.execute(sa.select(table.c.status).where(*where)).scalar_one_or_none()
-        if status is None:
-            conn.execute(
-                sa.insert(table).values(
-                    id_process=schema.sequences["dm_processes"].next_value(),
-                    fact_table=fact_table,
-                    start_date=start,
-                    end_date=end,
-                    status=PENDING,
-                )
+    if not wanted:
+        return counts
+    present = {
+        (start, end): (id_process, status)
+        for id_process, start, end, status in conn.execute(
+            sa.select(table.c.id_process, table.c.start_date, table.c.end_date, table.c.status).where(
+                table.c.fact_table == fact_table,
+                table.c.start_date >= wanted[0][0],
+                table.c.start_date <= wanted[-1][0],
             )
-            counts["added"] += 1
-        elif status == FAILED or (force and status != RUNNING):
-            conn.execute(sa.update(table).where(*where).values(status=PENDING, error_message=None))
-            counts["requeued"] += 1
-        else:
-            counts["skipped"] += 1
+        )
+    }
+    new = [period for period in wanted if period not in present]
+    again = [
+        present[period][0]
+        for period in wanted
+        if period in present and (present[period][1] == FAILED or (force and present[period][1] != RUNNING))
+    ]
+    sequence = schema.sequences["dm_processes"]
+    for chunk in _chunks(new):
+        rows = sa.values(sa.column("start_date", sa.DateTime), sa.column("end_date", sa.DateTime), name="periods")
+        source = rows.data(chunk).alias("periods")
+        conn.execute(
+            sa.insert(table).from_select(
+                ["id_process", "fact_table", "start_date", "end_date", "status"],
+                sa.select(
+                    sequence.next_value(),
+                    sa.literal(fact_table, sa.String),
+                    source.c.start_date,
+                    source.c.end_date,
+                    sa.literal(PENDING, sa.String),
+                ),
+            )
+        )
+    for chunk in _chunks(again):
+        conn.execute(sa.update(table).where(table.c.id_process.in_(chunk)).values(status=PENDING, error_message=None))
+    counts.update(added=len(new), requeued=len(again), skipped=len(wanted) - len(new) - len(again))
     return counts
+
+
+def _chunks(items: list[T], size: int = 5_000) -> Iterator[list[T]]:
+    """Bound values a statement at a time: PostgreSQL takes at most 65,535 parameters in one."""
+    for first in range(0, len(items), size):
+        yield items[first : first + size]
 
 
 def claim_next(conn: sa.Connection, schema: Schema, id_run: int, run_date: datetime) -> Period | None:
