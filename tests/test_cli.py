@@ -249,3 +249,29 @@ def test_a_century_of_days_is_queued_in_seconds_when_asked_for(database_url: str
     again = invoke("--database-url", database_url, "enqueue", "--from", "1999-01-01", "--to", "2000-01-01", "--force")
     assert again.output.startswith("0 period(s) added, 365 queued again")
     assert time.perf_counter() - began < 60
+
+
+def test_a_readable_status_and_scripts_json(database_url: str, seed_dir: Path) -> None:
+    import json
+
+    env = {"CALLMART_DATABASE_URL": database_url, "CALLMART_SOURCE_DIR": str(seed_dir)}
+    invoke("init", env=env)
+    invoke("enqueue", "--from", "2023-06-01", "--to", "2023-09-01", env=env)
+    ran = CliRunner().invoke(cli, ["run", "--complete-through", "2023-08-31"], env=env)
+    # 92 days, most of them empty: consecutive empty days are one line each.
+    assert "fact_llamadas [2023-06-01, 2023-06-27): 26 empty days" in ran.output
+    assert len(ran.output.splitlines()) < 50
+    shown = invoke("status", env=env).output
+    assert shown.startswith("periods: 92 exitoso\n")
+    assert "needing attention" not in shown and len(shown.splitlines()) < 40
+    document = json.loads(invoke("status", "--all", "--format", "json", env=env).output)
+    assert document["counts"] == {"exitoso": 92} and len(document["periods"]) == 92
+    assert document["periods"][0]["start_date"] == "2023-06-01T00:00:00"
+    some = json.loads(
+        invoke("status", "--since", "2023-08-30", "--status", "exitoso", "--format", "json", env=env).output
+    )
+    assert [p["start_date"][:10] for p in some["periods"]] == ["2023-08-30", "2023-08-31"]
+    rejects = json.loads(invoke("rejects", "--format", "json", env=env).output)
+    assert rejects and all(isinstance(r["line_number"], int) for r in rejects)
+    missing = CliRunner().invoke(cli, ["rejects", "--run", "999"], env=env)
+    assert missing.exit_code == 2 and "no run 999" in missing.output and "the latest is 1" in missing.output

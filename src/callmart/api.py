@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -268,11 +268,20 @@ class Callmart:
             self._check_ready(conn)
             return control.requeue_failed(conn, self.schema)
 
-    def status(self) -> list[dict[str, object]]:
-        """The control table, oldest period first."""
+    def status(
+        self, statuses: Sequence[str] = (), since: DateLike | None = None, limit: int | None = None
+    ) -> list[dict[str, object]]:
+        """The control table, oldest period first: of the given statuses (all by default), starting on or after
+        `since`, the newest `limit` of them."""
         with self._transaction() as conn:
             self._check_ready(conn)
-            return control.listing(conn, self.schema)
+            return control.listing(conn, self.schema, statuses, as_day(since), limit)
+
+    def status_counts(self) -> dict[str, int]:
+        """How many periods each status holds."""
+        with self._transaction() as conn:
+            self._check_ready(conn)
+            return control.counts(conn, self.schema)
 
     def last_run(self) -> list[dict[str, object]]:
         """The steps of the latest run with their reconciliation (rows read, loaded, rejected, warned)."""
@@ -284,6 +293,10 @@ class Callmart:
         """Rows of a run (the latest by default) that were rejected or loaded with a warning."""
         with self._transaction() as conn:
             self._check_ready(conn)
+            if id_run is not None and not runlog.run_exists(conn, self.schema, id_run):
+                latest = runlog.latest_run(conn, self.schema)
+                runs = f"the latest is {latest}" if latest is not None else "no run yet"
+                raise ConfigError(f"no run {id_run} in {self.where} ({runs})")
             return runlog.reject_rows(conn, self.schema, id_run, limit)
 
     def run(

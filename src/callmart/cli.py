@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import sys
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import click
 
-from . import runlog
+from . import control, runlog
 from ._errors import ConfigError
 from .analytics_cli import profile, report
 from .api import Callmart, RunSummary
@@ -22,11 +23,13 @@ from .console import (
     EXIT_NOTHING_READY,
     EXIT_OK,
     ConsoleReporter,
+    Id,
     JsonReporter,
     step_name,
     table,
 )
 from .console import handle_errors as _handle_errors
+from .progress import StepResult
 from .stopping import RunStopped, StopRequest, on_signals
 
 LONGEST_RANGE_YEARS = 10
@@ -370,18 +373,51 @@ def _say(ctx: click.Context, message: str) -> None:
         click.echo(message, err=True)
 
 
+def _summary_row(s: StepResult) -> list[object]:
+    return [
+        step_name(s),
+        s.read,
+        s.loaded,
+        s.rejected,
+        s.warned,
+        s.inserted,
+        s.updated,
+        s.inferred,
+        s.seconds,
+        s.status,
+    ]
+
+
 def _summary_table(summary: RunSummary) -> str:
     headers = ["step", "read", "loaded", "rejected", "warned", "inserted", "updated", "inferred", "seconds", "status"]
-    rows = [
-        [step_name(s), s.read, s.loaded, s.rejected, s.warned, s.inserted, s.updated, s.inferred, s.seconds, s.status]
-        for s in summary.steps
-    ]
+    rows: list[list[object]] = []
+    empty: list[StepResult] = []
+
+    def fold() -> None:
+        # Consecutive days that held no row: one line, however many.
+        if len(empty) > 1 and empty[0].period and empty[-1].period:
+            first, last = empty[0].period[0], empty[-1].period[1]
+            name = f"{empty[0].table} [{first:%Y-%m-%d}, {last:%Y-%m-%d}): {len(empty)} empty days"
+            rows.append([name, 0, 0, 0, 0, 0, 0, 0, sum(s.seconds for s in empty), control.DONE])
+        else:
+            rows.extend(_summary_row(s) for s in empty)
+        empty.clear()
+
+    for step in summary.steps:
+        if step.period is not None and step.status == control.DONE and step.read == 0 and not step.rejected:
+            if empty and empty[-1].table != step.table:
+                fold()
+            empty.append(step)
+            continue
+        fold()
+        rows.append(_summary_row(step))
+    fold()
     periods = [s for s in summary.steps if s.period is not None]
     total = (
         f"run {summary.id_run}: {len(periods)} period(s), {sum(s.inserted for s in periods):,} rows loaded, "
         f"{sum(s.rejected for s in summary.steps):,} rejected, {sum(s.warned for s in summary.steps):,} warnings, "
         f"{sum(s.inferred for s in summary.steps):,} inferred members, {sum(s.seconds for s in summary.steps):.1f} s, "
-        f"{len(summary.failed)} failed"
+        f"{len(summary.failed)} failed" + (f", {len(summary.waiting)} waiting" if summary.waiting else "")
     )
     hint = (
         "\nsee the rows in dm_rejects, or `callmart rejects`"
@@ -392,39 +428,68 @@ def _summary_table(summary: RunSummary) -> str:
 
 
 @cli.command()
+@click.option("--all", "every", is_flag=True, help="Every period, not just those needing attention and the latest.")
+@click.option(
+    "--status",
+    "statuses",
+    multiple=True,
+    type=click.Choice([control.PENDING, control.WAITING, control.RUNNING, control.DONE, control.FAILED]),
+    help="Only periods of this status (may be given more than once).",
+)
+@click.option("--since", type=DAY, help="Only periods starting on or after this day.")
+@click.option(
+    "--limit", type=click.IntRange(min=1), default=10, show_default=True, help="At most this many rows a list."
+)
+@click.option(
+    "--format", "output", type=click.Choice(["text", "json"]), default="text", show_default=True, help="Output."
+)
 @click.pass_context
 @_handle_errors
-def status(ctx: click.Context) -> None:
-    """Show the control table (every queued period, its status, when it ran, any error) and the latest run's
-    reconciliation: for each step, rows read = rows loaded + rows rejected."""
+def status(
+    ctx: click.Context, every: bool, statuses: tuple[str, ...], since: date | None, limit: int, output: str
+) -> None:
+    """Show how the periods stand: how many of each status, those needing attention (failed, waiting for their
+    extract, running), the latest ones, and the latest run's reconciliation (rows read = loaded + rejected).
+
+    \b
+    Examples:
+      callmart status
+      callmart status --status fallido --since 2024-01-01
+      callmart status --all --format json
+    """
     with _mart(ctx) as mart:
-        rows = mart.status()
+        counts = mart.status_counts()
+        if every or statuses:
+            lists = {"periods": mart.status(statuses, since, None if every else limit)}
+        else:
+            attention = [control.FAILED, control.WAITING, control.RUNNING]
+            lists = {
+                "needing attention": mart.status(attention, since, limit),
+                "latest": mart.status([control.DONE, control.PENDING], since, limit),
+            }
         steps = mart.last_run()
-    if not rows:
+    if output == "json":
+        document = {"counts": counts, **{name.replace(" ", "_"): rows for name, rows in lists.items()}}
+        click.echo(json.dumps({**document, "latest_run": steps}, default=_json_value, indent=2, ensure_ascii=False))
+        return
+    if not counts:
         click.echo("no periods queued; add some with `callmart enqueue`")
     else:
-        headers = ["id", "fact_table", "start", "end", "status", "run", "rows", "error"]
-        keys = [
-            "id_process",
-            "fact_table",
-            "start_date",
-            "end_date",
-            "status",
-            "process_run_date",
-            "rows_loaded",
-            "error_message",
-        ]
-        click.echo(table(headers, [[row[k] for k in keys] for row in rows]))
-        counts: dict[str, int] = {}
-        for row in rows:
-            counts[str(row["status"])] = counts.get(str(row["status"]), 0) + 1
-        click.echo("\n" + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+        click.echo("periods: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+    headers = ["id", "fact_table", "start", "end", "status", "run", "rows", "error or reason"]
+    keys = ["id_process", "fact_table", "start_date", "end_date", "status", "id_run", "rows_loaded", "error_message"]
+    for name, rows in lists.items():
+        if rows:
+            click.echo(f"\n{name}:")
+            click.echo(
+                table(headers, [[Id.of(r[k]) if k in ("id_process", "id_run") else r[k] for k in keys] for r in rows])
+            )
     if steps:
         click.echo(f"\nlatest run {steps[0]['id_run']}:")
         headers = ["step", "table", "period", "read", "loaded", "rejected", "warned", "balanced", "status", "error"]
         table_rows = [
             [
-                s["step"],
+                Id.of(s["step"]),
                 s["table_name"],
                 s["period_start"],
                 s["rows_read"],
@@ -435,29 +500,56 @@ def status(ctx: click.Context) -> None:
                 s["status"],
                 s["error_message"],
             ]
-            for s in steps
+            for s in _folded_steps(steps)
         ]
         click.echo(table(headers, table_rows))
 
 
+def _json_value(value: object) -> object:
+    """Dates and times as ISO text in JSON output."""
+    if isinstance(value, date | datetime):
+        return value.isoformat()
+    return str(value)
+
+
+def _folded_steps(steps: list[dict[str, object]]) -> list[dict[str, object]]:
+    """The run log's steps with consecutive empty, loaded days as one row."""
+    folded: list[dict[str, object]] = []
+    for step in steps:
+        empty = step["period_start"] is not None and step["rows_read"] == 0 and step["status"] == control.DONE
+        last = folded[-1] if folded else None
+        if empty and last is not None and last.get("empty_days") and last["table_name"] == step["table_name"]:
+            last["empty_days"] = int(last["empty_days"]) + 1  # type: ignore[call-overload]
+            last["error_message"] = f"{last['empty_days']} empty days, to {step['period_end']:%Y-%m-%d}"
+            continue
+        folded.append({**step, "empty_days": 1 if empty else 0})
+    return folded
+
+
 @cli.command()
 @click.option("--run", "id_run", type=int, help="Run id (default: the latest run).")
-@click.option("--limit", default=100, show_default=True, help="At most this many rows.")
+@click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True, help="At most this many rows.")
+@click.option(
+    "--format", "output", type=click.Choice(["text", "json"]), default="text", show_default=True, help="Output."
+)
 @click.pass_context
 @_handle_errors
-def rejects(ctx: click.Context, id_run: int | None, limit: int) -> None:
+def rejects(ctx: click.Context, id_run: int | None, limit: int, output: str) -> None:
     """Show the source rows a run rejected (errors) or loaded with a doubt (warnings), with file, line and reason.
 
     Example: callmart rejects --limit 20
     """
     with _mart(ctx) as mart:
         rows = mart.rejects(id_run, limit)
+    if output == "json":
+        click.echo(json.dumps(rows, default=_json_value, indent=2, ensure_ascii=False))
+        return
     if not rows:
         click.echo("no rejected or doubtful rows")
         return
     headers = ["severity", "table", "file", "line", "column", "value", "reason"]
     keys = ["severity", "table_name", "source_file", "line_number", "column_name", "raw_value", "reason"]
-    click.echo(table(headers, [[row[k] for k in keys] for row in rows]))
+    click.echo(table(headers, [[Id.of(r[k]) if k == "line_number" else r[k] for k in keys] for r in rows]))
 
 
 @cli.command()

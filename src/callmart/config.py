@@ -117,7 +117,8 @@ def schema_setting(url: sa.URL, given: str | None = None) -> tuple[sa.URL, str |
 def mask(url: sa.URL) -> str:
     """The URL as text without its credentials or parameters: the user (a password typed without the ':' before
     it reads as part of the user), the password, and the query (it may hold a password too)."""
-    text = url.set(username=None, password=None, query={}).render_as_string(hide_password=True)
+    bare = sa.URL.create(url.drivername, host=url.host, port=url.port, database=url.database)
+    text = bare.render_as_string(hide_password=True)
     if url.username or url.password:
         scheme, separator, rest = text.partition("://")
         text = f"{scheme}{separator}***@{rest}"

@@ -18,6 +18,7 @@ from .progress import StepResult
 
 __all__ = [
     "DAY",
+    "Id",
     "EXIT_BUSY",
     "EXIT_ERROR",
     "EXIT_FAILED_PERIODS",
@@ -78,6 +79,7 @@ class ConsoleReporter:
     def __init__(self, live: bool) -> None:
         self.live = live
         self.rows: dict[str, int] = {}
+        self.empty_days = 0
 
     def step_started(self, name: str) -> None:
         """Show the step's name."""
@@ -92,15 +94,26 @@ class ConsoleReporter:
             click.echo(f"\r  {name} … {self.rows[name]:,} rows read", err=True, nl=False)
 
     def step_finished(self, result: StepResult) -> None:
-        """Show how the step ended."""
+        """Show how the step ended; consecutive days that held no row as one line."""
         prefix = "\r\x1b[2K" if self.live else ""
         name = step_name(result)
+        if result.period is not None and result.error is None and result.read == 0 and result.note is None:
+            self.empty_days += 1
+            if self.live:
+                click.echo(f"{prefix}  {result.table}: {self.empty_days} empty day(s)", err=True, nl=False)
+            return
+        self._fold(result.table, prefix)
         if result.error:
             click.echo(f"{prefix}  {name}: {click.style('failed', fg='red')}: {result.error}", err=True)
         else:
             click.echo(
                 f"{prefix}  {name}: {result.read:,} read, {result.loaded:,} loaded ({result.seconds:.1f}s)", err=True
             )
+
+    def _fold(self, table: str, prefix: str) -> None:
+        if self.empty_days:
+            click.echo(f"{prefix}  {table}: {self.empty_days} empty day(s)", err=True)
+            self.empty_days = 0
 
 
 def step_name(result: StepResult) -> str:
@@ -164,9 +177,20 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     return "\n".join([line(headers), line(["-" * w for w in widths]), *(line(r) for r in cells)]).rstrip()
 
 
+class Id(int):
+    """A number to be typed back (a run id, a line number): shown without thousands separators."""
+
+    @classmethod
+    def of(cls, value: object) -> object:
+        """The value as an Id, if it is a number."""
+        return cls(value) if isinstance(value, int) else value
+
+
 def cell(value: object) -> str:
     if value is None:
         return ""
+    if isinstance(value, Id):
+        return str(int(value))
     if isinstance(value, datetime):
         return f"{value:%Y-%m-%d %H:%M}" if value.second == 0 else f"{value:%Y-%m-%d %H:%M:%S}"
     if isinstance(value, int):

@@ -27,6 +27,7 @@ __all__ = [
     "daily_periods",
     "enqueue",
     "free_abandoned",
+    "counts",
     "listing",
     "mark",
     "pending_periods",
@@ -192,11 +193,36 @@ def mark(conn: sa.Connection, schema: Schema, period: Period, status: str, **val
     conn.execute(sa.update(table).where(table.c.id_process == period.id_process).values(status=status, **values))
 
 
-def listing(conn: sa.Connection, schema: Schema) -> list[dict[str, object]]:
-    """Every row of the control table, oldest period first."""
+def listing(
+    conn: sa.Connection,
+    schema: Schema,
+    statuses: Iterable[str] = (),
+    since: date | None = None,
+    limit: int | None = None,
+) -> list[dict[str, object]]:
+    """Rows of the control table, oldest period first: of the given statuses (all by default), starting on or
+    after `since`, the newest `limit` of them."""
     table = schema.processes
-    rows = conn.execute(sa.select(table).order_by(table.c.start_date, table.c.fact_table, table.c.id_process))
-    return [dict(row._mapping) for row in rows]
+    where: list[sa.ColumnElement[bool]] = []
+    if statuses:
+        where.append(table.c.status.in_(list(statuses)))
+    if since is not None:
+        where.append(table.c.start_date >= datetime.combine(since, time()))
+    newest = (
+        sa.select(table)
+        .where(*where)
+        .order_by(table.c.start_date.desc(), table.c.fact_table, table.c.id_process.desc())
+        .limit(limit)
+    )
+    rows = [dict(row._mapping) for row in conn.execute(newest)]
+    return rows[::-1]
+
+
+def counts(conn: sa.Connection, schema: Schema) -> dict[str, int]:
+    """How many periods each status holds."""
+    table = schema.processes
+    found = conn.execute(sa.select(table.c.status, sa.func.count()).group_by(table.c.status).order_by(table.c.status))
+    return {str(status): int(n) for status, n in found}
 
 
 def catch_up_periods(

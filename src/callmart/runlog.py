@@ -22,8 +22,10 @@ __all__ = [
     "check_balance",
     "finish_run",
     "last_run_steps",
+    "latest_run",
     "record_step",
     "reject_rows",
+    "run_exists",
     "start_run",
     "undated",
 ]
@@ -174,6 +176,18 @@ def reject_rows(conn: sa.Connection, schema: Schema, id_run: int | None, limit: 
         .limit(limit)
     )
     return [dict(row._mapping) for row in rows]
+
+
+def run_exists(conn: sa.Connection, schema: Schema, id_run: int) -> bool:
+    """Whether the run log holds that run."""
+    runs = schema[RUNS]
+    return conn.execute(sa.select(runs.c.id_run).where(runs.c.id_run == id_run)).first() is not None
+
+
+def latest_run(conn: sa.Connection, schema: Schema) -> int | None:
+    """The id of the latest run, if any."""
+    value = conn.execute(sa.select(sa.func.max(schema[RUNS].c.id_run))).scalar()
+    return None if value is None else int(value)
 
 
 def _latest_run(schema: Schema) -> sa.ScalarSelect[int]:
