@@ -115,23 +115,21 @@ def schema_setting(url: sa.URL, given: str | None = None) -> tuple[sa.URL, str |
 
 
 def mask(url: sa.URL) -> str:
-    """The URL as text without its credentials or parameters: the user (a password typed without the ':' before
-    it reads as part of the user), the password, and the query (it may hold a password too)."""
-    bare = sa.URL.create(url.drivername, host=url.host, port=url.port, database=url.database)
-    text = bare.render_as_string(hide_password=True)
-    if url.username or url.password:
-        scheme, separator, rest = text.partition("://")
-        text = f"{scheme}{separator}***@{rest}"
-    return text
+    """The URL as text with its password hidden, and without its query (it may hold a password too)."""
+    bare = sa.URL.create(
+        url.drivername,
+        username=url.username,
+        password=url.password,
+        host=url.host,
+        port=url.port,
+        database=url.database,
+    )
+    return bare.render_as_string(hide_password=True)
 
 
 def scrub(message: str, url: sa.URL) -> str:
     """A message with the URL's password, should a driver echo it, replaced by ***."""
-    secrets = [
-        str(url.password or ""),
-        str(url.username or ""),
-        *(str(v) for k, v in url.query.items() if "pass" in k.lower()),
-    ]
+    secrets = [str(url.password or ""), *(str(v) for k, v in url.query.items() if "pass" in k.lower())]
     for secret in secrets:
         for form in {secret, quote(secret, safe=""), quote_plus(secret)} if secret else ():
             message = message.replace(form, "***")
