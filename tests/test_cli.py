@@ -275,3 +275,11 @@ def test_a_readable_status_and_scripts_json(database_url: str, seed_dir: Path) -
     assert rejects and all(isinstance(r["line_number"], int) for r in rejects)
     missing = CliRunner().invoke(cli, ["rejects", "--run", "999"], env=env)
     assert missing.exit_code == 2 and "no run 999" in missing.output and "the latest is 1" in missing.output
+
+
+def test_the_data_dictionary_in_docs_is_the_one_callmart_prints(tmp_path: Path) -> None:
+    printed = invoke("--database-url", f"duckdb:///{tmp_path / 'm.duckdb'}", "docs").output
+    kept = (Path(__file__).resolve().parents[1] / "docs" / "mart.md").read_text(encoding="utf-8")
+    # Run `callmart docs > docs/mart.md` after changing a declaration.
+    assert printed == kept
+    assert "at least 30 seconds" in printed and "48 hours" in printed

@@ -99,14 +99,18 @@ class Grain:
     name: str
     type: Callable[[], sa.types.TypeEngine[Any]]
     of: Callable[[Calls], sa.ColumnElement[Any]]
+    doc: str
 
 
 GRAIN = (
-    Grain("dia", sa.Date, lambda c: c.day),
-    Grain(CAMPAIGN, sa.String, lambda c: c.campaign),
-    Grain(AGENT, sa.Integer, lambda c: c.agent),
+    Grain("dia", sa.Date, lambda c: c.day, "day of the calls (fecha_llamada's day)"),
+    Grain(CAMPAIGN, sa.String, lambda c: c.campaign, "campaign of the calls (fact_llamadas.campania_llamada)"),
+    Grain(AGENT, sa.Integer, lambda c: c.agent, "agent of the calls: dim_agentes.key_agente"),
 )
-CHANNEL_GRAIN = (*GRAIN, Grain(CHANNEL, sa.Integer, lambda c: c.channel))
+CHANNEL_GRAIN = (
+    *GRAIN,
+    Grain(CHANNEL, sa.Integer, lambda c: c.channel, "digital channel of the first login: dim_canales_digitales key"),
+)
 
 
 @dataclass(frozen=True)
@@ -242,14 +246,30 @@ class Aggregate:
 
 
 AGGREGATES = (
-    Aggregate(AGG_DAILY, GRAIN, MEASURES, False, "Calls and conversions per day, campaign and agent."),
-    Aggregate(AGG_CHANNEL, CHANNEL_GRAIN, CHANNEL_MEASURES, True, "Conversions per day, campaign, agent and channel."),
+    Aggregate(
+        AGG_DAILY,
+        GRAIN,
+        MEASURES,
+        False,
+        "Calls and conversions per day, campaign and agent, for one threshold and window (filter on umbral_segundos "
+        "and ventana_segundos). Sums are stored beside averages: roll up by adding sums, never averaging averages.",
+    ),
+    Aggregate(
+        AGG_CHANNEL,
+        CHANNEL_GRAIN,
+        CHANNEL_MEASURES,
+        True,
+        "Conversions per day, campaign, agent and digital channel of the first login, for one threshold and window.",
+    ),
 )
 
 
 def _table(metadata: sa.MetaData, aggregate: Aggregate) -> sa.Table:
-    keys = [sa.Column(g.name, g.type(), nullable=False) for g in aggregate.grain]
-    parameters = [sa.Column(THRESHOLD, sa.Integer, nullable=False), sa.Column(WINDOW, sa.Integer, nullable=False)]
+    keys = [sa.Column(g.name, g.type(), nullable=False, comment=g.doc) for g in aggregate.grain]
+    parameters = [
+        sa.Column(THRESHOLD, sa.Integer, nullable=False, comment="talk-time threshold of the metric, seconds"),
+        sa.Column(WINDOW, sa.Integer, nullable=False, comment="window of the metric after the call, seconds"),
+    ]
     measures = [sa.Column(m.name, m.type(), comment=m.doc) for m in aggregate.measures]
     return sa.Table(
         aggregate.name,
@@ -257,7 +277,7 @@ def _table(metadata: sa.MetaData, aggregate: Aggregate) -> sa.Table:
         *keys,
         *parameters,
         *measures,
-        sa.Column(COMPUTED_AT, sa.DateTime, nullable=False),
+        sa.Column(COMPUTED_AT, sa.DateTime, nullable=False, comment="when this row was computed"),
         sa.PrimaryKeyConstraint(THRESHOLD, WINDOW, *(g.name for g in aggregate.grain)),
         comment=aggregate.doc,
     )

@@ -13,7 +13,19 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError
 
-from . import access, allocator, analytics, backfill, control, coverage, dialect, fingerprint, locking, runlog
+from . import (
+    access,
+    allocator,
+    analytics,
+    backfill,
+    control,
+    coverage,
+    dialect,
+    dictionary,
+    fingerprint,
+    locking,
+    runlog,
+)
 from ._errors import CallmartError, ConfigError, DatabaseError, MartNotReady, PeriodNotCovered
 from .config import create_engine, mask, parse_url, schema_setting, scrub, setting
 from .declare import BEGINNING, Dimension, Fact, Mart
@@ -96,6 +108,7 @@ class Callmart:
         `callmart`); a mart that an earlier callmart made in the connection's default schema stays there."""
         if self._schema is None:
             self._schema = Schema(self._mart, self._locate_schema())
+            dictionary.annotate(self._schema)
         return self._schema
 
     def _locate_schema(self) -> str | None:
@@ -175,6 +188,9 @@ class Callmart:
         """Create the mart's tables and default members; running it again changes nothing."""
         with self._transaction() as conn:
             self.schema.create(conn)
+            # The tables that existed before get today's comments too.
+            for statement in dictionary.comment_statements(self.schema):
+                conn.execute(statement)
 
     def grant_read(self, role: str) -> None:
         """Let a database role read every table of the mart, and change none (PostgreSQL)."""
@@ -208,6 +224,7 @@ class Callmart:
                 return target
             locking.take_write_turn(conn)
             moved = Schema(self._mart, target)
+            dictionary.annotate(moved)
             if sa.inspect(conn).has_table("dm_schema", schema=target):
                 raise ConfigError(f"schema {target} already holds a mart; drop it or choose another schema")
             dialect.move_to_schema(

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from . import control, runlog
+from . import control, dictionary, runlog
 from ._errors import ConfigError
 from .analytics_cli import profile, report
 from .api import Callmart, RunSummary
@@ -573,6 +573,36 @@ def generate(calls: int, days: int, customers: int, start: date, seed: int, dirt
     )
     for name, rows in written.items():
         click.echo(f"{out / name}: {rows:,} rows")
+
+
+@cli.command()
+@click.option(
+    "--format",
+    "output",
+    type=click.Choice(["markdown", "dbt"]),
+    default="markdown",
+    show_default=True,
+    help="markdown: the data dictionary; dbt: a sources.yml with the same descriptions and data tests.",
+)
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="File to write (default: print it).")
+@click.pass_context
+@_handle_errors
+def docs(ctx: click.Context, output: str, out: Path | None) -> None:
+    """Print the mart's data dictionary: every table and column and what it means (the same text as the comments
+    on the tables), or a dbt sources.yml for analysts who build on the mart with dbt.
+
+    \b
+    Examples:
+      callmart docs > mart.md
+      callmart --database-url postgresql://... docs --format dbt --out models/callmart_sources.yml
+    """
+    with _mart(ctx) as mart:
+        text = dictionary.markdown(mart.schema) if output == "markdown" else dictionary.dbt_sources(mart.schema)
+    if out is None:
+        click.echo(text, nl=False)
+    else:
+        out.write_text(text, encoding="utf-8")
+        click.echo(f"{out}: the data dictionary ({output})")
 
 
 cli.add_command(report)

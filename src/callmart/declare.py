@@ -107,6 +107,8 @@ class Column:
     required: bool = False
     default: str | int | None = None
     scd: Scd = Scd.CHANGING
+    doc: str = ""
+    """What the column means, for the mart's comments and data dictionary."""
 
     @property
     def unknown(self) -> str | None:
@@ -133,6 +135,7 @@ class Reference:
     by: str
     value: Column
     as_of: str | None = None  # the referencing row's time: picks the version valid then, if the dimension keeps history
+    doc: str = ""
 
 
 @dataclass(frozen=True)
@@ -145,6 +148,7 @@ class Dimension:
     source: Source
     columns: tuple[Column, ...]
     references: tuple[Reference, ...] = ()
+    doc: str = ""
 
     @property
     def staging(self) -> str:
@@ -180,6 +184,19 @@ class FirstEventWithin:
     threshold_column: str
     threshold: int
 
+    def describe(self) -> str:
+        """The metric's exact definition, in words."""
+        hours = self.window.total_seconds() / 3600
+        return (
+            f"Key of the first {self.events} row of the same customer (by its business id: {self.event_entity}'s "
+            f"and {self.fact_entity}'s) "
+            f"with {self.event_time} at or after {self.fact_time} and less than {hours:g} hours later (ties: the "
+            f"lowest id), for a row with {self.threshold_column} of at least {self.threshold} seconds "
+            f"(talk time >= {self.threshold} s) to a known customer; NULL otherwise. A call followed by a login "
+            f"within {hours:g} h but with less than {self.threshold} s of talk is not counted: count rows where this "
+            "column is set, not logins near calls."
+        )
+
 
 @dataclass(frozen=True)
 class Fact:
@@ -194,6 +211,7 @@ class Fact:
     metrics: tuple[FirstEventWithin, ...] = ()
     checks: tuple[Check, ...] = ()
     warn_duplicate_rows: bool = False
+    doc: str = ""
 
     @property
     def staging(self) -> str:

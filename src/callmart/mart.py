@@ -26,14 +26,14 @@ US_SECOND = "%m/%d/%Y %H:%M:%S"
 NOT_GIVEN = ("", "NA", "N/A", "NULL")
 
 
-def business_id(name: str, source: str) -> Column:
+def business_id(name: str, source: str, doc: str) -> Column:
     """An integer business id that every source row must have."""
-    return Column(name, Type.INTEGER, source, Parse.INTEGER, required=True)
+    return Column(name, Type.INTEGER, source, Parse.INTEGER, required=True, doc=doc)
 
 
-def attribute(name: str, source: str, case: Case | None = None) -> Column:
+def attribute(name: str, source: str, doc: str, case: Case | None = None) -> Column:
     """A text attribute; a missing value becomes 'unknown'."""
-    return Column(name, Type.TEXT, source, case=case, missing=NOT_GIVEN, default="unknown")
+    return Column(name, Type.TEXT, source, case=case, missing=NOT_GIVEN, default="unknown", doc=doc)
 
 
 CLIENTES = Dimension(
@@ -42,10 +42,11 @@ CLIENTES = Dimension(
     business_key="id_cliente",
     source=Source("Customers*.csv"),
     columns=(
-        business_id("id_cliente", "CustomerID"),
-        attribute("genero_cliente", "Gender", Case.UPPER),
-        attribute("tipo_cliente", "Type", Case.UPPER),
+        business_id("id_cliente", "CustomerID", "the customer's id in the company's systems"),
+        attribute("genero_cliente", "Gender", "the customer's gender as exported, upper case", Case.UPPER),
+        attribute("tipo_cliente", "Type", "the customer's segment (GEM, REGULAR, ...), upper case", Case.UPPER),
     ),
+    doc="The company's customers: small shopkeepers and people with little access to credit.",
 )
 
 AGENTES = Dimension(
@@ -54,13 +55,28 @@ AGENTES = Dimension(
     business_key="id_agente",
     source=Source("Agentes*.csv"),
     columns=(
-        business_id("id_agente", "idagente"),
+        business_id("id_agente", "idagente", "the agent's id in the call center's systems"),
         # Calls name the agent by login name; logins are case-insensitive.
-        Column("agente", Type.TEXT, "agente", case=Case.LOWER, required=True),
-        Column("nivel_expertise_agente", Type.INTEGER, "nivelexpertise", Parse.INTEGER, missing=NOT_GIVEN),
-        attribute("nombre_agente", "nombre"),
-        attribute("apellido_agente", "apellido"),
+        Column(
+            "agente",
+            Type.TEXT,
+            "agente",
+            case=Case.LOWER,
+            required=True,
+            doc="the agent's login name, lower case: calls name their agent by it",
+        ),
+        Column(
+            "nivel_expertise_agente",
+            Type.INTEGER,
+            "nivelexpertise",
+            Parse.INTEGER,
+            missing=NOT_GIVEN,
+            doc="the agent's level of expertise (1 = junior)",
+        ),
+        attribute("nombre_agente", "nombre", "the agent's first name"),
+        attribute("apellido_agente", "apellido", "the agent's last name"),
     ),
+    doc="The call center's agents.",
 )
 
 CANALES = Dimension(
@@ -69,9 +85,10 @@ CANALES = Dimension(
     business_key="id_canal_digital",
     source=Source("CanalDigital*.csv"),
     columns=(
-        business_id("id_canal_digital", "idcanal"),
-        attribute("descripcion_canal_digital", "desc_canal"),
+        business_id("id_canal_digital", "idcanal", "the channel's id"),
+        attribute("descripcion_canal_digital", "desc_canal", "the channel's name (Whatsapp, AppCallCore, ...)"),
     ),
+    doc="The digital channels clients are nudged to use (WhatsApp, the app).",
 )
 
 LOGINS = Dimension(
@@ -80,23 +97,34 @@ LOGINS = Dimension(
     business_key="id_login",
     source=Source("logins*.json", Format.JSON_ARRAY, encoding="utf-8"),
     columns=(
-        business_id("id_login", "callid"),
-        Column("fecha_login", Type.TIMESTAMP, "logindate", Parse.DATETIME, fmt=US_SECOND, required=True),
+        business_id("id_login", "callid", "the login's id (the export calls it callid)"),
+        Column(
+            "fecha_login",
+            Type.TIMESTAMP,
+            "logindate",
+            Parse.DATETIME,
+            fmt=US_SECOND,
+            required=True,
+            doc="when the customer logged in to the digital channel",
+        ),
     ),
+    doc="Logins of customers to the digital channels: the events a call hopes to cause.",
     references=(
         Reference(
             "key_cliente_login",
             "dim_clientes",
             by="id_cliente",
-            value=Column("id_cliente_login", Type.INTEGER, "customerid", Parse.INTEGER),
+            value=Column("id_cliente_login", Type.INTEGER, "customerid", Parse.INTEGER, doc="the customer's id"),
             as_of="fecha_login",
+            doc="the customer who logged in",
         ),
         Reference(
             "key_canal_digital_login",
             "dim_canales_digitales",
             by="id_canal_digital",
-            value=Column("id_canal_digital_login", Type.INTEGER, "channel", Parse.INTEGER),
+            value=Column("id_canal_digital_login", Type.INTEGER, "channel", Parse.INTEGER, doc="the channel's id"),
             as_of="fecha_login",
+            doc="the channel logged in to",
         ),
     ),
 )
@@ -107,14 +135,58 @@ CALLS = Fact(
     time_column="fecha_llamada",
     source=Source("Llamadas*.csv"),
     columns=(
-        Column("fecha_llamada", Type.TIMESTAMP, "Fecha", Parse.DATETIME, fmt=US_MINUTE, required=True),
+        Column(
+            "fecha_llamada",
+            Type.TIMESTAMP,
+            "Fecha",
+            Parse.DATETIME,
+            fmt=US_MINUTE,
+            required=True,
+            doc="when the call was made, to the minute (the period a call belongs to is its day)",
+        ),
         # Campaign names arrive in mixed case; the business treats them as one.
-        Column("campania_llamada", Type.TEXT, "Campania", case=Case.UPPER, missing=NOT_GIVEN, default="unknown"),
-        Column("telefono_llamada", Type.TEXT, "Telefono", missing=NOT_GIVEN),
-        Column("tiempo_hablado_llamada", Type.TIME, "Tiempohablado", Parse.DURATION, required=True),
-        Column("tiempo_total_llamada", Type.TIME, "Tiempototal", Parse.DURATION, required=True),
-        Column("segundos_hablados_llamada", Type.INTEGER, "Tiempohablado", Parse.DURATION, required=True),
-        Column("segundos_totales_llamada", Type.INTEGER, "Tiempototal", Parse.DURATION, required=True),
+        Column(
+            "campania_llamada",
+            Type.TEXT,
+            "Campania",
+            case=Case.UPPER,
+            missing=NOT_GIVEN,
+            default="unknown",
+            doc="the campaign the call was part of, upper case; 'unknown' when not given",
+        ),
+        Column("telefono_llamada", Type.TEXT, "Telefono", missing=NOT_GIVEN, doc="the phone number called"),
+        Column(
+            "tiempo_hablado_llamada",
+            Type.TIME,
+            "Tiempohablado",
+            Parse.DURATION,
+            required=True,
+            doc="talk time (H:MM:SS as a time of day); 0:00:00 when nobody picked up",
+        ),
+        Column(
+            "tiempo_total_llamada",
+            Type.TIME,
+            "Tiempototal",
+            Parse.DURATION,
+            required=True,
+            doc="total time of the call, ringing included (H:MM:SS as a time of day)",
+        ),
+        Column(
+            "segundos_hablados_llamada",
+            Type.INTEGER,
+            "Tiempohablado",
+            Parse.DURATION,
+            required=True,
+            doc="talk time in seconds, for sums and thresholds",
+        ),
+        Column(
+            "segundos_totales_llamada",
+            Type.INTEGER,
+            "Tiempototal",
+            Parse.DURATION,
+            required=True,
+            doc="total time in seconds",
+        ),
     ),
     references=(
         Reference(
@@ -122,15 +194,26 @@ CALLS = Fact(
             "dim_clientes",
             by="id_cliente",
             # -1 marks a call to someone who is not a customer yet.
-            value=Column("id_cliente_llamada", Type.INTEGER, "IDCliente", Parse.INTEGER, missing=("", "-1")),
+            value=Column(
+                "id_cliente_llamada",
+                Type.INTEGER,
+                "IDCliente",
+                Parse.INTEGER,
+                missing=("", "-1"),
+                doc="the customer's id; -1 in the export: not a customer",
+            ),
             as_of="fecha_llamada",
+            doc="the customer called; -999 (the default member) for a call to someone who is not a customer",
         ),
         Reference(
             "key_agente_llamada",
             "dim_agentes",
             by="agente",
-            value=Column("agente_llamada", Type.TEXT, "Agente", case=Case.LOWER, missing=NOT_GIVEN),
+            value=Column(
+                "agente_llamada", Type.TEXT, "Agente", case=Case.LOWER, missing=NOT_GIVEN, doc="the agent's login"
+            ),
             as_of="fecha_llamada",
+            doc="the agent who made the call, found by login name",
         ),
     ),
     metrics=(
@@ -153,6 +236,7 @@ CALLS = Fact(
     ),
     # The source has no call id: two identical rows may be two calls, or one exported twice.
     warn_duplicate_rows=True,
+    doc="One row per call of the call center to a client, loaded day by day (dm_processes).",
 )
 
 MART = Mart(dimensions=(CLIENTES, AGENTES, CANALES, LOGINS), facts=(CALLS,))
