@@ -447,6 +447,14 @@ def _swap_partition(
     assert raw is not None
     q = pg_sql.Identifier
     parent, partition, new = identifier(table), identifier(old), identifier(fresh)
+    if conn.execute(sa.select(sa.exists().select_from(fresh))).scalar_one() is False:
+        # A day without rows keeps no partition: the fact table is not left with empty ones.
+        with raw.cursor() as cursor:
+            if exists:
+                cursor.execute(pg_sql.SQL("ALTER TABLE {} DETACH PARTITION {}").format(parent, partition))
+                cursor.execute(pg_sql.SQL("DROP TABLE {}").format(partition))
+            cursor.execute(pg_sql.SQL("DROP TABLE {}").format(new))
+        return deleted
     first, after = pg_sql.Literal(day), pg_sql.Literal(day + timedelta(days=1))
     with raw.cursor() as cursor:
         # The key index, built in one sort, becomes the partition's part of the fact table's primary key.
