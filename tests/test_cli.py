@@ -283,3 +283,39 @@ def test_the_data_dictionary_in_docs_is_the_one_callmart_prints(tmp_path: Path) 
     # Run `callmart docs > docs/mart.md` after changing a declaration.
     assert printed == kept
     assert "at least 30 seconds" in printed and "48 hours" in printed
+
+
+def test_templates_are_copied_where_a_team_keeps_them(tmp_path: Path) -> None:
+    for scheduler, expected in [
+        ("airflow", ["callmart_dag.py"]),
+        ("azure", ["function_app.py", "host.json", "requirements.txt"]),
+        ("databricks", ["databricks.yml"]),
+        ("github", ["callmart-daily.yml"]),
+    ]:
+        result = invoke("templates", scheduler, str(tmp_path / scheduler))
+        assert result.exit_code == 0
+        assert sorted(p.name for p in (tmp_path / scheduler).iterdir()) == expected
+    again = CliRunner().invoke(cli, ["templates", "github", str(tmp_path / "github")])
+    assert again.exit_code == 2 and "exists already" in again.output
+
+
+def test_the_readme_first_commands_run_as_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import re
+    import shlex
+    import subprocess
+    import sys
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    first = re.search(r"\*\*Try it\*\*.*?```sh\n(.*?)\n```", readme, re.S)
+    assert first is not None
+    commands = [shlex.split(c) for c in first.group(1).split("&&")]
+    assert commands[0][:3] == ["python3", "-m", "venv"] and commands[1][0] == ".venv/bin/pip"
+    env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("CALLMART_")}
+    for command in commands[2:]:
+        assert command[0] == ".venv/bin/callmart"
+        done = subprocess.run(
+            [sys.executable, "-m", "callmart", *command[1:]], cwd=tmp_path, env=env, capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stderr
+    assert "6 period(s), " in done.stdout and " 0 failed" in done.stdout
+    assert (tmp_path / "callmart.duckdb").exists()

@@ -142,6 +142,14 @@ class Callmart:
         return mask(self.url) + (f" (schema {name})" if name else "")
 
     @property
+    def schema_name(self) -> str:
+        """The database schema holding the mart: the one named, else the connection's default one."""
+        if self.schema.name is not None:
+            return self.schema.name
+        with self._transaction() as conn:
+            return str(sa.inspect(conn).default_schema_name)
+
+    @property
     def exposed_schema(self) -> str | None:
         """The schema of a mart left where an earlier callmart made it, the connection's default one rather than
         a schema of its own (Supabase's Data API serves `public`); None when the mart is where it belongs."""

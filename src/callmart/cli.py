@@ -30,6 +30,7 @@ from .console import (
 )
 from .console import handle_errors as _handle_errors
 from .progress import StepResult
+from .scheduling.templates import copy_template
 from .stopping import RunStopped, StopRequest, on_signals
 
 LONGEST_RANGE_YEARS = 10
@@ -597,12 +598,35 @@ def docs(ctx: click.Context, output: str, out: Path | None) -> None:
       callmart --database-url postgresql://... docs --format dbt --out models/callmart_sources.yml
     """
     with _mart(ctx) as mart:
-        text = dictionary.markdown(mart.schema) if output == "markdown" else dictionary.dbt_sources(mart.schema)
+        if output == "markdown":
+            text = dictionary.markdown(mart.schema)
+        else:
+            text = dictionary.dbt_sources(mart.schema, mart.schema_name)
     if out is None:
         click.echo(text, nl=False)
     else:
         out.write_text(text, encoding="utf-8")
         click.echo(f"{out}: the data dictionary ({output})")
+
+
+TEMPLATES = ("airflow", "azure", "databricks", "github")
+
+
+@cli.command()
+@click.argument("scheduler", type=click.Choice(TEMPLATES))
+@click.argument("folder", type=click.Path(file_okay=False, path_type=Path))
+@_handle_errors
+def templates(scheduler: str, folder: Path) -> None:
+    """Copy a scheduler's ready-made definition to FOLDER (made if missing; files there are not overwritten).
+
+    \b
+    Examples:
+      callmart templates airflow "$AIRFLOW_HOME/dags"
+      callmart templates azure callmart-func
+      mkdir -p .github/workflows && callmart templates github .github/workflows
+    """
+    for written in copy_template(scheduler, folder):
+        click.echo(str(written))
 
 
 cli.add_command(report)

@@ -169,7 +169,7 @@ def markdown(schema: Schema) -> str:
     return "\n".join(lines)
 
 
-def dbt_sources(schema: Schema, source_name: str = "callmart") -> str:
+def dbt_sources(schema: Schema, schema_name: str, source_name: str = "callmart") -> str:
     """A dbt `sources.yml` for the mart: its tables and columns with their meanings, and data tests: keys unique
     and not null, every fact and login key found in its dimension."""
     tables = []
@@ -193,9 +193,7 @@ def dbt_sources(schema: Schema, source_name: str = "callmart") -> str:
                 entry["data_tests"] = tests
             columns.append(entry)
         tables.append({"name": str(table.name), "description": str(table.comment or ""), "columns": columns})
-    source: dict[str, object] = {"name": source_name, "tables": tables}
-    if schema.name:
-        source["schema"] = schema.name
+    source: dict[str, object] = {"name": source_name, "schema": schema_name, "tables": tables}
     return str(yaml.safe_dump({"version": 2, "sources": [source]}, sort_keys=False, allow_unicode=True, width=120))
 
 
