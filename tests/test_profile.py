@@ -163,7 +163,7 @@ def test_profile_command(tmp_path: Path) -> None:
 def test_profile_command_on_a_folder_that_does_not_exist(tmp_path: Path) -> None:
     result = CliRunner().invoke(profile, ["--source-dir", str(tmp_path / "nowhere")], obj={})
     assert result.exit_code == 2
-    assert "error: dim_clientes: source folder" in result.output
+    assert "Error: dim_clientes: source folder" in result.output
 
 
 def test_profile_command_has_help() -> None:

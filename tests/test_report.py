@@ -217,3 +217,11 @@ def test_report_command_when_the_database_cannot_be_reached(tmp_path: Path) -> N
     assert result.exit_code == 2
     assert result.output.startswith("Error: cannot read the mart in postgresql+psycopg://analyst:***@127.0.0.1:1/mart")
     assert "s3cret" not in result.output and result.output.count("\n") == 1
+
+
+def test_every_rate_is_written_one_way(tmp_path: Path) -> None:
+    import re
+
+    html = sample_report(tmp_path).read_text(encoding="utf-8")
+    written = re.findall(r"(\d[\d.,]*)\s*%", re.sub(r"<style>.*?</style>|[a-z-]+=\"[^\"]*\"", "", html, flags=re.S))
+    assert written and all(re.fullmatch(r"\d+\.\d", value) for value in written), sorted(set(written))

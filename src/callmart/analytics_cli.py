@@ -132,5 +132,5 @@ def describe_profile(found: SourceProfile) -> str:
         for c in found.coverage
     ]
     parts.append("foreign keys between extracts\n" + table(headers, rows))
-    parts.extend(f"error: {e}" for e in found.errors)
+    parts.extend(f"Error: {e}" for e in found.errors)
     return "\n\n".join(parts)

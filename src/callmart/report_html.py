@@ -31,7 +31,12 @@ MIN_EFFECTIVE = 10
 
 
 def _percent(value: float | None) -> str:
-    return "–" if value is None else f"{value * 100:.1f} %"
+    return "–" if value is None else _points(value * 100)
+
+
+def _points(value: float) -> str:
+    """A percentage given in points, as every rate of the report is written: one decimal and a space."""
+    return f"{value:.1f} %"
 
 
 def _count(value: float) -> str:
@@ -100,7 +105,7 @@ def _over_time(data: ReportData) -> str:
     groups = [g for _, g in data.days]
     rate = Series("conversion rate", [None if g.rate is None else g.rate * 100 for g in groups], PALETTE["blue"])
     chart = line_chart(
-        "conversion-by-day", "Conversion rate by day", labels, [rate], "% of effective contacts", lambda v: f"{v:g} %"
+        "conversion-by-day", "Conversion rate by day", labels, [rate], "% of effective contacts", _points
     )
     return _section(
         "Conversion over time",
@@ -148,7 +153,7 @@ def _ranked(chart_id: str, title: str, groups: Sequence[Group], limit: int, noun
         [(g.rate or 0) * 100 for g in shown],
         [f"{g.conversions:,} of {g.effective:,} converted" for g in shown],
         "% of effective contacts converted",
-        fmt=lambda v: f"{v:.0f} %" if float(v).is_integer() else f"{v:.1f} %",
+        fmt=_points,
     )
     rows = [
         [escape(g.label), _count(g.calls), _count(g.effective), _count(g.conversions), _percent(g.rate)]
@@ -173,7 +178,10 @@ def _by_channel(data: ReportData) -> str:
         "Conversions by digital channel",
         [c.label for c in data.channels],
         [c.conversions for c in data.channels],
-        [f"{c.conversions / total:.0%} of conversions · {_hours(c.hours_to_login)} to login" for c in data.channels],
+        [
+            f"{_percent(c.conversions / total)} of conversions · {_hours(c.hours_to_login)} to login"
+            for c in data.channels
+        ],
         "conversions",
         colors=[PALETTE["teal"]] * len(data.channels),
     )
