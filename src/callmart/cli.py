@@ -30,7 +30,7 @@ from .console import (
 )
 from .console import handle_errors as _handle_errors
 from .progress import StepResult
-from .scheduling.templates import copy_template
+from .scheduling.templates import copy_template, package_azure
 from .stopping import RunStopped, StopRequest, on_signals
 
 LONGEST_RANGE_YEARS = 10
@@ -609,24 +609,38 @@ def docs(ctx: click.Context, output: str, out: Path | None) -> None:
         click.echo(f"{out}: the data dictionary ({output})")
 
 
-TEMPLATES = ("airflow", "azure", "databricks", "github")
+TEMPLATES = ("airflow", "azure", "azure-pipelines", "databricks", "github")
 
 
 @cli.command()
 @click.argument("scheduler", type=click.Choice(TEMPLATES))
 @click.argument("folder", type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "--package",
+    is_flag=True,
+    help="azure: the Function App folder ready to deploy, with callmart's own wheel and a requirements.txt for it.",
+)
+@click.option("--vendor", is_flag=True, help="With --package: every dependency's wheel too (installs with no index).")
+@click.option(
+    "--project",
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    help="With --package: callmart's source folder (default: the checkout callmart runs from).",
+)
 @_handle_errors
-def templates(scheduler: str, folder: Path) -> None:
+def templates(scheduler: str, folder: Path, package: bool, vendor: bool, project: Path | None) -> None:
     """Copy a scheduler's ready-made definition to FOLDER (made if missing; files there are not overwritten).
 
     \b
     Examples:
       callmart templates airflow "$AIRFLOW_HOME/dags"
-      callmart templates azure callmart-func
+      callmart templates azure build/func --package     # what the deploy workflows publish
       mkdir -p .github/workflows && callmart templates github .github/workflows
     """
-    for written in copy_template(scheduler, folder):
-        click.echo(str(written))
+    if (package or vendor or project) and scheduler != "azure":
+        raise click.UsageError("--package, --vendor and --project go with the azure template")
+    written = package_azure(folder, project, vendor) if package else copy_template(scheduler, folder)
+    for path in written:
+        click.echo(str(path))
 
 
 cli.add_command(report)
