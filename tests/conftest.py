@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from psycopg import sql
 
 PG_ADMIN_URL = os.environ.get("CALLMART_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-PG_POOLER_URL = os.environ.get("CALLMART_TEST_PG_POOLER_URL", "postgresql://postgres@127.0.0.1:6432/postgres")
+PG_POOLER_URL = os.environ.get("CALLMART_TEST_PG_POOLER_URL", "postgresql://postgres@127.0.0.1:6543/postgres")
 """A transaction-mode PgBouncer in front of the test PostgreSQL, as Supabase's pooler is (.ci/services starts it)."""
 
 ENGINES = ["duckdb", "postgresql"]

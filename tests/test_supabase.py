@@ -7,7 +7,6 @@ and through the transaction-mode pooler), and every table it owns afterwards is 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
@@ -23,9 +22,8 @@ from callmart._errors import ConfigError
 from callmart.cli import cli
 from callmart.mart import MART
 from callmart.schema import Schema
-from conftest import PG_ADMIN_URL
+from conftest import PG_ADMIN_URL, PG_POOLER_URL
 
-POOLER_URL = os.environ.get("CALLMART_TEST_PG_POOLER_URL", "postgresql://postgres@127.0.0.1:6432/postgres")
 OWNER, READER = "callmart_owner", "callmart_reader"
 API_ROLES = ("anon", "authenticated")
 
@@ -111,7 +109,7 @@ def test_the_public_api_roles_read_and_change_nothing(
     supabase_like: str, seed_dir: Path, through: str, tmp_path: Path
 ) -> None:
     database = supabase_like
-    url = _url(PG_ADMIN_URL if through == "direct" else POOLER_URL, database, OWNER)
+    url = _url(PG_ADMIN_URL if through == "direct" else PG_POOLER_URL, database, OWNER)
     with Callmart(url, seed_dir) as mart:
         mart.init()
         mart.enqueue(date(2023, 6, 1), date(2023, 9, 1))
