@@ -75,12 +75,18 @@ def test_a_period_waits_for_its_extract_and_loads_when_it_arrives(database_url: 
     assert [rows for _, rows in loaded] == [1, 1, 1, 0]
 
 
-def test_status_says_why_a_period_waits(database_url: str, tmp_path: Path) -> None:
+def monday_queued(url: str, tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    """A mart with Monday 3/4 queued, and an extract whose last call is that Monday at 9:00; its folder and env."""
     folder = write_extracts(tmp_path / "exports", customers=CUSTOMERS, calls=calls("3/4 9:00"))
-    env = {"CALLMART_DATABASE_URL": database_url, "CALLMART_SOURCE_DIR": str(folder)}
+    env = {"CALLMART_DATABASE_URL": url, "CALLMART_SOURCE_DIR": str(folder)}
+    for command in (["init"], ["enqueue", "--from", "2024-03-04", "--to", "2024-03-05"]):
+        assert CliRunner().invoke(cli, command, env=env).exit_code == 0
+    return folder, env
+
+
+def test_status_says_why_a_period_waits(database_url: str, tmp_path: Path) -> None:
+    folder, env = monday_queued(database_url, tmp_path)
     runner = CliRunner()
-    runner.invoke(cli, ["init"], env=env)
-    runner.invoke(cli, ["enqueue", "--from", "2024-03-04", "--to", "2024-03-05"], env=env)
     assert cli_run(database_url, folder, "--max-wait", "never").exit_code == 4
     shown = runner.invoke(cli, ["status"], env=env).output
     assert "esperando" in shown
@@ -88,11 +94,8 @@ def test_status_says_why_a_period_waits(database_url: str, tmp_path: Path) -> No
 
 
 def test_a_period_still_uncovered_after_the_longest_wait_fails_loudly(database_url: str, tmp_path: Path) -> None:
-    folder = write_extracts(tmp_path / "exports", customers=CUSTOMERS, calls=calls("3/4 9:00"))
-    env = {"CALLMART_DATABASE_URL": database_url, "CALLMART_SOURCE_DIR": str(folder)}
+    folder, env = monday_queued(database_url, tmp_path)
     runner = CliRunner()
-    runner.invoke(cli, ["init"], env=env)
-    runner.invoke(cli, ["enqueue", "--from", "2024-03-04", "--to", "2024-03-05"], env=env)
     # 2024-03-05 is long past: three days (the default) are over.
     result = cli_run(database_url, folder)
     assert result.exit_code == 1
