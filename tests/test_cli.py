@@ -289,8 +289,9 @@ def test_templates_are_copied_where_a_team_keeps_them(tmp_path: Path) -> None:
     for scheduler, expected in [
         ("airflow", ["callmart_dag.py"]),
         ("azure", ["function_app.py", "host.json", "requirements.txt"]),
+        ("azure-pipelines", ["azure-pipelines.yml"]),
         ("databricks", ["databricks.yml"]),
-        ("github", ["callmart-daily.yml"]),
+        ("github", ["callmart-daily.yml", "callmart-deploy.yml"]),
     ]:
         result = invoke("templates", scheduler, str(tmp_path / scheduler))
         assert result.exit_code == 0

@@ -45,7 +45,9 @@ def _loopback_only(resolve: Any) -> Any:
     return loopback
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=300, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(case=malformed_urls(), command=st.sampled_from([["init"], ["status"], ["run", "--max-wait", "never"]]))
 def test_no_password_shows_and_no_traceback(
     case: tuple[str, str], command: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch

@@ -20,8 +20,8 @@ from . import (
     backfill,
     control,
     coverage,
-    dialect,
     dictionary,
+    engines,
     fingerprint,
     locking,
     runlog,
@@ -112,7 +112,7 @@ class Callmart:
         return self._schema
 
     def _locate_schema(self) -> str | None:
-        dedicated = dialect.default_schema(self.engine.dialect)
+        dedicated = engines.for_dialect(self.engine.dialect).DEDICATED_SCHEMA
         if self._schema_name is not None or dedicated is None:
             return self._schema_name
         with self._transaction() as conn:
@@ -153,7 +153,7 @@ class Callmart:
     def exposed_schema(self) -> str | None:
         """The schema of a mart left where an earlier callmart made it, the connection's default one rather than
         a schema of its own (Supabase's Data API serves `public`); None when the mart is where it belongs."""
-        dedicated = dialect.default_schema(self.engine.dialect)
+        dedicated = engines.for_dialect(self.engine.dialect).DEDICATED_SCHEMA
         if self._schema_name is None and dedicated is not None and self.schema.name != dedicated:
             return self.schema.name
         return None
@@ -176,7 +176,7 @@ class Callmart:
                 yield conn
         except DBAPIError as error:
             raise locking.busy_error(error, self.where) or DatabaseError(self._describe(error)) from error
-        except dialect.DRIVER_ERRORS as error:
+        except engines.DRIVER_ERRORS as error:
             # Raised by the bulk paths, which talk to the driver itself.
             raise DatabaseError(self._describe(error)) from error
 
@@ -188,7 +188,7 @@ class Callmart:
             if error.connection_invalidated or "connect" in detail.lower():
                 return scrub(f"cannot use the database {self.where}: {detail}", self.url)
             return scrub(f"database error: {detail}", self.url)
-        if isinstance(error, dialect.DRIVER_ERRORS):
+        if isinstance(error, engines.DRIVER_ERRORS):
             return scrub(f"database error: {(str(error).strip().splitlines() or [type(error).__name__])[0]}", self.url)
         return scrub(f"{type(error).__name__}: {error}".splitlines()[0], self.url)
 
@@ -215,13 +215,13 @@ class Callmart:
             access.revoke_read(conn, list(self.schema.tables.values()), role)
 
     def _check_roles(self, conn: sa.Connection) -> None:
-        if not dialect.has_row_security(conn):
+        if not engines.of(conn).ROW_SECURITY:
             raise ConfigError(f"{self.where} has no roles to grant to: only its file's readers can read it")
 
     def move_schema(self, to: str | None = None) -> str:
         """Move the mart (its tables, day partitions and sequences) to schema `to`, by default the engine's own;
         return the schema it is in now."""
-        target = to or dialect.default_schema(self.engine.dialect)
+        target = to or engines.for_dialect(self.engine.dialect).DEDICATED_SCHEMA
         if target is None:
             raise ConfigError(f"name the schema to move {self.where} to")
         _, target = schema_setting(self.url, target)
@@ -235,7 +235,7 @@ class Callmart:
             dictionary.annotate(moved)
             if sa.inspect(conn).has_table("dm_schema", schema=target):
                 raise ConfigError(f"schema {target} already holds a mart; drop it or choose another schema")
-            dialect.move_to_schema(
+            engines.of(conn).move_to_schema(
                 conn, [*self.schema.tables.values(), *self._partitions(conn)], self.schema.sequences.values(), target
             )
             moved.create(conn)
@@ -243,7 +243,9 @@ class Callmart:
         return target
 
     def _partitions(self, conn: sa.Connection) -> list[sa.Table]:
-        return [p for fact in self.schema.mart.facts for p in dialect.day_partitions(conn, self.schema[fact.name])]
+        return [
+            p for fact in self.schema.mart.facts for p in engines.of(conn).day_partitions(conn, self.schema[fact.name])
+        ]
 
     def _check_ready(self, conn: sa.Connection) -> None:
         if not self.schema.exists(conn):
@@ -404,7 +406,7 @@ class Callmart:
                     runlog.record_step(conn, self.schema, summary.id_run, len(summary.steps) + 1, extra)
                 summary.steps.append(extra)
         with self._transaction() as conn:
-            dialect.tune_for_bulk(conn)
+            engines.of(conn).tune_for_bulk(conn)
             analytics.refresh_aggregates(conn, self.schema, summary.touched)
 
     def _run_dimension(self, dim: Dimension, summary: RunSummary, reload: bool) -> StepResult:
@@ -414,7 +416,7 @@ class Callmart:
         began = time.perf_counter()
         # Hashed before the merge: a file replaced during it then differs from the digest kept, and loads next time.
         digest = fingerprint.fingerprint(self.source_dir, dim)
-        with self._transaction() as conn, self._stop.cancelling(dialect.canceller(conn)):
+        with self._transaction() as conn, self._stop.cancelling(engines.of(conn).canceller(conn)):
             locking.take_write_turn(conn)
             if not reload and fingerprint.is_current(conn, self.schema, dim, digest):
                 result = StepResult(table=dim.name, note="source unchanged since its last merge")
@@ -422,7 +424,7 @@ class Callmart:
                 runlog.record_step(conn, self.schema, summary.id_run, len(summary.steps) + 1, result)
                 self.reporter.step_finished(result)
                 return result
-            dialect.tune_for_bulk(conn)
+            engines.of(conn).tune_for_bulk(conn)
             result = load_dimension(
                 conn, self.schema, dim, self.source_dir, self._progress(dim.name), summary.business_date
             )
@@ -451,9 +453,9 @@ class Callmart:
         # The calls' aggregates of the period's days, summed as its rows stream by, commit with them.
         aggregates = StreamedAggregates(self.schema, fact)
         try:
-            with self.engine.begin() as conn, self._stop.cancelling(dialect.canceller(conn)):
+            with self.engine.begin() as conn, self._stop.cancelling(engines.of(conn).canceller(conn)):
                 locking.take_write_turn(conn)
-                dialect.tune_for_bulk(conn)
+                engines.of(conn).tune_for_bulk(conn)
                 # Several days pending: the first one's load reads the extract once for all of them.
                 raw_rows = split.rows_of(
                     fact,

@@ -6,12 +6,12 @@ import os
 import re
 from importlib import resources
 from pathlib import Path
-from typing import Any
 from urllib.parse import quote, quote_plus
 
 import sqlalchemy as sa
 from sqlalchemy.exc import ArgumentError
 
+from . import engines
 from ._errors import ConfigError
 
 __all__ = [
@@ -28,9 +28,6 @@ __all__ = [
 ]
 
 DEFAULT_DATABASE_URL = "duckdb:///callmart.duckdb"
-DUCKDB_MEMORY_PER_THREAD_MB = 64
-DUCKDB_MEMORY_LEAST_MB = 128
-_POSTGRES_SCHEMES = {"postgres", "postgresql", "postgresql+psycopg"}
 SCHEMA_PARAMETER = "schema"
 """The URL's query parameter naming the database schema of the mart (else CALLMART_SCHEMA)."""
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
@@ -81,21 +78,16 @@ def parse_url(raw: str | None) -> sa.URL:
         raise ConfigError(
             f"not a database URL{_scheme_of(text)} (not shown: it may hold a password); {expected}"
         ) from None
-    if url.drivername != "duckdb" and ("@" in (url.host or "") or "@" in (url.database or "")):
+    query = " ".join(f"{key}={value}" for key, value in url.query.items())
+    if "@" in (url.host or "") or "@" in (url.database or "") or "@" in query:
         # The password (or user) held an '@', or the separators are off: part of the credentials would be shown
         # as the host or the database.
-        raise ConfigError(f"ambiguous database URL ({url.drivername}://…): write an '@' in a password as %40")
-    if url.drivername in _POSTGRES_SCHEMES:
-        return url.set(drivername="postgresql+psycopg")
-    if url.drivername == "duckdb":
-        if url.username or url.password or url.host or "@" in str(url.database or ""):
-            raise ConfigError("a DuckDB URL names a file, with no user, password or host: duckdb:///FILE")
-        if url.database not in (None, "", ":memory:"):
-            # Every message names the file where it is: duckdb:///m.duckdb is relative to the working folder, an
-            # absolute path takes four slashes (duckdb:////data/m.duckdb).
-            return url.set(database=str(Path(str(url.database)).expanduser().absolute()))
-        return url
-    raise ConfigError(f"unsupported database {url.drivername!r} in {mask(url)}; {expected}")
+        raise ConfigError(f"ambiguous database URL ({url.get_backend_name()}://…): write an '@' in a password as %40")
+    try:
+        engine = engines.for_url(url)
+    except ConfigError:
+        raise ConfigError(f"unsupported database {url.get_backend_name()!r} in {mask(url)}; {expected}") from None
+    return engine.url(url)
 
 
 def schema_setting(url: sa.URL, given: str | None = None) -> tuple[sa.URL, str | None]:
@@ -116,20 +108,13 @@ def schema_setting(url: sa.URL, given: str | None = None) -> tuple[sa.URL, str |
 
 def mask(url: sa.URL) -> str:
     """The URL as text with its password hidden, and without its query (it may hold a password too)."""
-    bare = sa.URL.create(
-        url.drivername,
-        username=url.username,
-        password=url.password,
-        host=url.host,
-        port=url.port,
-        database=url.database,
-    )
-    return bare.render_as_string(hide_password=True)
+    return url.difference_update_query(list(url.query)).render_as_string(hide_password=True)
 
 
 def scrub(message: str, url: sa.URL) -> str:
     """A message with the URL's password, should a driver echo it, replaced by ***."""
-    secrets = [str(url.password or ""), *(str(v) for k, v in url.query.items() if "pass" in k.lower())]
+    # Every query value too: a driver echoes a bad one whole, and a mistyped URL can put a password in any.
+    secrets = [str(url.password or ""), *(str(v) for v in url.query.values())]
     for secret in secrets:
         for form in {secret, quote(secret, safe=""), quote_plus(secret)} if secret else ():
             message = message.replace(form, "***")
@@ -143,31 +128,5 @@ def _scheme_of(text: str) -> str:
 
 
 def create_engine(url: sa.URL) -> sa.Engine:
-    """An engine for the URL; DuckDB files are created on first connect."""
-    duckdb_file = url.drivername == "duckdb" and url.database not in (None, "", ":memory:")
-    if duckdb_file:
-        Path(str(url.database)).expanduser().parent.mkdir(parents=True, exist_ok=True)
-    # Row counts of INSERT … SELECT feed the run summary; SQLAlchemy keeps them only when asked.
-    # No server-side prepared statements: through a transaction-mode pooler (Supabase's, PgBouncer's) the next
-    # transaction may run on another server connection, where a statement prepared on this one does not exist.
-    connect_args = {"prepare_threshold": None} if url.drivername in _POSTGRES_SCHEMES else {}
-    engine = sa.create_engine(url, execution_options={"preserve_rowcount": True}, connect_args=connect_args)
-    # A mart in memory keeps DuckDB's own limit: capped, its data would spill to a folder in the working directory.
-    if duckdb_file and not {"memory_limit", "max_memory"} & set(url.query):
-        sa.event.listen(engine, "connect", _limit_duckdb_memory)
-    return engine
-
-
-def _limit_duckdb_memory(dbapi_connection: Any, record: Any) -> None:
-    """Cap DuckDB's buffers by its threads, never above DuckDB's own limit. By default DuckDB may keep 80% of the
-    machine's memory, and a load's buffers grew with the extract (800 MB at 5M calls, 1.2 GB on a second run in
-    the same process); each thread needs some room of its own (16 threads in 128 MB ran out of memory)."""
-    cursor = dbapi_connection.cursor()
-    try:
-        cursor.execute("SELECT current_setting('threads'), parse_formatted_bytes(current_setting('memory_limit'))")
-        threads, default = cursor.fetchone()
-        megabytes = max(DUCKDB_MEMORY_LEAST_MB, DUCKDB_MEMORY_PER_THREAD_MB * int(threads))
-        if megabytes * 1_000_000 < int(default):
-            cursor.execute("SET memory_limit = $1", [f"{megabytes}MB"])
-    finally:
-        cursor.close()
+    """An engine for the URL, as its database's engine makes it (a DuckDB file is created on first connect)."""
+    return engines.for_url(url).create_engine(url)

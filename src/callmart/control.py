@@ -9,9 +9,8 @@ from typing import TypeVar
 
 import sqlalchemy as sa
 
-from . import locking
+from . import engines, locking
 from ._errors import ConfigError
-from .dialect import is_postgresql
 from .schema import Schema
 
 __all__ = [
@@ -129,7 +128,7 @@ def claim_next(conn: sa.Connection, schema: Schema, id_run: int, run_date: datet
         .order_by(table.c.start_date, table.c.end_date, table.c.id_process)
         .limit(1)
     )
-    if is_postgresql(conn):
+    if engines.of(conn).SKIP_LOCKED_CLAIMS:
         oldest = oldest.with_for_update(skip_locked=True)
     row = conn.execute(oldest).first()
     if row is None:
@@ -155,7 +154,7 @@ def free_abandoned(conn: sa.Connection, schema: Schema) -> int:
     table = schema.processes
     running = conn.execute(
         sa.select(table.c.id_process, table.c.id_run).where(table.c.status == RUNNING).with_for_update(skip_locked=True)
-        if is_postgresql(conn)
+        if engines.of(conn).SKIP_LOCKED_CLAIMS
         else sa.select(table.c.id_process, table.c.id_run).where(table.c.status == RUNNING)
     ).all()
     freed = 0

@@ -2,29 +2,20 @@
 
 from __future__ import annotations
 
-import io
-import itertools
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-import duckdb
-import psycopg
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.csv as pa_csv
 import sqlalchemy as sa
 from psycopg import sql as pg_sql
-from sqlalchemy.dialects.postgresql import REGCLASS
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.schema import CreateTable
 from sqlalchemy.sql.expression import ClauseElement, Executable
 
-from . import access, pgcopy
-from ._errors import ConfigError
+from . import access, engines, pgcopy
 from .pgnames import identifier, regclass_name
-from .streams import prefetched_first
 
 __all__ = [
     "PARTITIONED_BY_DAY",
@@ -35,15 +26,7 @@ __all__ = [
     "bulk_insert_routed",
     "fetch_arrow",
     "insert_rows",
-    "is_postgresql",
-    "wants_indexes",
 ]
-
-DRIVER_ERRORS: tuple[type[Exception], ...] = (psycopg.Error, duckdb.Error)
-"""Errors the drivers raise where callmart talks to them directly (bulk paths), not through SQLAlchemy."""
-
-DEDICATED_SCHEMA = "callmart"
-"""The schema of a new PostgreSQL mart when the user names none."""
 
 UNLOGGED = "unlogged"
 """Table info flag: scratch data that PostgreSQL need not write to its WAL."""
@@ -56,117 +39,6 @@ ANALYZED = "analyzed"
 
 PRIMARY_KEY = "primary_key"
 """Table info key naming the columns of a primary key that only some engines enforce (see enforces_fact_keys)."""
-
-
-def is_postgresql(conn: sa.Connection) -> bool:
-    """Whether the connection is to PostgreSQL (else DuckDB)."""
-    return conn.dialect.name == "postgresql"
-
-
-def runs_share_the_mart(dialect: sa.Dialect) -> bool:
-    """PostgreSQL lets runs of several processes (and machines) write the mart at once, so each must show that it
-    lives; DuckDB lets one process open the file for writing."""
-    return dialect.name == "postgresql"
-
-
-def canceller(conn: sa.Connection) -> Callable[[], None]:
-    """How to cut short the statement the connection runs, from another thread: PostgreSQL's cancel request
-    (through a pooler too), DuckDB's interrupt."""
-    raw = conn.connection.driver_connection
-    assert raw is not None
-    cancel: Callable[[], None] = raw.cancel_safe if is_postgresql(conn) else raw.interrupt
-    return cancel
-
-
-def has_row_security(conn: sa.Connection) -> bool:
-    """PostgreSQL serves its tables to other roles (Supabase's public API among them): callmart's tables get row
-    level security and no rights but their owner's and their readers' (see access.py). A DuckDB file has no roles."""
-    return is_postgresql(conn)
-
-
-def default_schema(dialect: sa.Dialect) -> str | None:
-    """The schema a new mart goes to unless the user names one: on PostgreSQL a schema of its own, which
-    Supabase's Data API does not expose as it exposes `public`; DuckDB's default schema elsewhere."""
-    return DEDICATED_SCHEMA if dialect.name == "postgresql" else None
-
-
-def day_partitions(conn: sa.Connection, table: sa.Table) -> list[sa.Table]:
-    """The day partitions of a table partitioned by day (PostgreSQL); none elsewhere."""
-    if not is_postgresql(conn) or not table.info.get(PARTITIONED_BY_DAY):
-        return []
-    names = conn.execute(
-        sa.select(sa.column("relname", sa.String))
-        .select_from(sa.table("pg_class"))
-        .where(
-            sa.column("oid").in_(
-                sa.select(sa.column("inhrelid"))
-                .select_from(sa.table("pg_inherits"))
-                .where(sa.column("inhparent") == sa.cast(regclass_name(conn, table), REGCLASS))
-            )
-        )
-        .order_by(sa.column("relname"))
-    ).scalars()
-    return [sa.Table(name, sa.MetaData(schema=table.schema)) for name in names]
-
-
-def move_to_schema(
-    conn: sa.Connection, tables: Iterable[sa.Table], sequences: Iterable[sa.Sequence], schema: str
-) -> None:
-    """Move tables (with their indexes and constraints) and sequences to another schema, creating it if missing
-    (PostgreSQL: a mart made in `public` by an earlier callmart)."""
-    if not is_postgresql(conn):
-        raise ConfigError("only a PostgreSQL mart moves between schemas")
-    if not sa.inspect(conn).has_schema(schema):
-        conn.execute(sa.schema.CreateSchema(schema))
-    raw = conn.connection.driver_connection
-    assert raw is not None
-    to = pg_sql.Identifier(schema)
-    with raw.cursor() as cursor:
-        for table in tables:
-            cursor.execute(pg_sql.SQL("ALTER TABLE {} SET SCHEMA {}").format(identifier(table), to))
-        for sequence in sequences:
-            name = (
-                pg_sql.Identifier(sequence.schema, sequence.name)
-                if sequence.schema
-                else pg_sql.Identifier(sequence.name)
-            )
-            cursor.execute(pg_sql.SQL("ALTER SEQUENCE {} SET SCHEMA {}").format(name, to))
-
-
-def wants_indexes(conn: sa.Connection) -> bool:
-    """PostgreSQL needs B-tree indexes for period deletes and metric lookups; DuckDB scans and hash-joins faster
-    than it maintains ART indexes during bulk loads."""
-    return is_postgresql(conn)
-
-
-def tune_for_bulk(conn: sa.Connection) -> None:
-    """Give this transaction's sorts and hashes room: PostgreSQL's default 4 MB of work_mem spills a million-row
-    sort or hash to disk. And no JIT: compiling each big statement costs PostgreSQL about 0.4 s, more than it
-    saves on the simple scans, joins and aggregates of a load."""
-    if is_postgresql(conn):
-        conn.execute(sa.text("SET LOCAL work_mem = '256MB'"))
-        conn.execute(sa.text("SET LOCAL jit = off"))
-
-
-@contextmanager
-def grouping_by_sort(conn: sa.Connection) -> Iterator[None]:
-    """Within the block, PostgreSQL groups by sorting. Its hash aggregate slows to a crawl when nearly every row
-    is its own group (5M distinct hashes: 4.7 s against 2.0 s by sorting); DuckDB's does not."""
-    if not is_postgresql(conn):
-        yield
-        return
-    before = conn.execute(sa.select(sa.func.current_setting("enable_hashagg"))).scalar_one()
-    conn.execute(sa.select(sa.func.set_config("enable_hashagg", "off", True)))
-    try:
-        yield
-    finally:
-        conn.execute(sa.select(sa.func.set_config("enable_hashagg", before, True)))
-
-
-def enforces_fact_keys(conn: sa.Connection) -> bool:
-    """Whether fact tables get a primary key. PostgreSQL's B-tree costs little; DuckDB's ART index made a 1M-row
-    period load 3x slower and its reload 10x slower, for a key that is unique by construction anyway."""
-    return is_postgresql(conn)
 
 
 class AddPrimaryKey(Executable, ClauseElement):
@@ -235,35 +107,13 @@ class Truncate(TableCommand):
     command = "TRUNCATE TABLE"
 
 
-class Analyze(TableCommand):
-    """ANALYZE: statistics of one table, for the planner; of some of its columns, if named."""
-
-    inherit_cache = False
-    command = "ANALYZE"
-
-    def __init__(self, table: sa.TableClause, columns: Sequence[str] = ()) -> None:
-        super().__init__(table)
-        self.columns = tuple(columns)
-
-
-@compiles(Analyze)
-def _analyze(element: Analyze, compiler: Any, **kw: Any) -> str:
-    text = _table_command(element, compiler, **kw)
-    if element.columns:
-        text += f" ({', '.join(compiler.preparer.quote(c) for c in element.columns)})"
-    return text
-
-
 def bulk_insert(
     conn: sa.Connection, table: sa.Table, batches: Iterable[pa.RecordBatch], truncated: bool = False
 ) -> int:
     """Append Arrow batches (columns named as the table's) by the engine's bulk path; return rows written.
 
-    `truncated`: the table was emptied in this transaction, so PostgreSQL may write the rows frozen (later reads
-    then need not set hint bits, which rewrites every page of a freshly loaded table)."""
-    if is_postgresql(conn):
-        return pgcopy.copy_stream(conn, table, batches, truncated)
-    return _arrow_into_duckdb(conn, table, batches)
+    `truncated`: the table was emptied in this transaction, so the engine may write the rows frozen."""
+    return engines.of(conn).bulk_insert(conn, table, batches, truncated)
 
 
 def bulk_insert_routed(
@@ -272,12 +122,7 @@ def bulk_insert_routed(
     """Append each batch to its table by the engine's bulk path, one statement per batch; return rows per table.
 
     For one stream feeding several tables (a statement cannot interleave them). `truncated` as in bulk_insert."""
-    if is_postgresql(conn):
-        return pgcopy.copy_parts(conn, parts, {t.name for t in truncated})
-    written: dict[str, int] = {}
-    for table, batch in parts:
-        written[table.name] = written.get(table.name, 0) + _arrow_into_duckdb(conn, table, [batch])
-    return written
+    return engines.of(conn).bulk_insert_routed(conn, parts, list(truncated))
 
 
 def insert_rows(conn: sa.Connection, table: sa.Table, rows: Sequence[Mapping[str, Any]]) -> int:
@@ -289,67 +134,15 @@ def insert_rows(conn: sa.Connection, table: sa.Table, rows: Sequence[Mapping[str
     return bulk_insert(conn, table, [pa.RecordBatch.from_pylist(list(rows), schema=schema)])
 
 
-def _arrow_into_duckdb(conn: sa.Connection, table: sa.Table, batches: Iterable[pa.RecordBatch]) -> int:
-    """DuckDB scans Arrow memory in place: no serialisation at all. One INSERT pulls the whole stream, so the
-    statement's fixed cost is paid once, not once per batch."""
-    raw = conn.connection.driver_connection
-    assert raw is not None
-    started = prefetched_first(batches)
-    if started is None:
-        return 0
-    first, stream = started
-    rows, failure = 0, []
-
-    def counted() -> Iterator[pa.RecordBatch]:
-        nonlocal rows
-        try:
-            for batch in itertools.chain([first], stream):
-                rows += batch.num_rows
-                yield batch
-        except Exception as error:  # noqa: BLE001 - raised below as itself, not wrapped in a DuckDB error
-            failure.append(error)
-
-    view = "callmart_arrow_stream"
-    raw.register(view, pa.RecordBatchReader.from_batches(first.schema, counted()))
-    try:
-        source = sa.table(view, *(sa.column(n) for n in first.schema.names))
-        conn.execute(sa.insert(table).from_select(first.schema.names, sa.select(*source.c)))
-    finally:
-        raw.unregister(view)
-    if failure:
-        raise failure[0]
-    return rows
-
-
 def analyze(conn: sa.Connection, table: sa.Table) -> None:
-    """Give PostgreSQL statistics of a freshly filled table: without them it takes a million rows for a few
-    thousand and plans sorts that spill to disk where hash joins fit in memory. DuckDB needs none. Only of the
-    columns the table's info names under ANALYZED, if it does: autovacuum analyzes the whole table soon after."""
-    if is_postgresql(conn):
-        conn.execute(Analyze(table, table.info.get(ANALYZED, ())))
+    """Statistics of a freshly filled table, where the engine plans from them: only of the columns the table's
+    info names under ANALYZED, if it does."""
+    engines.of(conn).analyze(conn, table, table.info.get(ANALYZED, ()))
 
 
 def fetch_arrow(conn: sa.Connection, select: sa.Select[Any], schema: pa.Schema) -> pa.Table:
     """The rows of a SELECT as an Arrow table, by the engine's bulk path rather than row objects."""
-    compiled = select.compile(dialect=conn.dialect)
-    raw = conn.connection.driver_connection
-    assert raw is not None
-    if not is_postgresql(conn):
-        values = [compiled.params[name] for name in compiled.positiontup or ()]
-        return raw.sql(str(compiled), params=values or None).to_arrow_table().rename_columns(schema.names).cast(schema)
-    # COPY takes no parameters: psycopg binds the values into the query text itself, quoted by type.
-    query = psycopg.ClientCursor(raw).mogrify(str(compiled), compiled.params or None)
-    buffer = io.BytesIO()
-    statement = pg_sql.SQL("COPY ({}) TO STDOUT (FORMAT csv)").format(pg_sql.SQL(query))
-    with raw.cursor() as cursor, cursor.copy(statement) as copy:
-        for chunk in copy:
-            buffer.write(chunk)
-    if buffer.tell() == 0:
-        return schema.empty_table()
-    buffer.seek(0)
-    # Parsed in this thread: the reader's worker threads would each keep the memory they used, tens of megabytes.
-    options = pa_csv.ReadOptions(column_names=schema.names, use_threads=False)
-    return pa_csv.read_csv(buffer, read_options=options, convert_options=pa_csv.ConvertOptions(column_types=schema))
+    return engines.of(conn).fetch_arrow(conn, select, schema)
 
 
 RowsOf = Callable[[datetime, datetime], sa.Select[Any]]
@@ -366,7 +159,7 @@ class PeriodReplace:
 
     def __init__(self, conn: sa.Connection, table: sa.Table, start: datetime, end: datetime) -> None:
         self.conn, self.table, self.start, self.end = conn, table, start, end
-        self.direct = is_postgresql(conn)
+        self.direct = engines.of(conn).DAY_PARTITIONS
         self.written = 0
         self._days: list[tuple[datetime, datetime, datetime, sa.Table]] = []
         if self.direct:

@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import sqlalchemy as sa
 
-from . import dialect, rejects
+from . import dialect, engines, rejects
 from .coverage import LatestTime
 from .declare import Fact, FirstEventWithin
 from .extract import SOURCE_FILE, SOURCE_ROW
@@ -174,7 +174,7 @@ def _duplicate_rows(conn: sa.Connection, schema: Schema, fact: Fact, repeated: l
     same = [candidates.c[c.name] for c in content]
     place = sa.func.row_number().over(partition_by=same, order_by=(candidates.c[SOURCE_FILE], candidates.c[SOURCE_ROW]))
     numbered = sa.select(candidates.c[SOURCE_FILE], candidates.c[SOURCE_ROW], place.label("place")).subquery()
-    with contextlib.nullcontext() if listed else dialect.grouping_by_sort(conn):
+    with contextlib.nullcontext() if listed else engines.of(conn).grouping_by_sort(conn):
         found = conn.execute(
             sa.select(numbered.c[SOURCE_FILE], numbered.c[SOURCE_ROW]).where(numbered.c.place > 1)
         ).all()

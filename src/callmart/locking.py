@@ -15,42 +15,28 @@ from contextlib import contextmanager
 import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError
 
+from . import engines
 from ._errors import MartBusy
-from .dialect import is_postgresql, runs_share_the_mart
 
 __all__ = ["alive", "busy_error", "run_alive", "take_write_turn"]
-
-# Advisory lock namespaces (first key of the two-key form): arbitrary, but fixed for every callmart.
-_RUN_LOCKS = 0x63616C6C  # "call"
-_WRITE_LOCK = 0x6D617274  # "mart"
 
 
 def take_write_turn(conn: sa.Connection) -> None:
     """Wait for the other writers of the mart, until this transaction ends."""
-    if is_postgresql(conn):
-        conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_WRITE_LOCK, 0)))
+    engines.of(conn).take_write_turn(conn)
 
 
 @contextmanager
 def run_alive(engine: sa.Engine, id_run: int) -> Iterator[None]:
-    """Mark the run alive within the block: a transaction of its own holds the run's lock until the block ends, or
-    until the process dies and the server (or the pooler) rolls it back. It takes no snapshot, so it holds back
-    no vacuum."""
-    if not runs_share_the_mart(engine.dialect):
-        yield
-        return
-    with engine.connect() as conn, conn.begin():
-        conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_RUN_LOCKS, id_run)))
+    """Mark the run alive within the block, as its engine does (nothing where one process holds the mart)."""
+    with engines.for_dialect(engine.dialect).run_alive(engine, id_run):
         yield
 
 
 def alive(conn: sa.Connection, id_run: int | None) -> bool:
-    """Whether the run still lives (its lock is held). On DuckDB, whoever can ask holds the file, so no other run
-    does. A lock this asks for and gets stays until this transaction ends: its run is dead anyway."""
-    if id_run is None or not is_postgresql(conn):
-        return False
-    free = conn.execute(sa.select(sa.func.pg_try_advisory_xact_lock(_RUN_LOCKS, id_run))).scalar_one()
-    return not free
+    """Whether the run still lives. Where runs cannot share the mart, whoever can ask holds it, so no other run
+    does."""
+    return id_run is not None and engines.of(conn).alive(conn, id_run)
 
 
 def busy_error(error: DBAPIError, where: str) -> MartBusy | None:

@@ -8,7 +8,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from . import access, dialect
+from . import access, dialect, engines
 from .analytics import aggregate_tables
 from .declare import (
     BEGINNING,
@@ -287,11 +287,11 @@ class Schema:
             self._add_missing_columns(conn, self.tables[name])
         for name in sorted(new):
             columns = self.tables[name].info.get(dialect.PRIMARY_KEY)
-            if columns and dialect.enforces_fact_keys(conn):
+            if columns and engines.of(conn).ENFORCED_FACT_KEYS:
                 conn.execute(dialect.AddPrimaryKey(self.tables[name], columns))
         existing = {ix["name"] for name in self.tables for ix in _indexes(conn, self.tables[name])}
         for index in self.indexes:
-            if index.name not in existing and dialect.wants_indexes(conn):
+            if index.name not in existing and engines.of(conn).INDEXES:
                 index.create(conn)
         for dim in self.mart.dimensions:
             self._default_member(conn, dim)
@@ -307,10 +307,10 @@ class Schema:
         # create_all added what an older version lacked: the mart is now of this version.
         conn.execute(sa.delete(version))
         conn.execute(sa.insert(version).values(version=SCHEMA_VERSION))
-        if dialect.has_row_security(conn):
+        if engines.of(conn).ROW_SECURITY:
             access.secure(conn, self.tables.values(), access.readers(conn, version), self.sequences.values())
             for fact in self.mart.facts:
-                access.secure(conn, dialect.day_partitions(conn, self.tables[fact.name]))
+                access.secure(conn, engines.of(conn).day_partitions(conn, self.tables[fact.name]))
 
     def exists(self, conn: sa.Connection) -> bool:
         """Whether a mart (its version table) is there."""
@@ -336,6 +336,6 @@ class Schema:
 
 
 def _indexes(conn: sa.Connection, table: sa.Table) -> list[dict[str, object]]:
-    if not dialect.wants_indexes(conn):
+    if not engines.of(conn).INDEXES:
         return []
     return list(sa.inspect(conn).get_indexes(table.name, schema=table.schema))  # type: ignore[arg-type]

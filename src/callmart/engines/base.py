@@ -1,0 +1,113 @@
+"""What every engine offers: its capabilities, each a named flag with its reason, and the operations generic code
+calls. An engine's folder overrides them; generic code never asks which database it talks to."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, ClassVar
+
+import pyarrow as pa
+import sqlalchemy as sa
+
+from .._errors import ConfigError
+
+__all__ = ["Engine"]
+
+
+class Engine:
+    """One database callmart runs on. Subclasses set the flags and override the operations that differ."""
+
+    NAME: ClassVar[str] = ""
+    """How people call it."""
+    DIALECT: ClassVar[str] = ""
+    """SQLAlchemy's name of its dialect."""
+    SCHEMES: ClassVar[frozenset[str]] = frozenset()
+    """URL schemes that name it."""
+    DRIVER_ERRORS: ClassVar[tuple[type[Exception], ...]] = ()
+    """Errors its driver raises where callmart talks to the driver itself (bulk paths)."""
+
+    RUNS_SHARE_THE_MART: ClassVar[bool] = False
+    """Runs of several processes (and machines) may write the mart at once, so each shows that it lives."""
+    SKIP_LOCKED_CLAIMS: ClassVar[bool] = False
+    """Runs claim pending periods with FOR UPDATE SKIP LOCKED, so runs started together share them."""
+    ROW_SECURITY: ClassVar[bool] = False
+    """Other roles may reach the tables: they get row level security and no rights but their readers'."""
+    DEDICATED_SCHEMA: ClassVar[str | None] = None
+    """The schema a new mart goes to unless the user names one (None: the connection's default)."""
+    INDEXES: ClassVar[bool] = False
+    """B-tree indexes serve period deletes and metric lookups."""
+    ENFORCED_FACT_KEYS: ClassVar[bool] = False
+    """Fact tables get their primary key."""
+    DAY_PARTITIONS: ClassVar[bool] = False
+    """Fact tables are partitioned by day, a period replaced by swapping partitions, its rows made in the client."""
+
+    def url(self, url: sa.URL) -> sa.URL:
+        """The URL as this engine's driver takes it; an error naming what is wrong, never echoing credentials."""
+        return url
+
+    def create_engine(self, url: sa.URL) -> sa.Engine:
+        """A SQLAlchemy engine for the URL."""
+        return sa.create_engine(url, **self._engine_options(url))
+
+    def _engine_options(self, url: sa.URL) -> dict[str, Any]:
+        # Row counts of INSERT … SELECT feed the run summary; SQLAlchemy keeps them only when asked.
+        return {"execution_options": {"preserve_rowcount": True}}
+
+    def bulk_insert(
+        self, conn: sa.Connection, table: sa.Table, batches: Iterable[pa.RecordBatch], truncated: bool
+    ) -> int:
+        """Append Arrow batches (columns named as the table's) by the bulk path; return rows written. `truncated`:
+        the table was emptied or made in this transaction."""
+        raise NotImplementedError
+
+    def bulk_insert_routed(
+        self, conn: sa.Connection, parts: Iterable[tuple[sa.Table, pa.RecordBatch]], truncated: Sequence[sa.Table]
+    ) -> dict[str, int]:
+        """Append each batch to its table, one statement per batch; return rows per table."""
+        written: dict[str, int] = {}
+        for table, batch in parts:
+            rows = self.bulk_insert(conn, table, [batch], truncated=table in truncated)
+            written[table.name] = written.get(table.name, 0) + rows
+        return written
+
+    def fetch_arrow(self, conn: sa.Connection, select: sa.Select[Any], schema: pa.Schema) -> pa.Table:
+        """The rows of a SELECT as an Arrow table of `schema`, by the bulk path rather than row objects."""
+        raise NotImplementedError
+
+    def analyze(self, conn: sa.Connection, table: sa.Table, columns: Sequence[str]) -> None:
+        """Statistics of a freshly filled table, where the engine plans from them."""
+
+    def canceller(self, conn: sa.Connection) -> Callable[[], None]:
+        """How to cut short the statement the connection runs, from another thread."""
+        return lambda: None
+
+    def tune_for_bulk(self, conn: sa.Connection) -> None:
+        """Settings for this transaction's bulk work."""
+
+    @contextmanager
+    def grouping_by_sort(self, conn: sa.Connection) -> Iterator[None]:
+        """Within the block, GROUP BY groups by sorting where hashing nearly unique groups is slow."""
+        yield
+
+    def take_write_turn(self, conn: sa.Connection) -> None:
+        """Wait for the other writers of the mart, until this transaction ends."""
+
+    @contextmanager
+    def run_alive(self, engine: sa.Engine, id_run: int) -> Iterator[None]:
+        """Within the block, other runs can tell that this one lives."""
+        yield
+
+    def alive(self, conn: sa.Connection, id_run: int) -> bool:
+        """Whether another run still lives (where runs cannot share the mart, whoever can ask is the only one)."""
+        return False
+
+    def day_partitions(self, conn: sa.Connection, table: sa.Table) -> list[sa.Table]:
+        """The day partitions of a table partitioned by day."""
+        return []
+
+    def move_to_schema(
+        self, conn: sa.Connection, tables: Iterable[sa.Table], sequences: Iterable[sa.Sequence], schema: str
+    ) -> None:
+        """Move tables and sequences to another schema."""
+        raise ConfigError(f"a {self.NAME} mart does not move between schemas")
