@@ -196,9 +196,6 @@ class Callmart:
         """Create the mart's tables and default members; running it again changes nothing."""
         with self._transaction() as conn:
             self.schema.create(conn)
-            # The tables that existed before get today's comments too.
-            for statement in dictionary.comment_statements(self.schema):
-                conn.execute(statement)
 
     def grant_read(self, role: str) -> None:
         """Let a database role read every table of the mart, and change none (PostgreSQL)."""
@@ -479,7 +476,9 @@ class Callmart:
                     cache,
                     aggregates,
                 )
-                self._check_covered(fact, period, made.latest if made is not None else result.source_latest)
+                if made is None:
+                    # The load read the whole extract: what it reaches tells whether it covers the period.
+                    self._check_covered(fact, period, result.source_latest)
                 runlog.check_balance(result)
                 settled = aggregates.write(conn, period.start, period.end)
                 result.seconds = time.perf_counter() - began

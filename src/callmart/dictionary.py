@@ -3,16 +3,13 @@ database's catalog (COMMENT ON) and printed by `callmart docs` as Markdown or as
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import sqlalchemy as sa
 import yaml
 
 from .declare import DEFAULT_MEMBER_ID, IS_CURRENT, UNKNOWN, VALID_FROM, VALID_TO, VERSION, Dimension, Fact, Mart
 from .rowhash import ROW_HASH
 from .schema import PROCESSES, REJECTS, RUN_STEPS, RUNS, SOURCES, Schema
 
-__all__ = ["annotate", "comment_statements", "dbt_sources", "markdown"]
+__all__ = ["annotate", "dbt_sources", "markdown"]
 
 _SYSTEM_TABLES = {
     PROCESSES: "The control table: the periods of each fact table to load and how each went "
@@ -91,16 +88,6 @@ def annotate(schema: Schema) -> None:
         for column in table.columns:
             if not column.comment:
                 column.comment = _column_doc(schema.mart, owner, column.name)
-
-
-def comment_statements(schema: Schema) -> Iterator[sa.schema.DDLElement]:
-    """COMMENT ON every table and column: for a mart whose tables exist already (an upgrade)."""
-    for table in schema.tables.values():
-        if table.comment:
-            yield sa.schema.SetTableComment(table)
-        for column in table.columns:
-            if column.comment:
-                yield sa.schema.SetColumnComment(column)
 
 
 def _declared(mart: Mart, table: str) -> Dimension | Fact | None:

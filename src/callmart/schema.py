@@ -285,6 +285,8 @@ class Schema:
         self.metadata.create_all(conn, checkfirst=True)
         for name in sorted(set(self.tables) - new):
             self._add_missing_columns(conn, self.tables[name])
+            # create_all commented the new tables; one made by an earlier callmart gets today's comments.
+            self._comment(conn, self.tables[name])
         for name in sorted(new):
             columns = self.tables[name].info.get(dialect.PRIMARY_KEY)
             if columns and engines.of(conn).ENFORCED_FACT_KEYS:
@@ -315,6 +317,13 @@ class Schema:
     def exists(self, conn: sa.Connection) -> bool:
         """Whether a mart (its version table) is there."""
         return sa.inspect(conn).has_table(self.tables["dm_schema"].name, schema=self.name)
+
+    def _comment(self, conn: sa.Connection, table: sa.Table) -> None:
+        if table.comment:
+            conn.execute(sa.schema.SetTableComment(table))
+        for column in table.columns:
+            if column.comment:
+                conn.execute(sa.schema.SetColumnComment(column))
 
     def _add_missing_columns(self, conn: sa.Connection, table: sa.Table) -> None:
         """Add the columns an older mart's table lacks (always nullable): its rows and keys stay."""
