@@ -239,7 +239,7 @@ def say(text: str) -> None:
 
 def make_extract(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
     """Generate the one extract every contender loads."""
-    from callmart.generate import generate
+    from callmart.mart.sample import generate
 
     customers = max(1000, args.calls // 5)
     began = time.perf_counter()

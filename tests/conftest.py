@@ -12,6 +12,8 @@ import pytest
 import sqlalchemy as sa
 from psycopg import sql
 
+from callmart.config import create_engine, parse_url
+
 PG_ADMIN_URL = os.environ.get("CALLMART_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 PG_POOLER_URL = os.environ.get("CALLMART_TEST_PG_POOLER_URL", "postgresql://postgres@127.0.0.1:6543/postgres")
 """A transaction-mode PgBouncer in front of the test PostgreSQL, as Supabase's pooler is (.ci/services starts it)."""
@@ -71,6 +73,14 @@ def _databases(engine: str, tmp_path: Path) -> Iterator[Callable[[], str]]:
 def database_url(new_database: Callable[[], str]) -> str:
     """The URL of an empty database, DuckDB or PostgreSQL."""
     return new_database()
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[sa.Engine]:
+    """A SQLAlchemy engine on an empty database, DuckDB or PostgreSQL."""
+    engine = create_engine(parse_url(database_url))
+    yield engine
+    engine.dispose()
 
 
 @pytest.fixture

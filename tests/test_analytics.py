@@ -10,22 +10,18 @@ import pytest
 import sqlalchemy as sa
 
 from callmart import Callmart, RunSummary, control, streamed_aggregates
+from callmart.aggregates import AGG_CHANNEL, AGG_DAILY, Settings, aggregate_tables, settings_of
 from callmart.analytics import (
-    AGG_CHANNEL,
-    AGG_DAILY,
-    Settings,
     Touched,
-    aggregate_tables,
     create_aggregate_tables,
     day_ranges,
     landed_events,
     rebuild_aggregates,
     refresh_aggregates,
-    settings_of,
 )
 from callmart.declare import Mart
-from callmart.generate import generate
 from callmart.mart import CALLS, MART
+from callmart.mart.sample import generate
 from callmart.schema import Schema
 from marts import drawn, query, write_extracts
 

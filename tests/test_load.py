@@ -13,7 +13,9 @@ from typing import Any
 import pytest
 
 from callmart import Callmart, RunSummary, extract, fact
-from callmart.generate import generate
+from callmart.engines.postgres.partitions import PartitionSwap
+from callmart.engines.sql.replace import DeleteInsert
+from callmart.mart.sample import generate
 from conftest import WITH_POOLER
 from marts import business_dump, count_rows, drawn, full_dump, query, select, write_extracts
 
@@ -360,16 +362,18 @@ def test_a_failed_period_is_left_as_it_was(
         expected = ["fallido", "fallido"]
     else:
         # The period's rows are already replaced, in the database, when what follows fails.
-        replaced = fact.dialect.PeriodReplace.finish
+        def replace_then_fail(replaced: Any) -> Any:
+            def finish(replace: Any, rows: Any) -> tuple[int, int]:
+                removed, added = replaced(replace, rows)
+                assert removed > 0
+                if replace.start == datetime(2023, 6, 28):
+                    raise RuntimeError("the disk is full")
+                return removed, added
 
-        def replace_then_fail(replace: Any, rows: Any) -> tuple[int, int]:
-            removed, added = replaced(replace, rows)
-            assert removed > 0
-            if replace.start == datetime(2023, 6, 28):
-                raise RuntimeError("the disk is full")
-            return removed, added
+            return finish
 
-        monkeypatch.setattr(fact.dialect.PeriodReplace, "finish", replace_then_fail)
+        for kind in (DeleteInsert, PartitionSwap):
+            monkeypatch.setattr(kind, "finish", replace_then_fail(kind.finish))
         expected = ["exitoso", "fallido"]
     before = full_dump(database_url, ["fact_llamadas"])
     with Callmart(database_url, folder) as mart:

@@ -17,9 +17,12 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 import pytest
+from click.testing import CliRunner
 
 from callmart import Callmart, allocator
-from callmart.generate import generate
+from callmart import cli as command_line
+from callmart.console import ConsoleReporter
+from callmart.mart.sample import generate
 from callmart.progress import StepResult
 from conftest import WITH_POOLER
 from marts import business_dump, full_dump, query
@@ -266,7 +269,7 @@ class PoolSeen:
 def test_a_run_loads_with_an_allocator_that_returns_memory(
     database_url: str, extracts: Path, monkeypatch: pytest.MonkeyPatch, chosen: str | None
 ) -> None:
-    # Arrow's own setting, where given, is kept; otherwise jemalloc (where Arrow has it) only for the run.
+    # Opted in: Arrow's own setting, where given, is kept; otherwise jemalloc (where Arrow has it) within the block.
     if chosen is None:
         monkeypatch.delenv(allocator.CHOICE_ENV, raising=False)
     else:
@@ -276,8 +279,45 @@ def test_a_run_loads_with_an_allocator_that_returns_memory(
     with Callmart(database_url, extracts, reporter=seen) as mart:
         mart.init()
         mart.enqueue(START, START + timedelta(days=1))
-        assert mart.run().ok
+        with allocator.returning_memory():
+            assert mart.run().ok
     assert seen.pools == {"jemalloc" if chosen is None and _has_jemalloc() else before}
+    assert pa.default_memory_pool().backend_name == before
+
+
+def test_a_run_through_the_api_leaves_the_allocator_alone(
+    database_url: str, extracts: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A host that stays up (a scheduler's worker) keeps the allocators it has: the library does not change them.
+    monkeypatch.delenv(allocator.CHOICE_ENV, raising=False)
+    before = pa.default_memory_pool().backend_name
+    seen = PoolSeen()
+    with Callmart(database_url, extracts, reporter=seen) as mart:
+        mart.init()
+        mart.enqueue(START, START + timedelta(days=1))
+        assert mart.run().ok
+    assert seen.pools == {before}
+
+
+def test_the_command_line_runs_with_an_allocator_that_returns_memory(
+    database_url: str, extracts: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(allocator.CHOICE_ENV, raising=False)
+    before = pa.default_memory_pool().backend_name
+    seen = PoolSeen()
+
+    class SeeingReporter(ConsoleReporter):
+        def step_started(self, name: str) -> None:
+            seen.step_started(name)
+            super().step_started(name)
+
+    monkeypatch.setattr(command_line, "ConsoleReporter", SeeingReporter)
+    env = {"CALLMART_DATABASE_URL": database_url, "CALLMART_SOURCE_DIR": str(extracts)}
+    day, next_day = START.isoformat(), (START + timedelta(days=1)).isoformat()
+    for args in (["init"], ["enqueue", "--from", day, "--to", next_day], ["run"]):
+        done = CliRunner().invoke(command_line.cli, args, env=env, catch_exceptions=False)
+        assert done.exit_code == 0, done.output
+    assert seen.pools == {"jemalloc" if _has_jemalloc() else before}
     assert pa.default_memory_pool().backend_name == before
 
 

@@ -9,6 +9,7 @@ from click.testing import CliRunner
 
 from callmart.analytics_cli import profile
 from callmart.config import sample_dir
+from callmart.mart import MART
 from callmart.profile import FileProfile, SourceProfile, profile_source
 from marts import drawn, write_extracts
 
@@ -67,7 +68,7 @@ def file(found: SourceProfile, name: str) -> FileProfile:
 
 
 def test_columns_types_and_keys(tmp_path: Path) -> None:
-    found = profile_source(extracts(tmp_path))
+    found = profile_source(extracts(tmp_path), MART)
 
     calls = file(found, "Llamadas_t.csv")
     assert (calls.table, calls.rows, calls.encoding) == ("fact_llamadas", 5, "latin-1")
@@ -92,7 +93,7 @@ def test_columns_types_and_keys(tmp_path: Path) -> None:
 
 
 def test_foreign_key_coverage_between_extracts(tmp_path: Path) -> None:
-    found = profile_source(extracts(tmp_path))
+    found = profile_source(extracts(tmp_path), MART)
     coverage = [
         (c.table, c.column, f"{c.refers_to}.{c.by}", str(c.rows), str(c.missing), str(c.found), str(c.not_found))
         + (", ".join(c.examples),)
@@ -115,7 +116,7 @@ def test_missing_and_extra_columns_and_files_are_reported(tmp_path: Path) -> Non
     folder = extracts(tmp_path)
     (folder / "Customers_t.csv").write_text("CustomerID,Type,Region\n101,GEM,north\n", encoding="latin-1")
     (folder / "Agentes_t.csv").unlink()
-    found = profile_source(folder)
+    found = profile_source(folder, MART)
     assert file(found, "Customers_t.csv").problems == (
         "lacks the column(s) Gender: the load stops on this file",
         "column(s) the load ignores: Region",
@@ -131,7 +132,7 @@ def test_missing_and_extra_columns_and_files_are_reported(tmp_path: Path) -> Non
 
 
 def test_the_packaged_sample(tmp_path: Path) -> None:
-    found = profile_source(sample_dir())
+    found = profile_source(sample_dir(), MART)
     assert [f.table for f in found.files] == [
         "dim_clientes",
         "dim_agentes",

@@ -1,6 +1,7 @@
 """callmart: loads a call-center star-schema data mart into DuckDB or PostgreSQL."""
 
 from ._errors import CallmartError, ConfigError, DatabaseError, MartBusy, MartNotReady, SourceError
+from ._version import __version__
 from .api import Callmart, RunSummary
 
 __all__ = [
@@ -12,5 +13,5 @@ __all__ = [
     "MartNotReady",
     "RunSummary",
     "SourceError",
+    "__version__",
 ]
-__version__ = "0.1.0"

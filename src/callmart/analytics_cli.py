@@ -16,6 +16,7 @@ from .api import Callmart
 from .config import scrub
 from .console import DAY, EXIT_ERROR, table
 from .console import handle_errors as _handle_errors
+from .mart import MART
 from .profile import FileProfile, SourceProfile, profile_source
 from .report import report_data
 from .report_html import render_report
@@ -79,7 +80,7 @@ def profile(ctx: click.Context, source_dir: Path | None, as_json: bool) -> None:
     folder = source_dir or (ctx.obj or {}).get("source_dir")
     if folder is None:
         raise ConfigError("no extracts folder: give --source-dir, set CALLMART_SOURCE_DIR, or use --sample")
-    found = profile_source(folder)
+    found = profile_source(folder, MART)
     if as_json:
         click.echo(json.dumps(dataclasses.asdict(found), indent=2, ensure_ascii=False))
     else:

@@ -14,8 +14,6 @@ import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError
 
 from . import (
-    access,
-    allocator,
     analytics,
     backfill,
     control,
@@ -30,13 +28,14 @@ from ._errors import CallmartError, ConfigError, DatabaseError, MartNotReady, Pe
 from .config import create_engine, mask, parse_url, schema_setting, scrub, setting
 from .declare import BEGINNING, Dimension, Fact, Mart
 from .dimension import load_dimension
-from .fact import load_period
+from .fact import PeriodLoad
 from .keys import LookupCache
 from .mart import MART
 from .metric import refresh_after_events
 from .progress import Reporter, SilentReporter, StepResult
 from .schema import SCHEMA_VERSION, Schema
 from .settings import find_config, load_mart
+from .status import Status
 from .stopping import RunStopped, StopRequest
 from .streamed_aggregates import StreamedAggregates
 
@@ -61,17 +60,17 @@ class RunSummary:
     @property
     def failed(self) -> list[StepResult]:
         """Steps that did not load."""
-        return [s for s in self.steps if s.status == control.FAILED]
+        return [s for s in self.steps if s.status == Status.FAILED]
 
     @property
     def waiting(self) -> list[StepResult]:
         """Periods left waiting for their extracts (a late or missing export)."""
-        return [s for s in self.steps if s.status == control.WAITING]
+        return [s for s in self.steps if s.status == Status.WAITING]
 
     @property
     def loaded(self) -> list[StepResult]:
         """Periods loaded."""
-        return [s for s in self.steps if s.period is not None and s.status == control.DONE]
+        return [s for s in self.steps if s.period is not None and s.status == Status.DONE]
 
     @property
     def ok(self) -> bool:
@@ -202,14 +201,14 @@ class Callmart:
         with self._transaction() as conn:
             self._check_ready(conn)
             self._check_roles(conn)
-            access.grant_read(conn, list(self.schema.tables.values()), role)
+            engines.of(conn).grant_read(conn, list(self.schema.tables.values()), role)
 
     def revoke_read(self, role: str) -> None:
         """Take back what grant_read gave a role."""
         with self._transaction() as conn:
             self._check_ready(conn)
             self._check_roles(conn)
-            access.revoke_read(conn, list(self.schema.tables.values()), role)
+            engines.of(conn).revoke_read(conn, list(self.schema.tables.values()), role)
 
     def _check_roles(self, conn: sa.Connection) -> None:
         if not engines.of(conn).ROW_SECURITY:
@@ -343,7 +342,10 @@ class Callmart:
         A period its extract does not cover yet (coverage.py) is left `esperando`, and tried again by the next run;
         `max_wait` after the period's end, it fails instead (None: it waits for ever). `complete_through`: the
         extracts are known to hold every row up to the end of that day (a final, historical export), so the
-        periods up to then are covered whatever their last rows (else CALLMART_COMPLETE_THROUGH, if set)."""
+        periods up to then are covered whatever their last rows (else CALLMART_COMPLETE_THROUGH, if set).
+
+        The process's allocators are left as they are, since they outlive the run in a host that stays up: to have
+        a run hand its memory back, wrap it in `allocator.returning_memory()`, as the command line does."""
         self._stop = stop or StopRequest()
         self._max_wait = max_wait
         self._dated: dict[str, frozenset[date]] = {}
@@ -362,8 +364,7 @@ class Callmart:
                     summary.abandoned = runlog.abandon_dead_runs(conn, self.schema, summary.id_run)
                     summary.freed = control.free_abandoned(conn, self.schema)
                     control.wake_waiting(conn, self.schema)
-                with allocator.returning_memory():
-                    self._run_steps(summary, reload_dimensions)
+                self._run_steps(summary, reload_dimensions)
             except (RunStopped, KeyboardInterrupt) as stopped:
                 reason = stopped.reason if isinstance(stopped, RunStopped) else "stopped by SIGINT"
                 # A connection whose statement was interrupted in the driver is not to be used again.
@@ -464,18 +465,8 @@ class Callmart:
                 if made is not None:
                     # The split read the whole extract: a period it does not cover waits without a load.
                     self._check_covered(fact, period, made.latest)
-                result = load_period(
-                    conn,
-                    self.schema,
-                    fact,
-                    self.source_dir,
-                    period.start,
-                    period.end,
-                    self._progress(name),
-                    raw_rows,
-                    cache,
-                    aggregates,
-                )
+                load = PeriodLoad(conn, self.schema, fact, period.start, period.end, cache, aggregates)
+                result = load.run(self.source_dir, raw_rows, self._progress(name))
                 if made is None:
                     # The load read the whole extract: what it reaches tells whether it covers the period.
                     self._check_covered(fact, period, result.source_latest)
@@ -484,7 +475,7 @@ class Callmart:
                 result.seconds = time.perf_counter() - began
                 runlog.record_step(conn, self.schema, summary.id_run, step, result)
                 control.mark(
-                    conn, self.schema, period, control.DONE, rows_loaded=result.inserted, finished_at=datetime.now()
+                    conn, self.schema, period, Status.DONE, rows_loaded=result.inserted, finished_at=datetime.now()
                 )
                 summary.touched.add_period(period.start, period.end, settled)
         except PeriodNotCovered as uncovered:
@@ -494,13 +485,11 @@ class Callmart:
                 # The failure is the stop cutting the load short: the period is queued again, not failed.
                 raise RunStopped(self._stop.reason, self._stop.signal_number) from error
             message = self._describe(error)
-            result = StepResult(
-                table=fact.name, period=(period.start, period.end), status=control.FAILED, error=message
-            )
+            result = StepResult(table=fact.name, period=(period.start, period.end), status=Status.FAILED, error=message)
             result.seconds = time.perf_counter() - began
             with self._transaction() as conn:
                 control.mark(
-                    conn, self.schema, period, control.FAILED, error_message=message, finished_at=datetime.now()
+                    conn, self.schema, period, Status.FAILED, error_message=message, finished_at=datetime.now()
                 )
                 runlog.record_step(conn, self.schema, summary.id_run, step, result)
         self.reporter.step_finished(result)
@@ -518,7 +507,7 @@ class Callmart:
     def _wait(self, period: control.Period, summary: RunSummary, step: int, reason: str, began: float) -> StepResult:
         """Leave a period its extract does not cover to a later run; fail it once it waited `max_wait`."""
         overdue = self._max_wait is not None and datetime.now() - period.end > self._max_wait
-        status = control.FAILED if overdue else control.WAITING
+        status = Status.FAILED if overdue else Status.WAITING
         message = (
             f"{reason}; still so {_spoken(self._max_wait)} after the period ended (--max-wait)" if overdue else reason
         )

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from . import control, dictionary, runlog
+from . import allocator, dictionary
 from ._errors import ConfigError
 from .analytics_cli import profile, report
 from .api import Callmart, RunSummary
@@ -31,6 +31,7 @@ from .console import (
 from .console import handle_errors as _handle_errors
 from .progress import StepResult
 from .scheduling.templates import copy_template, package_azure
+from .status import PERIOD_STATUSES, Status
 from .stopping import RunStopped, StopRequest, on_signals
 
 LONGEST_RANGE_YEARS = 10
@@ -330,9 +331,11 @@ def run(
             _say(ctx, f"{counts['added'] + counts['requeued']} period(s) queued to catch up")
         _say(ctx, f"loading {mart.where} from {mart.source_dir}")
         try:
-            summary = mart.run(
-                reload_dimensions=reload_dimensions, stop=stop, max_wait=wait, complete_through=complete_through
-            )
+            # The process is the command's own: its allocators may hand a run's memory back to the system.
+            with allocator.returning_memory():
+                summary = mart.run(
+                    reload_dimensions=reload_dimensions, stop=stop, max_wait=wait, complete_through=complete_through
+                )
         except RunStopped as stopped:
             click.echo(
                 click.style("Stopped: ", fg="yellow", bold=True)
@@ -341,7 +344,7 @@ def run(
             )
             sys.exit(128 + (stopped.signal_number or signal.SIGINT))
         if summary.abandoned:
-            _say(ctx, f"{summary.abandoned} run(s) that stopped without finishing were marked {runlog.ABANDONED}")
+            _say(ctx, f"{summary.abandoned} run(s) that stopped without finishing were marked {Status.ABANDONED}")
         if summary.freed:
             _say(ctx, f"{summary.freed} period(s) left running by a stopped run were queued again and loaded")
     click.echo(_summary_table(summary))
@@ -399,13 +402,13 @@ def _summary_table(summary: RunSummary) -> str:
         if len(empty) > 1 and empty[0].period and empty[-1].period:
             first, last = empty[0].period[0], empty[-1].period[1]
             name = f"{empty[0].table} [{first:%Y-%m-%d}, {last:%Y-%m-%d}): {len(empty)} empty days"
-            rows.append([name, 0, 0, 0, 0, 0, 0, 0, sum(s.seconds for s in empty), control.DONE])
+            rows.append([name, 0, 0, 0, 0, 0, 0, 0, sum(s.seconds for s in empty), Status.DONE])
         else:
             rows.extend(_summary_row(s) for s in empty)
         empty.clear()
 
     for step in summary.steps:
-        if step.period is not None and step.status == control.DONE and step.read == 0 and not step.rejected:
+        if step.period is not None and step.status == Status.DONE and step.read == 0 and not step.rejected:
             if empty and empty[-1].table != step.table:
                 fold()
             empty.append(step)
@@ -434,7 +437,7 @@ def _summary_table(summary: RunSummary) -> str:
     "--status",
     "statuses",
     multiple=True,
-    type=click.Choice([control.PENDING, control.WAITING, control.RUNNING, control.DONE, control.FAILED]),
+    type=click.Choice([period_status.value for period_status in PERIOD_STATUSES]),
     help="Only periods of this status (may be given more than once).",
 )
 @click.option("--since", type=DAY, help="Only periods starting on or after this day.")
@@ -463,10 +466,10 @@ def status(
         if every or statuses:
             lists = {"periods": mart.status(statuses, since, None if every else limit)}
         else:
-            attention = [control.FAILED, control.WAITING, control.RUNNING]
+            attention = [Status.FAILED, Status.WAITING, Status.RUNNING]
             lists = {
                 "needing attention": mart.status(attention, since, limit),
-                "latest": mart.status([control.DONE, control.PENDING], since, limit),
+                "latest": mart.status([Status.DONE, Status.PENDING], since, limit),
             }
         steps = mart.last_run()
     if output == "json":
@@ -517,7 +520,7 @@ def _folded_steps(steps: list[dict[str, object]]) -> list[dict[str, object]]:
     """The run log's steps with consecutive empty, loaded days as one row."""
     folded: list[dict[str, object]] = []
     for step in steps:
-        empty = step["period_start"] is not None and step["rows_read"] == 0 and step["status"] == control.DONE
+        empty = step["period_start"] is not None and step["rows_read"] == 0 and step["status"] == Status.DONE
         last = folded[-1] if folded else None
         if empty and last is not None and last.get("empty_days") and last["table_name"] == step["table_name"]:
             last["empty_days"] = int(last["empty_days"]) + 1  # type: ignore[call-overload]
@@ -567,7 +570,7 @@ def generate(calls: int, days: int, customers: int, start: date, seed: int, dirt
 
     Example: callmart generate --calls 1000000 --days 30 --out /tmp/extracts
     """
-    from .generate import generate as write_extracts
+    from .mart.sample import generate as write_extracts
 
     written = write_extracts(
         out, calls=calls, days=days, customers=customers, start=start, seed=seed, dirty_share=dirty_share

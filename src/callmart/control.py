@@ -12,13 +12,9 @@ import sqlalchemy as sa
 from . import engines, locking
 from ._errors import ConfigError
 from .schema import Schema
+from .status import Status
 
 __all__ = [
-    "DONE",
-    "FAILED",
-    "PENDING",
-    "RUNNING",
-    "WAITING",
     "Period",
     "business_date",
     "catch_up_periods",
@@ -36,10 +32,6 @@ __all__ = [
 ]
 
 T = TypeVar("T")
-
-PENDING, RUNNING, DONE, FAILED = "pendiente", "corriendo", "exitoso", "fallido"
-WAITING = "esperando"
-"""A period the extracts do not cover yet (a late or missing export): each run tries it again."""
 
 
 @dataclass(frozen=True)
@@ -87,7 +79,8 @@ def enqueue(
     again = [
         present[period][0]
         for period in wanted
-        if period in present and (present[period][1] == FAILED or (force and present[period][1] != RUNNING))
+        if period in present
+        and (present[period][1] == Status.FAILED or (force and present[period][1] != Status.RUNNING))
     ]
     sequence = schema.sequences["dm_processes"]
     for chunk in _chunks(new):
@@ -101,12 +94,14 @@ def enqueue(
                     sa.literal(fact_table, sa.String),
                     source.c.start_date,
                     source.c.end_date,
-                    sa.literal(PENDING, sa.String),
+                    sa.literal(Status.PENDING, sa.String),
                 ),
             )
         )
     for chunk in _chunks(again):
-        conn.execute(sa.update(table).where(table.c.id_process.in_(chunk)).values(status=PENDING, error_message=None))
+        conn.execute(
+            sa.update(table).where(table.c.id_process.in_(chunk)).values(status=Status.PENDING, error_message=None)
+        )
     counts.update(added=len(new), requeued=len(again), skipped=len(wanted) - len(new) - len(again))
     return counts
 
@@ -124,7 +119,7 @@ def claim_next(conn: sa.Connection, schema: Schema, id_run: int, run_date: datet
     table = schema.processes
     oldest = (
         sa.select(table.c.id_process, table.c.fact_table, table.c.start_date, table.c.end_date)
-        .where(table.c.status == PENDING)
+        .where(table.c.status == Status.PENDING)
         .order_by(table.c.start_date, table.c.end_date, table.c.id_process)
         .limit(1)
     )
@@ -134,7 +129,7 @@ def claim_next(conn: sa.Connection, schema: Schema, id_run: int, run_date: datet
     if row is None:
         return None
     period = Period(*row)
-    mark(conn, schema, period, RUNNING, id_run=id_run, process_run_date=run_date, error_message=None)
+    mark(conn, schema, period, Status.RUNNING, id_run=id_run, process_run_date=run_date, error_message=None)
     return period
 
 
@@ -143,7 +138,7 @@ def pending_periods(conn: sa.Connection, schema: Schema, fact_table: str) -> lis
     table = schema.processes
     rows = conn.execute(
         sa.select(table.c.start_date, table.c.end_date)
-        .where(table.c.fact_table == fact_table, table.c.status == PENDING)
+        .where(table.c.fact_table == fact_table, table.c.status == Status.PENDING)
         .order_by(table.c.start_date, table.c.end_date)
     )
     return [(start, end) for start, end in rows]
@@ -153,9 +148,11 @@ def free_abandoned(conn: sa.Connection, schema: Schema) -> int:
     """Queue again the periods left running by runs that died (a killed process, a lost machine)."""
     table = schema.processes
     running = conn.execute(
-        sa.select(table.c.id_process, table.c.id_run).where(table.c.status == RUNNING).with_for_update(skip_locked=True)
+        sa.select(table.c.id_process, table.c.id_run)
+        .where(table.c.status == Status.RUNNING)
+        .with_for_update(skip_locked=True)
         if engines.of(conn).SKIP_LOCKED_CLAIMS
-        else sa.select(table.c.id_process, table.c.id_run).where(table.c.status == RUNNING)
+        else sa.select(table.c.id_process, table.c.id_run).where(table.c.status == Status.RUNNING)
     ).all()
     freed = 0
     for id_process, id_run in running:
@@ -163,7 +160,7 @@ def free_abandoned(conn: sa.Connection, schema: Schema) -> int:
             conn.execute(
                 sa.update(table)
                 .where(table.c.id_process == id_process)
-                .values(status=PENDING, error_message="queued again: the run loading it stopped")
+                .values(status=Status.PENDING, error_message="queued again: the run loading it stopped")
             )
             freed += 1
     return freed
@@ -172,7 +169,9 @@ def free_abandoned(conn: sa.Connection, schema: Schema) -> int:
 def wake_waiting(conn: sa.Connection, schema: Schema) -> int:
     """Queue again the periods waiting for their extracts, for this run to try; return how many."""
     table = schema.processes
-    return int(conn.execute(sa.update(table).where(table.c.status == WAITING).values(status=PENDING)).rowcount)
+    return int(
+        conn.execute(sa.update(table).where(table.c.status == Status.WAITING).values(status=Status.PENDING)).rowcount
+    )
 
 
 def requeue_running(conn: sa.Connection, schema: Schema, id_run: int, message: str) -> int:
@@ -180,13 +179,13 @@ def requeue_running(conn: sa.Connection, schema: Schema, id_run: int, message: s
     table = schema.processes
     statement = (
         sa.update(table)
-        .where(table.c.status == RUNNING, table.c.id_run == id_run)
-        .values(status=PENDING, error_message=message)
+        .where(table.c.status == Status.RUNNING, table.c.id_run == id_run)
+        .values(status=Status.PENDING, error_message=message)
     )
     return int(conn.execute(statement).rowcount)
 
 
-def mark(conn: sa.Connection, schema: Schema, period: Period, status: str, **values: object) -> None:
+def mark(conn: sa.Connection, schema: Schema, period: Period, status: Status, **values: object) -> None:
     """Set a period's status and any other columns of its row."""
     table = schema.processes
     conn.execute(sa.update(table).where(table.c.id_process == period.id_process).values(status=status, **values))
@@ -231,7 +230,7 @@ def catch_up_periods(
     that missed some days still owes. With nothing loaded yet, just the day before `as_of`."""
     table = schema.processes
     last_end = conn.execute(
-        sa.select(sa.func.max(table.c.end_date)).where(table.c.fact_table == fact_table, table.c.status == DONE)
+        sa.select(sa.func.max(table.c.end_date)).where(table.c.fact_table == fact_table, table.c.status == Status.DONE)
     ).scalar()
     first = last_end.date() if last_end is not None else as_of - timedelta(days=1)
     return daily_periods(first, as_of) if first < as_of else []
@@ -240,7 +239,9 @@ def catch_up_periods(
 def requeue_failed(conn: sa.Connection, schema: Schema) -> int:
     """Queue every failed period again."""
     table = schema.processes
-    statement = sa.update(table).where(table.c.status == FAILED).values(status=PENDING, error_message=None)
+    statement = (
+        sa.update(table).where(table.c.status == Status.FAILED).values(status=Status.PENDING, error_message=None)
+    )
     return int(conn.execute(statement).rowcount)
 
 

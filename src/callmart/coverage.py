@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -22,8 +21,6 @@ from .declare import Fact
 __all__ = ["Coverage", "LatestTime", "dated_days"]
 
 _DATED_NAME = re.compile(r"(?<!\d)(\d{4})-?(\d{2})-?(\d{2})(?!\d)")
-
-RowFilter = Callable[[pa.RecordBatch], pa.Array]
 
 
 def dated_days(source_dir: Path, fact: Fact) -> frozenset[date]:
@@ -39,24 +36,19 @@ def dated_days(source_dir: Path, fact: Fact) -> frozenset[date]:
 
 
 class LatestTime:
-    """The latest time among the rows a load reads, seen through the load's row filter (in its worker thread)."""
+    """The latest time among the rows a load reads, noted in the thread that reads them."""
 
     def __init__(self, fact: Fact) -> None:
         self.column = fact.time_column
         self.value: datetime | None = None
         self._lock = threading.Lock()
 
-    def observing(self, keep: RowFilter) -> RowFilter:
-        """`keep`, noting the latest time of each batch it sees."""
-
-        def observed(batch: pa.RecordBatch) -> pa.Array:
-            latest = pc.max(batch.column(self.column)).as_py()
-            if latest is not None:
-                with self._lock:
-                    self.value = latest if self.value is None else max(self.value, latest)
-            return keep(batch)
-
-        return observed
+    def note(self, batch: pa.RecordBatch) -> None:
+        """Note the latest time of a batch the load reads."""
+        latest = pc.max(batch.column(self.column)).as_py()
+        if latest is not None:
+            with self._lock:
+                self.value = latest if self.value is None else max(self.value, latest)
 
 
 @dataclass(frozen=True)

@@ -149,6 +149,9 @@ class Dimension:
     columns: tuple[Column, ...]
     references: tuple[Reference, ...] = ()
     doc: str = ""
+    # Naming a member changes nothing loaded: left out of the repr that a dimension's fingerprint digests.
+    label: tuple[str, ...] = field(default=(), repr=False)
+    """The attributes that name a member to people, joined by spaces (e.g. first and last name)."""
 
     @property
     def staging(self) -> str:
@@ -225,6 +228,8 @@ class Mart:
 
     dimensions: tuple[Dimension, ...]
     facts: tuple[Fact, ...]
+    missing: tuple[str, ...] = ("",)
+    """Texts, upper case, that the extracts write for a value not given (the profile counts them as missing)."""
     _by_name: dict[str, Dimension | Fact] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -241,6 +246,10 @@ class Mart:
     def references_to(self, dimension: str) -> list[Reference]:
         """Every reference, of any table, to the named dimension."""
         return [r for t in self._by_name.values() for r in t.references if r.dimension == dimension]
+
+    def reference(self, table: str, column: str) -> Reference:
+        """The named table's reference held in column."""
+        return next(r for r in self._by_name[table].references if r.column == column)
 
     def dimension(self, name: str) -> Dimension:
         """The dimension called name."""

@@ -8,14 +8,16 @@ import yaml
 from .declare import DEFAULT_MEMBER_ID, IS_CURRENT, UNKNOWN, VALID_FROM, VALID_TO, VERSION, Dimension, Fact, Mart
 from .rowhash import ROW_HASH
 from .schema import PROCESSES, REJECTS, RUN_STEPS, RUNS, SOURCES, Schema
+from .status import PERIOD_STATUSES, RUN_STATUSES, Status
 
 __all__ = ["annotate", "dbt_sources", "markdown"]
 
 _SYSTEM_TABLES = {
     PROCESSES: "The control table: the periods of each fact table to load and how each went "
-    "(pendiente -> corriendo -> exitoso | fallido; esperando: its extract does not cover it yet).",
-    RUNS: "One row per run: when it started and ended, and how it ended (exitoso, fallido, interrumpido when stopped, "
-    "abandonado when it died without a word).",
+    f"({Status.PENDING} -> {Status.RUNNING} -> {Status.DONE} | {Status.FAILED}; {Status.WAITING}: its extract does "
+    "not cover it yet).",
+    RUNS: f"One row per run: when it started and ended, and how it ended ({Status.DONE}, {Status.FAILED}, "
+    f"{Status.INTERRUPTED} when stopped, {Status.ABANDONED} when it died without a word).",
     RUN_STEPS: "One row per step of a run (a dimension, a period): rows read, loaded and rejected, which must balance "
     "(rows_read = rows_loaded + rows_rejected).",
     REJECTS: "Every source row a run rejected (severity error) or loaded with a doubt (warning), with file, line, "
@@ -30,8 +32,7 @@ _SYSTEM_COLUMNS = {
     "fact_table": "the fact table the period belongs to",
     "start_date": "first moment of the period",
     "end_date": "end of the period, excluded",
-    "status": "pendiente, esperando, corriendo, exitoso, fallido (periods); corriendo, exitoso, fallido, "
-    "interrumpido, abandonado (runs)",
+    "status": f"{', '.join(PERIOD_STATUSES)} (periods); {', '.join(RUN_STATUSES)} (runs)",
     "process_run_date": "when the run that last took the period started",
     "id_run": "the run (dm_runs.id_run)",
     "finished_at": "when it ended",

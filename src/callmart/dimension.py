@@ -16,7 +16,7 @@ from .extract import SOURCE_FILE, SOURCE_ROW
 from .keys import KeyLookup, first_version, lookups_for, next_keys, resolve_unknown, with_keys
 from .progress import StepResult
 from .schema import Schema
-from .stage import stage
+from .stage import Staging
 
 __all__ = ["CHANGED", "NEW", "NEW_VERSION", "load_dimension"]
 
@@ -37,12 +37,7 @@ def load_dimension(
     own = KeyLookup.load(conn, schema, dim.name, dim.business_key, dim.business_key, dim.key)
     lookups = [*lookups_for(conn, schema, dim), own]
 
-    def enrich(batch: pa.RecordBatch) -> pa.RecordBatch:
-        batch = with_keys(batch, lookups)
-        change = pc.if_else(pc.is_null(batch.column(dim.key)), pa.scalar(NEW), pa.scalar(None, pa.string()))
-        return batch.append_column(pa.field("change", pa.string()), change)
-
-    staged = stage(conn, schema[dim.staging], dim, source_dir, enrich=enrich, on_rows=on_rows)
+    staged = _MemberStaging(schema, dim, source_dir, lookups, on_rows).run(conn)
     inferred = resolve_unknown(conn, schema, dim)
     superseded = _drop_superseded(conn, schema, dim)
     _match_inferred(conn, schema, dim)
@@ -62,6 +57,26 @@ def load_dimension(
         completed=completed,
         rejects=rejects.concat([staged.reject_table(), superseded, fixed]),
     )
+
+
+class _MemberStaging(Staging):
+    """The staging of a dimension's extract: each row with its keys, and marked new where its member is."""
+
+    def __init__(
+        self,
+        schema: Schema,
+        dim: Dimension,
+        source_dir: Path,
+        lookups: list[KeyLookup],
+        on_rows: Callable[[int], None] | None,
+    ) -> None:
+        super().__init__(schema[dim.staging], dim, source_dir, on_rows=on_rows)
+        self.dim, self.lookups = dim, lookups
+
+    def enrich(self, rows: pa.RecordBatch) -> pa.RecordBatch:
+        rows = with_keys(rows, self.lookups)
+        change = pc.if_else(pc.is_null(rows.column(self.dim.key)), pa.scalar(NEW), pa.scalar(None, pa.string()))
+        return rows.append_column(pa.field("change", pa.string()), change)
 
 
 def _drop_superseded(conn: sa.Connection, schema: Schema, dim: Dimension) -> pa.Table:

@@ -12,18 +12,18 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import sqlalchemy as sa
 
-from . import dialect, engines, rejects
+from . import engines, rejects
 from .coverage import LatestTime
 from .declare import Fact, FirstEventWithin
 from .extract import SOURCE_FILE, SOURCE_ROW
-from .keys import InferredAsTheyCome, LookupCache, lookups_for, with_keys
+from .keys import InferredMembers, LookupCache, lookups_for, with_keys
 from .metric import FirstEventsInClient, first_events
 from .progress import StepResult
 from .rowhash import ROW_HASH, RepeatedHashes, RowHasher, prefix
 from .schema import Schema
-from .stage import RawRows, stage, staged_columns
+from .stage import RawRows, Staging, staged_columns
 
-__all__ = ["CALLS_PER_MINUTE", "MinuteNumbering", "Watcher", "load_period"]
+__all__ = ["CALLS_PER_MINUTE", "FactRowsInClient", "MinuteNumbering", "PeriodLoad", "Watcher"]
 
 MAX_LISTED_HASHES = 10_000
 """Most repeated hash prefixes passed to the database as values; beyond, repeated hashes are found by a subquery."""
@@ -45,81 +45,10 @@ class Watcher(Protocol):
         """A batch of final rows, and each row's first events by metric column (FirstEventsInClient.firsts)."""
 
 
-def load_period(
-    conn: sa.Connection,
-    schema: Schema,
-    fact: Fact,
-    source_dir: Path,
-    start: datetime,
-    end: datetime,
-    on_rows: Callable[[int], None] | None = None,
-    raw_rows: RawRows | None = None,
-    cache: LookupCache | None = None,
-    watcher: Watcher | None = None,
-) -> StepResult:
-    """Replace the fact rows of [start, end) with the period's rows of the source (or of `raw_rows`, the source's
-    rows set apart for the period); the caller commits. `cache`: the lookups of the run's earlier periods.
-    `watcher`: shown the final rows, where they are made in the client."""
-    lookups = lookups_for(conn, schema, fact) if cache is None else cache.lookups_for(conn, schema, fact)
-    numbering = MinuteNumbering(fact)
-    hasher = RowHasher([c.name for c in staged_columns(fact)]) if fact.warn_duplicate_rows else None
-    repeats = RepeatedHashes()
-    replace = dialect.PeriodReplace(conn, schema[fact.name], start, end)
-    final = _FinalRows(conn, schema, fact, start, end, replace, watcher) if replace.direct else None
-    # Ids the dimensions lack get their keys as the rows stream by, before staging: no update of staged rows.
-    inferred = InferredAsTheyCome(conn, schema, fact)
-    # What the extract reaches tells whether it covers the period (coverage.py): seen as its rows go by.
-    latest = LatestTime(fact)
-
-    def enrich(batch: pa.RecordBatch) -> pa.RecordBatch:
-        return numbering.number(with_keys(batch, lookups))
-
-    def finish(batch: pa.RecordBatch) -> pa.RecordBatch:
-        batch = inferred.fill(batch)
-        return batch if hasher is None else repeats.add(hasher(batch))
-
-    staged = stage(
-        conn,
-        schema[fact.staging],
-        fact,
-        source_dir,
-        keep=latest.observing(_in_period(fact, start, end)),
-        enrich=enrich,
-        on_rows=on_rows,
-        finish=finish,
-        route=None if final is None else final.route,
-        also_fresh=replace.tables,
-        raw_rows=raw_rows,
-    )
-    created = inferred.write(conn)
-    doubts = [
-        staged.reject_table(),
-        *(_duplicate_rows(conn, schema, fact, repeats.repeated()) if fact.warn_duplicate_rows else []),
-    ]
-    # Rows routed while staging are already in the period's tables; otherwise they come from staging.
-    deleted, inserted = replace.finish(
-        None if final is not None else lambda lower, upper: _rows_from_staging(schema, fact, lower, upper)
-    )
-    found = rejects.concat(doubts)
-    return StepResult(
-        table=fact.name,
-        period=(start, end),
-        read=staged.read,
-        loaded=inserted,
-        rejected=staged.rejected,
-        warned=rejects.warnings(found),
-        inserted=inserted,
-        deleted=deleted,
-        inferred=created,
-        rejects=found,
-        unplaced=rejects.concat(staged.unplaced),
-        source_latest=latest.value,
-    )
-
-
-class _FinalRows:
-    """Each staged batch and the fact table's rows made from it in the client (keys, metrics, the table's
-    columns), as the parts to write while staging."""
+class PeriodLoad:
+    """Replaces the fact rows of one period [start, end) with the period's rows of the source, in the caller's
+    transaction: stage them (keys, inferred members, and where the engine takes them, the final rows), write the
+    inferred members, note the doubtful rows, replace the period."""
 
     def __init__(
         self,
@@ -128,20 +57,110 @@ class _FinalRows:
         fact: Fact,
         start: datetime,
         end: datetime,
-        replace: dialect.PeriodReplace,
-        watcher: Watcher | None,
+        cache: LookupCache | None = None,
+        watcher: Watcher | None = None,
     ) -> None:
-        self.staging = schema[fact.staging]
-        self.table = schema[fact.name]
+        """`cache`: the lookups of the run's earlier periods. `watcher`: shown the final rows, where they are made
+        in the client."""
+        self.conn, self.schema, self.fact, self.start, self.end = conn, schema, fact, start, end
+        self.lookups = lookups_for(conn, schema, fact) if cache is None else cache.lookups_for(conn, schema, fact)
+        self.numbering = MinuteNumbering(fact)
+        self.hasher = RowHasher([c.name for c in staged_columns(fact)]) if fact.warn_duplicate_rows else None
+        self.repeats = RepeatedHashes()
+        self.replace = engines.of(conn).period_replace(conn, schema[fact.name], start, end)
+        self.in_client = FactRowsInClient(self, watcher) if self.replace.FINAL_ROWS_IN_CLIENT else None
+        # Ids the dimensions lack get their keys as the rows stream by, before staging: no update of staged rows.
+        self.inferred = InferredMembers(conn, schema, fact)
+        # What the extract reaches tells whether it covers the period (coverage.py): seen as its rows go by.
+        self.latest = LatestTime(fact)
+
+    def run(
+        self, source_dir: Path, raw_rows: RawRows | None = None, on_rows: Callable[[int], None] | None = None
+    ) -> StepResult:
+        """Load the period from the source (or from `raw_rows`, the source's rows set apart for the period); the
+        caller commits."""
+        conn, schema, fact = self.conn, self.schema, self.fact
+        staged = _PeriodStaging(self, source_dir, raw_rows, on_rows).run(conn)
+        created = self.inferred.write(conn)
+        doubts = [
+            staged.reject_table(),
+            *(_duplicate_rows(conn, schema, fact, self.repeats.repeated()) if fact.warn_duplicate_rows else []),
+        ]
+        # Rows made in the client are already in the period's tables; otherwise they come from staging.
+        deleted, inserted = self.replace.finish(
+            None if self.in_client is not None else lambda lower, upper: _rows_from_staging(schema, fact, lower, upper)
+        )
+        found = rejects.concat(doubts)
+        return StepResult(
+            table=fact.name,
+            period=(self.start, self.end),
+            read=staged.read,
+            loaded=inserted,
+            rejected=staged.rejected,
+            warned=rejects.warnings(found),
+            inserted=inserted,
+            deleted=deleted,
+            inferred=created,
+            rejects=found,
+            unplaced=rejects.concat(staged.unplaced),
+            source_latest=self.latest.value,
+        )
+
+
+class _PeriodStaging(Staging):
+    """The staging of a period's rows, each batch with its keys, then its inferred members and row hash; where
+    the engine takes the final rows, those go to the period's tables as the batch is staged."""
+
+    SCOPED = True
+    FINISHES = True
+
+    def __init__(
+        self, load: PeriodLoad, source_dir: Path, raw_rows: RawRows | None, on_rows: Callable[[int], None] | None
+    ) -> None:
+        super().__init__(load.schema[load.fact.staging], load.fact, source_dir, raw_rows, on_rows)
+        self.load = load
+        self.time = load.fact.time_column
+
+    def in_scope(self, rows: pa.RecordBatch) -> pa.Array:
+        self.load.latest.note(rows)
+        time = rows.column(self.time)
+        lower, upper = pa.scalar(self.load.start, time.type), pa.scalar(self.load.end, time.type)
+        return pc.and_(pc.greater_equal(time, lower), pc.less(time, upper))
+
+    def enrich(self, rows: pa.RecordBatch) -> pa.RecordBatch:
+        return self.load.numbering.number(with_keys(rows, self.load.lookups))
+
+    def finish(self, rows: pa.RecordBatch) -> pa.RecordBatch:
+        rows = self.load.inferred.fill(rows)
+        return rows if self.load.hasher is None else self.load.repeats.add(self.load.hasher(rows))
+
+    @property
+    def routed(self) -> list[sa.Table]:
+        return self.load.replace.new_tables if self.load.in_client is not None else []
+
+    def parts(self, rows: pa.RecordBatch) -> list[tuple[sa.Table, pa.RecordBatch]]:
+        assert self.load.in_client is not None
+        return [(self.staging, rows), *self.load.in_client.parts(rows)]
+
+
+class FactRowsInClient:
+    """Each staged batch and the fact table's rows made from it in the client (keys, metrics, the table's
+    columns), as the parts to write while staging."""
+
+    def __init__(self, load: PeriodLoad, watcher: Watcher | None) -> None:
+        self.table = load.schema[load.fact.name]
         carry = watcher.event_columns if watcher is not None else lambda metric: ()
-        self.metrics = [(m.column, FirstEventsInClient(conn, schema, m, start, end, carry(m))) for m in fact.metrics]
-        self.replace = replace
+        self.metrics = [
+            (m.column, FirstEventsInClient(load.conn, load.schema, m, load.start, load.end, carry(m)))
+            for m in load.fact.metrics
+        ]
+        self.replace = load.replace
         self.watcher = watcher
         if watcher is not None:
             watcher.begin()
 
-    def route(self, batch: pa.RecordBatch) -> list[tuple[sa.Table, pa.RecordBatch]]:
-        """The staging table's part and the period's tables' parts of one batch."""
+    def parts(self, batch: pa.RecordBatch) -> list[tuple[sa.Table, pa.RecordBatch]]:
+        """The period's tables' parts of one staged batch."""
         rows = batch
         firsts = {}
         for column, events in self.metrics:
@@ -150,7 +169,7 @@ class _FinalRows:
         rows = rows.select([c.name for c in self.table.columns])
         if self.watcher is not None:
             self.watcher.watch(rows, firsts)
-        return [(self.staging, batch), *self.replace.route(rows)]
+        return self.replace.parts(rows)
 
 
 def _duplicate_rows(conn: sa.Connection, schema: Schema, fact: Fact, repeated: list[int]) -> list[pa.Table]:
@@ -218,16 +237,6 @@ class MinuteNumbering:
             raise ValueError(f"more than {CALLS_PER_MINUTE - 1:,} rows share one minute of {self.fact.time_column}")
         key = pc.add(pc.multiply(minutes, pa.scalar(CALLS_PER_MINUTE, pa.int64())), rank)
         return batch.append_column(pa.field(self.fact.key, pa.int64()), key)
-
-
-def _in_period(fact: Fact, start: datetime, end: datetime) -> Callable[[pa.RecordBatch], pa.Array]:
-    def keep(batch: pa.RecordBatch) -> pa.Array:
-        time = batch.column(fact.time_column)
-        lower = pa.scalar(start, time.type)
-        upper = pa.scalar(end, time.type)
-        return pc.and_(pc.greater_equal(time, lower), pc.less(time, upper))
-
-    return keep
 
 
 def _rows_from_staging(schema: Schema, fact: Fact, start: datetime, end: datetime) -> sa.Select[Any]:

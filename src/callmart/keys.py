@@ -12,14 +12,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import sqlalchemy as sa
 
-from . import dialect
+from . import engines
 from .clean import arrow_type
 from .declare import BEGINNING, DEFAULT_MEMBER_ID, IS_CURRENT, VALID_FROM, VALID_TO, VERSION, Dimension, Fact, Reference
-from .dialect import fetch_arrow
 from .schema import Schema
 
 __all__ = [
-    "InferredAsTheyCome",
+    "InferredMembers",
     "KeyLookup",
     "LookupCache",
     "first_version",
@@ -73,7 +72,7 @@ class KeyLookup:
             fields += [("valid_from", pa.timestamp("s")), ("valid_to", pa.timestamp("s"))]
         elif declared.keeps_history:
             select = select.where(dim.c[IS_CURRENT])
-        versions = fetch_arrow(conn, select, pa.schema(fields)).combine_chunks()
+        versions = engines.of(conn).fetch_arrow(conn, select, pa.schema(fields)).combine_chunks()
         # The reading's scratch memory goes back now rather than stay with the allocator through the load.
         pa.default_memory_pool().release_unused()
         if point_in_time:
@@ -153,7 +152,7 @@ _NONE = pa.scalar(-1, pa.int64())  # no id number
 
 NAMED_IDS_LIMIT = 1 << 14
 """Most distinct ids of another type than whole numbers (agents' login names) that a Timeline numbers: looking up
-a batch's names among them costs under a millisecond; among a million, 120 ms, where the scan of `map` costs 15."""
+a batch's names among few is cheap; among a million, it costs several times the scan of `map`."""
 
 
 @dataclass(frozen=True)
@@ -204,7 +203,7 @@ class Timeline:
         known = (numbers >= 0) & (seconds >= self.earliest)
         wanted = np.where(known, numbers << _TIME_BITS | since, 0)
         # The last version of the id starting at or before the time, if it has not ended by then. Searched in
-        # order: each search then starts near the last one (3 times faster than in the batch's order).
+        # order: each search then starts near the last one, faster than in the batch's order.
         order = np.argsort(wanted)
         found = np.empty_like(order)
         found[order] = np.searchsorted(self.starts, wanted[order], side="right") - 1
@@ -380,7 +379,7 @@ def _inferred_members(
     return sa.insert(dim).from_select(list(columns), select)
 
 
-class InferredAsTheyCome:
+class InferredMembers:
     """Gives business ids a dimension lacks their keys as the batches stream by, so that no row waits for the end
     of the load: keys after the dimension's largest, in order of id within each batch (the same extract gives the
     same keys). The members themselves are written at the end, in the load's transaction; writers of the mart take
@@ -447,7 +446,7 @@ class InferredAsTheyCome:
                 prefixes=["TEMPORARY"],
             )
             scratch.create(conn)
-            dialect.bulk_insert(conn, scratch, pairs.rename_columns(["business_value", "key"]).to_batches())
+            engines.of(conn).bulk_insert(conn, scratch, pairs.rename_columns(["business_value", "key"]).to_batches())
             unknown = sa.select(scratch).subquery()
             conn.execute(_inferred_members(self.schema, target, by, unknown, keys=unknown.c.key))
             scratch.drop(conn)

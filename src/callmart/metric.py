@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import sqlalchemy as sa
 
-from . import dialect
+from . import engines
 from .clean import arrow_type
 from .declare import DEFAULT_MEMBER_ID, Dimension, Fact, FirstEventWithin
 from .dimension import CHANGED, NEW, NEW_VERSION
@@ -57,7 +57,14 @@ def _fact_entity(schema: Schema, metric: FirstEventWithin, facts: sa.FromClause)
     if not entity_dim.keeps_history:
         return key
     dim = schema[entity_dim.name]
-    return sa.select(dim.c[entity_dim.business_key]).where(dim.c[entity_dim.key] == key).scalar_subquery()
+    # Tied to the fact row explicitly: nested in another subquery, SQLAlchemy would otherwise add the fact table to
+    # this one's FROM and return a row for every fact row.
+    return (
+        sa.select(dim.c[entity_dim.business_key])
+        .where(dim.c[entity_dim.key] == key)
+        .correlate(facts)
+        .scalar_subquery()
+    )
 
 
 def first_event_key(schema: Schema, metric: FirstEventWithin, facts: sa.FromClause) -> sa.ColumnElement[object]:
@@ -192,7 +199,7 @@ class FirstEventsInClient:
         )
         fields = [("entity", entity_type), ("time", pa.timestamp("us")), ("event_key", pa.int32())]
         fields += [(name, pa.int32()) for name in carry]
-        found = dialect.fetch_arrow(
+        found = engines.of(conn).fetch_arrow(
             conn, select.order_by(events.c.entity, event_time, events.c[declared.business_key]), pa.schema(fields)
         )
         self.carried = {name: found[name].to_numpy() for name in carry}
@@ -208,7 +215,9 @@ class FirstEventsInClient:
             members = sa.select(dim.c[entity_dim.key], dim.c[entity_dim.business_key]).where(
                 dim.c[entity_dim.business_key].in_(with_events)
             )
-            versions = dialect.fetch_arrow(conn, members, pa.schema([("key", pa.int32()), ("entity", entity_type)]))
+            versions = engines.of(conn).fetch_arrow(
+                conn, members, pa.schema([("key", pa.int32()), ("entity", entity_type)])
+            )
             code = pc.index_in(versions["entity"], value_set=entities)
             numbered = pa.table({"value": versions["key"], "key": pc.cast(code, pa.int32())}).filter(pc.is_valid(code))
         else:

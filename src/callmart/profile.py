@@ -15,7 +15,6 @@ import pyarrow.compute as pc
 from ._errors import SourceError
 from .declare import Case, Dimension, Fact, Format, Mart, Parse, Reference
 from .extract import SOURCE_FILE, SOURCE_ROW, detect_encoding, find_files, read_source
-from .mart import MART, NOT_GIVEN
 
 __all__ = ["ColumnProfile", "FileProfile", "KeyCoverage", "SourceProfile", "profile_source"]
 
@@ -97,7 +96,7 @@ class SourceProfile:
     errors: tuple[str, ...]
 
 
-def profile_source(source_dir: Path | str, mart: Mart = MART) -> SourceProfile:
+def profile_source(source_dir: Path | str, mart: Mart) -> SourceProfile:
     """Profile every extract the mart reads from source_dir, and the foreign keys between them."""
     folder = Path(source_dir)
     files: list[FileProfile] = []
@@ -107,7 +106,7 @@ def profile_source(source_dir: Path | str, mart: Mart = MART) -> SourceProfile:
     for table in tables:
         try:
             for path in find_files(folder, table.source):
-                profile, data = _profile_file(folder, path, table)
+                profile, data = _profile_file(folder, path, table, mart.missing)
                 files.append(profile)
                 data = data.select([f for f in _key_fields(table, mart) if f in data.column_names])
                 read[table.name] = pa.concat_tables([read[table.name], data]) if table.name in read else data
@@ -150,7 +149,9 @@ def _csv_header(path: Path, encoding: str) -> list[str]:
     return [name.lstrip("\ufeff").strip() for name in first]
 
 
-def _profile_file(folder: Path, path: Path, table: Dimension | Fact) -> tuple[FileProfile, pa.Table]:
+def _profile_file(
+    folder: Path, path: Path, table: Dimension | Fact, not_given: Sequence[str]
+) -> tuple[FileProfile, pa.Table]:
     declared = _declared_fields(table)
     encoding = detect_encoding(path, table.source.encoding) if path.stat().st_size else table.source.encoding
     problems: list[str] = []
@@ -170,7 +171,7 @@ def _profile_file(folder: Path, path: Path, table: Dimension | Fact) -> tuple[Fi
     data = pa.Table.from_batches(batches) if batches else _empty(fields)
     data = data.drop_columns([c for c in (SOURCE_FILE, SOURCE_ROW) if c in data.column_names])
     problems.extend(_reading_problems(found))
-    columns = tuple(_profile_column(name, data[name], declared.get(name)) for name in data.column_names)
+    columns = tuple(_profile_column(name, data[name], declared.get(name), not_given) for name in data.column_names)
     keys, duplicates = _candidate_keys(data, columns)
     profile = FileProfile(path.name, table.name, encoding, data.num_rows, columns, keys, duplicates, tuple(problems))
     return profile, data
@@ -189,13 +190,15 @@ def _reading_problems(found: list[pa.Table]) -> list[str]:
     return [f"{c['counts']:,} row(s): {c['values']}" for c in sorted(counts, key=lambda c: -c["counts"])]
 
 
-def _missing(values: pa.ChunkedArray) -> pa.ChunkedArray:
-    given = pc.is_in(pc.utf8_upper(pc.utf8_trim_whitespace(values)), value_set=pa.array(NOT_GIVEN))
+def _missing(values: pa.ChunkedArray, not_given: Sequence[str]) -> pa.ChunkedArray:
+    given = pc.is_in(pc.utf8_upper(pc.utf8_trim_whitespace(values)), value_set=pa.array(not_given, pa.string()))
     return pc.or_(pc.is_null(values), pc.fill_null(given, True))
 
 
-def _profile_column(name: str, values: pa.ChunkedArray, loads_into: str | None) -> ColumnProfile:
-    missing = _missing(values)
+def _profile_column(
+    name: str, values: pa.ChunkedArray, loads_into: str | None, not_given: Sequence[str]
+) -> ColumnProfile:
+    missing = _missing(values, not_given)
     present = pc.utf8_trim_whitespace(pc.filter(values, pc.invert(missing)))
     n = len(present)
     matches = {kind: pc.sum(pc.match_substring_regex(present, pattern)).as_py() or 0 for kind, pattern in TYPE_PATTERNS}
@@ -259,7 +262,8 @@ def _candidate_keys(data: pa.Table, columns: tuple[ColumnProfile, ...]) -> tuple
 
 
 def _distinct_rows(columns: Sequence[pa.ChunkedArray]) -> int:
-    """How many distinct rows the columns make (joined into one text per row: grouping by each used 4x the memory)."""
+    """How many distinct rows the columns make: joined into one text per row, since grouping by each column took
+    far more memory."""
     joined = pc.binary_join_element_wise(*columns, ROW_SEPARATOR, null_handling="replace", null_replacement="\x00")
     return int(pc.count_distinct(joined, mode="all").as_py())
 

@@ -8,6 +8,8 @@ from typing import Protocol
 
 import pyarrow as pa
 
+from .status import Status
+
 __all__ = ["Reporter", "SilentReporter", "StepResult"]
 
 
@@ -29,7 +31,7 @@ class StepResult:
     completed: int = 0
     metric_updated: int = 0
     seconds: float = 0.0
-    status: str = "exitoso"
+    status: Status = Status.DONE
     error: str | None = None
     source_latest: datetime | None = None
     """The latest time among the rows the step read from the extract (a fact period's load reads all of it)."""

@@ -9,11 +9,21 @@ from typing import Any
 import sqlalchemy as sa
 
 from ._errors import MartNotReady
-from .analytics import AGENT, CAMPAIGN, CHANNEL, THRESHOLD, WINDOW, Settings, aggregates_of, settings_of
+from .aggregates import (
+    AGENT,
+    CAMPAIGN,
+    CHANNEL,
+    THRESHOLD,
+    WINDOW,
+    Settings,
+    agent_reference,
+    channel_reference,
+    settings_of,
+)
+from .analytics import aggregates_of
 from .declare import UNKNOWN, Dimension, Fact
-from .mart import AGENTES, CANALES
-from .runlog import DONE
 from .schema import REJECTS, RUN_STEPS, RUNS, Schema
+from .status import Status
 
 __all__ = ["Balance", "ChannelGroup", "Group", "RejectCount", "ReportData", "RunLine", "report_data"]
 
@@ -196,19 +206,31 @@ def _by_campaign(conn: sa.Connection, daily: sa.Table, where: list[Any]) -> tupl
 
 def _by_agent(conn: sa.Connection, schema: Schema, daily: sa.Table, where: list[Any]) -> tuple[Group, ...]:
     """By agent login; the versions of an agent (history) are one agent."""
-    agents = schema[AGENTES.name]
-    name = sa.func.max(agents.c.nombre_agente + " " + agents.c.apellido_agente).label("name")
+    agent = agent_reference(schema.mart)
+    dimension = schema.mart.dimension(agent.dimension)
+    agents = schema[dimension.name]
+    login = agents.c[agent.by]
+    name = sa.func.max(_label(agents, dimension)).label("name")
     rows = conn.execute(
-        sa.select(agents.c.agente, name, *_sums(daily))
-        .select_from(daily.join(agents, agents.c.key_agente == daily.c[AGENT]))
+        sa.select(login.label("login"), name, *_sums(daily))
+        .select_from(daily.join(agents, agents.c[dimension.key] == daily.c[AGENT]))
         .where(*where)
-        .group_by(agents.c.agente)
+        .group_by(login)
     ).mappings()
     return tuple(sorted((_group(_agent_label(r), r) for r in rows), key=lambda g: (-g.calls, g.label)))
 
 
+def _label(table: sa.Table, dimension: Dimension) -> sa.ColumnElement[Any]:
+    """A member's name for people: the dimension's label attributes joined by spaces."""
+    first, *rest = (table.c[name] for name in dimension.label)
+    label: sa.ColumnElement[Any] = first
+    for column in rest:
+        label = label + " " + column
+    return label
+
+
 def _agent_label(row: Any) -> str:
-    login, name = row["agente"], row["name"]
+    login, name = row["login"], row["name"]
     if login in (None, UNKNOWN):
         return "unknown agent"
     if not name or UNKNOWN in name:
@@ -220,15 +242,16 @@ def _by_channel(
     conn: sa.Connection, schema: Schema, settings: Settings, first: date, last: date
 ) -> tuple[ChannelGroup, ...]:
     channel = aggregates_of(schema).channel
-    channels = schema[CANALES.name]
-    label = channels.c.descripcion_canal_digital
+    dimension = schema.mart.dimension(channel_reference(schema.mart).dimension)
+    channels = schema[dimension.name]
+    label = _label(channels, dimension).label("label")
     rows = conn.execute(
         sa.select(
             label,
             sa.func.sum(channel.c.conversiones).label("conversions"),
             sa.func.sum(channel.c.segundos_hasta_login).label("seconds"),
         )
-        .select_from(channel.join(channels, channels.c.key_canal_digital == channel.c[CHANNEL]))
+        .select_from(channel.join(channels, channels.c[dimension.key] == channel.c[CHANNEL]))
         .where(
             channel.c[THRESHOLD] == settings.threshold,
             channel.c[WINDOW] == settings.window_seconds,
@@ -239,7 +262,7 @@ def _by_channel(
     ).mappings()
     found = [
         ChannelGroup(
-            "unknown channel" if r["descripcion_canal_digital"] in (None, UNKNOWN) else r["descripcion_canal_digital"],
+            "unknown channel" if r["label"] in (None, UNKNOWN) else r["label"],
             int(r["conversions"] or 0),
             int(r["seconds"] or 0),
         )
@@ -257,7 +280,7 @@ def _latest_steps(schema: Schema, first: date, last: date) -> sa.Subquery:
     return (
         sa.select(steps.c.table_name, steps.c.period_start, sa.func.max(steps.c.id_run).label("id_run"))
         .where(
-            steps.c.status == DONE,
+            steps.c.status == Status.DONE,
             sa.or_(steps.c.period_start.is_(None), sa.and_(steps.c.period_start >= start, steps.c.period_start < end)),
         )
         .group_by(steps.c.table_name, steps.c.period_start)
@@ -317,7 +340,7 @@ def _runs(conn: sa.Connection, schema: Schema) -> tuple[RunLine, ...]:
         sa.select(
             steps.c.id_run,
             sa.func.count().label("steps"),
-            sa.func.sum(sa.case((steps.c.status != DONE, 1), else_=0)).label("failed"),
+            sa.func.sum(sa.case((steps.c.status != Status.DONE, 1), else_=0)).label("failed"),
         )
         .group_by(steps.c.id_run)
         .subquery("counted")

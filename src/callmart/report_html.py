@@ -8,7 +8,7 @@ from html import escape
 from importlib import resources
 from string import Template
 
-from . import __version__
+from ._version import __version__
 from .charts import PALETTE, Series, hbar_chart, line_chart, stacked_bar_chart
 from .report import Balance, Group, ReportData, RunLine
 

@@ -9,14 +9,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import sqlalchemy as sa
 
-from . import dialect, locking, rejects
+from . import engines, locking, rejects
 from ._errors import CallmartError
 from .progress import StepResult
 from .schema import REJECTS, RUN_STEPS, RUNS, Schema
+from .status import Status
 
 __all__ = [
-    "ABANDONED",
-    "INTERRUPTED",
     "ReconciliationError",
     "abandon_dead_runs",
     "check_balance",
@@ -29,10 +28,6 @@ __all__ = [
     "start_run",
     "undated",
 ]
-
-RUNNING, DONE, FAILED = "corriendo", "exitoso", "fallido"
-ABANDONED, INTERRUPTED = "abandonado", "interrumpido"
-"""A run that stopped without a word (killed, its machine lost): when it ended is not known."""
 
 
 class ReconciliationError(CallmartError):
@@ -51,7 +46,9 @@ def start_run(conn: sa.Connection, schema: Schema, started: datetime, source_dir
     """Record a new run; return its id."""
     runs = schema[RUNS]
     id_run = int(conn.execute(sa.select(schema.sequences[RUNS].next_value())).scalar_one())
-    conn.execute(sa.insert(runs).values(id_run=id_run, started_at=started, status=RUNNING, source_dir=str(source_dir)))
+    conn.execute(
+        sa.insert(runs).values(id_run=id_run, started_at=started, status=Status.RUNNING, source_dir=str(source_dir))
+    )
     return id_run
 
 
@@ -60,7 +57,7 @@ def finish_run(
 ) -> None:
     """Close a run with its outcome: done, failed, or interrupted when it was asked to stop."""
     runs = schema[RUNS]
-    status = INTERRUPTED if stopped else DONE if ok else FAILED
+    status = Status.INTERRUPTED if stopped else Status.DONE if ok else Status.FAILED
     conn.execute(
         sa.update(runs)
         .where(runs.c.id_run == id_run)
@@ -73,14 +70,14 @@ def abandon_dead_runs(conn: sa.Connection, schema: Schema, id_run: int) -> int:
     return how many."""
     runs = schema[RUNS]
     running = conn.execute(
-        sa.select(runs.c.id_run).where(runs.c.status == RUNNING, runs.c.id_run != id_run).order_by(runs.c.id_run)
+        sa.select(runs.c.id_run).where(runs.c.status == Status.RUNNING, runs.c.id_run != id_run).order_by(runs.c.id_run)
     ).scalars()
     dead = [run for run in running if not locking.alive(conn, run)]
     if dead:
         conn.execute(
             sa.update(runs)
             .where(runs.c.id_run.in_(dead))
-            .values(status=ABANDONED, error_message=f"stopped without finishing; found by run {id_run}")
+            .values(status=Status.ABANDONED, error_message=f"stopped without finishing; found by run {id_run}")
         )
     return len(dead)
 
@@ -109,7 +106,7 @@ def record_step(conn: sa.Connection, schema: Schema, id_run: int, step: int, res
     )
     found = result.rejects
     if found is not None and found.num_rows:
-        dialect.bulk_insert(conn, schema[REJECTS], _reject_batches(found, id_run, result))
+        engines.of(conn).bulk_insert(conn, schema[REJECTS], _reject_batches(found, id_run, result))
 
 
 def _reject_batches(found: pa.Table, id_run: int, result: StepResult) -> list[pa.RecordBatch]:

@@ -8,8 +8,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from . import access, dialect, engines
-from .analytics import aggregate_tables
+from . import engines
+from .aggregates import aggregate_tables
 from .declare import (
     BEGINNING,
     DEFAULT_MEMBER_ID,
@@ -23,6 +23,8 @@ from .declare import (
     Mart,
     Type,
 )
+from .engines import hints
+from .engines.sql.ddl import AddColumn, AddPrimaryKey
 from .rowhash import ROW_HASH
 
 __all__ = ["PROCESSES", "REJECTS", "RUNS", "RUN_STEPS", "SCHEMA_VERSION", "SOURCES", "Schema"]
@@ -133,10 +135,10 @@ class Schema:
                 # The key is unique by construction (it holds the minute); the time joins it in the primary key so
                 # that PostgreSQL can partition the table by day, making a period's replace a swap of its partition.
                 info={
-                    dialect.PARTITIONED_BY_DAY: fact.time_column,
-                    dialect.PRIMARY_KEY: (fact.key, fact.time_column),
+                    hints.PARTITIONED_BY_DAY: fact.time_column,
+                    hints.PRIMARY_KEY: (fact.key, fact.time_column),
                     # What joins and filters use: a day's load refreshes these statistics in its transaction.
-                    dialect.ANALYZED: (
+                    hints.ANALYZED: (
                         fact.key,
                         fact.time_column,
                         *(r.column for r in fact.references),
@@ -171,7 +173,7 @@ class Schema:
             *extra,
             sa.Column("source_file", sa.String),
             sa.Column("source_row", sa.BigInteger),
-            info={dialect.UNLOGGED: True},
+            info={hints.UNLOGGED: True},
         )
         self._add(staged)
 
@@ -278,7 +280,7 @@ class Schema:
             conn.execute(sa.schema.CreateSchema(self.name))
         for table in self.tables.values():
             # One table at a time: MetaData.drop_all would drop the sequences too, restarting every key.
-            if table.info.get(dialect.UNLOGGED):
+            if table.info.get(hints.UNLOGGED):
                 table.drop(conn, checkfirst=True)
         inspector = sa.inspect(conn)
         new = {name for name in self.tables if not inspector.has_table(name, schema=self.name)}
@@ -288,9 +290,9 @@ class Schema:
             # create_all commented the new tables; one made by an earlier callmart gets today's comments.
             self._comment(conn, self.tables[name])
         for name in sorted(new):
-            columns = self.tables[name].info.get(dialect.PRIMARY_KEY)
+            columns = self.tables[name].info.get(hints.PRIMARY_KEY)
             if columns and engines.of(conn).ENFORCED_FACT_KEYS:
-                conn.execute(dialect.AddPrimaryKey(self.tables[name], columns))
+                conn.execute(AddPrimaryKey(self.tables[name], columns))
         existing = {ix["name"] for name in self.tables for ix in _indexes(conn, self.tables[name])}
         for index in self.indexes:
             if index.name not in existing and engines.of(conn).INDEXES:
@@ -309,10 +311,7 @@ class Schema:
         # create_all added what an older version lacked: the mart is now of this version.
         conn.execute(sa.delete(version))
         conn.execute(sa.insert(version).values(version=SCHEMA_VERSION))
-        if engines.of(conn).ROW_SECURITY:
-            access.secure(conn, self.tables.values(), access.readers(conn, version), self.sequences.values())
-            for fact in self.mart.facts:
-                access.secure(conn, engines.of(conn).day_partitions(conn, self.tables[fact.name]))
+        engines.of(conn).secure(conn, self.tables.values(), self.sequences.values(), marker=version)
 
     def exists(self, conn: sa.Connection) -> bool:
         """Whether a mart (its version table) is there."""
@@ -330,7 +329,7 @@ class Schema:
         present = set(conn.execute(sa.select(sa.text("*")).select_from(table).limit(0)).keys())
         for column in table.columns:
             if column.name not in present:
-                conn.execute(dialect.AddColumn(table, column))
+                conn.execute(AddColumn(table, column))
 
     def _default_member(self, conn: sa.Connection, dim: Dimension) -> None:
         table = self.tables[dim.name]

@@ -5,21 +5,20 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import sqlalchemy as sa
 
-from . import dialect, rejects
+from . import engines, rejects
 from .clean import clean_batch, raw_lines
 from .declare import Check, Column, Dimension, Fact
+from .engines.sql.ddl import Truncate
 from .extract import SOURCE_FILE, SOURCE_ROW, read_source
 from .streams import prefetched
 
-__all__ = ["RawRows", "Staged", "source_fields", "stage", "staged_columns"]
-
-RowFilter = Callable[[pa.RecordBatch], pa.Array]
-"""Selects the rows of a cleaned batch that belong to the step (null where a bad field hides it)."""
+__all__ = ["RawRows", "Staged", "Staging", "source_fields", "staged_columns"]
 
 RawRows = Callable[[list[pa.Table]], Iterable[pa.RecordBatch]]
 """The raw rows a step reads (text fields, source file and row), adding the rows it cannot split to the list."""
@@ -59,66 +58,99 @@ def source_fields(table: Dimension | Fact) -> list[str]:
     return list(dict.fromkeys(c.source for c in staged_columns(table) if c.source))
 
 
-def stage(
-    conn: sa.Connection,
-    staging: sa.Table,
-    table: Dimension | Fact,
-    source_dir: Path,
-    keep: RowFilter | None = None,
-    enrich: Callable[[pa.RecordBatch], pa.RecordBatch] | None = None,
-    on_rows: Callable[[int], None] | None = None,
-    finish: Callable[[pa.RecordBatch], pa.RecordBatch] | None = None,
-    route: Callable[[pa.RecordBatch], list[tuple[sa.Table, pa.RecordBatch]]] | None = None,
-    also_fresh: Sequence[sa.Table] = (),
-    raw_rows: RawRows | None = None,
-) -> Staged:
-    """Truncate the staging table, then fill it with the cleaned rows of the source that `keep` selects.
+class Staging:
+    """One staging step: truncate the staging table, then fill it with the cleaned rows of the source.
 
-    Bad rows in scope are rejects of the step; bad rows that `keep` cannot place (say, an unparsable date in a
-    fact extract) belong to no step and go to `unplaced`. `enrich` adds columns (keys) to the loadable rows;
-    like reading and cleaning, it runs in a worker thread, so it must not use the connection. `finish` adds more
-    columns in a thread of its own, while the next batches are read and cleaned; `route`, in that thread too,
-    turns each finished batch into the parts to write, (table, rows), the staging table's part among them
-    (`also_fresh`: the other tables, created in this transaction). `raw_rows`: where the rows come from, if not
-    from the source's files (a backfill's rows of one period, set apart beforehand)."""
-    conn.execute(dialect.Truncate(staging))
-    columns = staged_columns(table)
-    fields = source_fields(table)
-    checks = table.checks if isinstance(table, Fact) else ()
-    sources = {c.name: c.source for c in columns if c.source}
-    result = Staged()
-    problems: list[pa.Table] = []
+    Each batch goes through the steps below in turn; a load adds its work by overriding them. Reading, cleaning,
+    `in_scope` and `enrich` run in a worker thread, so they must not use the connection; `finish` and `parts` run
+    in a thread of their own while the next batches are read and cleaned."""
 
-    def extracted(problems: list[pa.Table]) -> Iterable[pa.RecordBatch]:
-        return read_source(source_dir, table.source, fields, problems)
+    SCOPED: ClassVar[bool] = False
+    """The step loads only the rows `in_scope` selects (a period of a fact extract); bad rows it cannot place
+    (say, an unparsable date) belong to no step and go to `unplaced`, not to its rejects."""
+    FINISHES: ClassVar[bool] = False
+    """`finish` has work to do, worth a thread of its own."""
 
-    def cleaned() -> Iterator[pa.RecordBatch]:
-        for raw in (raw_rows or extracted)(problems):
+    def __init__(
+        self,
+        staging: sa.Table,
+        table: Dimension | Fact,
+        source_dir: Path,
+        raw_rows: RawRows | None = None,
+        on_rows: Callable[[int], None] | None = None,
+    ) -> None:
+        """`raw_rows`: where the rows come from, if not from the source's files (a backfill's rows of one period,
+        set apart beforehand). `on_rows`: told how many source rows each batch read."""
+        self.staging, self.table, self.source_dir = staging, table, source_dir
+        self.raw_rows, self.on_rows = raw_rows, on_rows
+
+    def in_scope(self, rows: pa.RecordBatch) -> pa.Array:
+        """The rows of a cleaned batch that belong to the step (null where a bad field hides it)."""
+        return pa.repeat(pa.scalar(True), rows.num_rows)
+
+    def enrich(self, rows: pa.RecordBatch) -> pa.RecordBatch:
+        """The loadable rows with more columns (keys)."""
+        return rows
+
+    def finish(self, rows: pa.RecordBatch) -> pa.RecordBatch:
+        """The enriched rows with the columns that need the order of the stream (inferred members)."""
+        return rows
+
+    @property
+    def routed(self) -> list[sa.Table]:
+        """Tables besides the staging table that `parts` writes, created in this transaction; none: the
+        staging table alone is written, and analyzed."""
+        return []
+
+    def parts(self, rows: pa.RecordBatch) -> list[tuple[sa.Table, pa.RecordBatch]]:
+        """The finished rows as the parts to write, (table, rows), the staging table's part among them."""
+        return [(self.staging, rows)]
+
+    def run(self, conn: sa.Connection) -> Staged:
+        """Stage the source's rows; return what was read, staged, rejected and doubted."""
+        conn.execute(Truncate(self.staging))
+        result = Staged()
+        problems: list[pa.Table] = []
+        batches: Iterable[pa.RecordBatch] = self._cleaned(result, problems)
+        if self.FINISHES:
+            batches = map(self.finish, prefetched(batches))
+        engine = engines.of(conn)
+        if not self.routed:
+            result.staged = engine.bulk_insert(conn, self.staging, batches, truncated=True)
+            engine.analyze(conn, self.staging)
+        else:
+            # No statistics: with its rows already routed, the staging table only feeds the duplicate-row check.
+            parts = (part for batch in batches for part in self.parts(batch))
+            written = engine.bulk_insert_routed(conn, parts, truncated=[self.staging, *self.routed])
+            result.staged = written.get(self.staging.name, 0)
+        _settle_problems(result, problems, placeable=not self.SCOPED)
+        return result
+
+    def _cleaned(self, result: Staged, problems: list[pa.Table]) -> Iterator[pa.RecordBatch]:
+        """The source's loadable rows of the step, enriched; rejects and doubts noted in `result`."""
+        table = self.table
+        columns = staged_columns(table)
+        checks = table.checks if isinstance(table, Fact) else ()
+        sources = {c.name: c.source for c in columns if c.source}
+        raw_batches = (
+            self.raw_rows(problems)
+            if self.raw_rows is not None
+            else read_source(self.source_dir, table.source, source_fields(table), problems)
+        )
+        for raw in raw_batches:
             outcome = clean_batch(raw, columns)
-            scope = pa.repeat(pa.scalar(True), raw.num_rows) if keep is None else keep(outcome.rows)
+            scope = self.in_scope(outcome.rows)
             in_scope = pc.fill_null(scope, False)
             unplaced = pc.and_(pc.is_null(scope), outcome.bad)
             _keep_rejects(result.rejects, outcome.rejects, outcome.rows.column(SOURCE_ROW), in_scope)
             _keep_rejects(result.unplaced, outcome.rejects, outcome.rows.column(SOURCE_ROW), unplaced)
             result.read += pc.sum(in_scope).as_py() or 0
-            rows = outcome.rows.filter(pc.and_not(in_scope, outcome.bad))
-            result.rejects.extend(_doubts(rows, raw.filter(pc.and_not(in_scope, outcome.bad)), checks, sources))
-            if on_rows is not None:
-                on_rows(raw.num_rows)
-            yield rows if enrich is None else enrich(rows)
-
-    batches: Iterable[pa.RecordBatch] = cleaned()
-    if finish is not None:
-        batches = map(finish, prefetched(batches))
-    if route is None:
-        result.staged = dialect.bulk_insert(conn, staging, batches, truncated=True)
-        dialect.analyze(conn, staging)
-    else:
-        # No statistics: with its rows already routed, the staging table only feeds the duplicate-row check.
-        parts = (part for batch in batches for part in route(batch))
-        result.staged = dialect.bulk_insert_routed(conn, parts, truncated=[staging, *also_fresh]).get(staging.name, 0)
-    _settle_problems(result, problems, placeable=keep is None)
-    return result
+            loadable = pc.and_not(in_scope, outcome.bad)
+            rows = outcome.rows.filter(loadable)
+            result.rejects.extend(_doubts(rows, raw.filter(loadable), checks, sources))
+            if self.on_rows is not None:
+                self.on_rows(raw.num_rows)
+            yield self.enrich(rows)
 
 
 def _keep_rejects(into: list[pa.Table], found: pa.Table, rows: pa.Array, mask: pa.Array) -> None:

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import date, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import sqlalchemy as sa
 
-from .analytics import (
+from .aggregates import (
     AGENT,
     AGGREGATES,
     CAMPAIGN,
@@ -25,26 +25,21 @@ from .analytics import (
     Aggregate,
     Calls,
     Part,
-    aggregates_of,
-    computed,
+    aggregate_rows,
+    conversion_fact,
     conversion_metric,
-    finished,
-    midnight,
     settings_of,
-    write_days,
 )
+from .analytics import aggregates_of, has_aggregates, midnight, write_days
 from .declare import UNKNOWN, Fact, FirstEventWithin
-from .mart import CALLS
 from .metric import SECONDS_TO_EVENT
-
-if TYPE_CHECKING:
-    from .schema import Schema
+from .schema import Schema
 
 __all__ = ["COMPACT_AFTER", "GROUP_EVERY", "StreamedAggregates"]
 
 GROUP_EVERY = 1 << 15
 """Calls kept before they are grouped: small batches cost more in the grouping's fixed costs than in rows; many
-calls kept hold their batches' memory (a quarter of a million: 20 MB more at the peak of a 1M-call load)."""
+calls kept hold their batches' memory."""
 
 COMPACT_AFTER = 16
 """Groups' tables kept before they are summed into one."""
@@ -58,7 +53,7 @@ class StreamedAggregates:
         self.schema = schema
         self.metric = conversion_metric(schema.mart)
         self.settings = settings_of(schema.mart)
-        self.applies = fact.name == CALLS.name
+        self.applies = fact.name == conversion_fact(schema.mart).name
         self.watched = False
         self._groups: dict[str, list[pa.Table]] = {a.name: [] for a in AGGREGATES}
         self._calls: list[pa.RecordBatch] = []
@@ -106,7 +101,7 @@ class StreamedAggregates:
             kept = self._groups[aggregate.name]
             kept.append(_groups(aggregate, calls))
             if len(kept) >= COMPACT_AFTER:
-                # Each small table pins pages of its own: a 5M-call load kept 20 MB more at its peak.
+                # Each small table pins pages of its own, which add up at the load's peak.
                 kept[:] = [_summed(aggregate, kept)]
 
     def write(self, conn: sa.Connection, start: datetime, end: datetime) -> list[date]:
@@ -118,12 +113,12 @@ class StreamedAggregates:
         if not self.watched or first >= last:
             return []
         self._group()
-        if not computed(conn, self.schema, self.settings) and _other_days(conn, self.schema, first, last):
+        if not has_aggregates(conn, self.schema, self.settings) and _other_days(conn, self.schema, first, last):
             return []
         at = datetime.now().replace(microsecond=0)
         for aggregate, table in zip(AGGREGATES, aggregates_of(self.schema), strict=True):
             groups = _of_days(aggregate, self._groups[aggregate.name], first, last)
-            write_days(conn, table, self.settings, first, last, finished(aggregate, self.settings, groups, at))
+            write_days(conn, table, self.settings, first, last, aggregate_rows(aggregate, self.settings, groups, at))
         return [first + timedelta(days=n) for n in range((last - first).days)]
 
 
@@ -183,6 +178,7 @@ def _of_days(aggregate: Aggregate, groups: list[pa.Table], first: date, last: da
 
 def _other_days(conn: sa.Connection, schema: Schema, first: date, last: date) -> bool:
     """Whether the fact table holds calls outside the days [first, last)."""
-    when = schema[CALLS.name].c[CALLS.time_column]
+    fact = conversion_fact(schema.mart)
+    when = schema[fact.name].c[fact.time_column]
     outside = sa.select(when).where(sa.or_(when < midnight(first), when >= midnight(last))).limit(1)
     return conn.execute(outside).first() is not None

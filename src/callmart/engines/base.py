@@ -3,14 +3,17 @@ calls. An engine's folder overrides them; generic code never asks which database
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from datetime import datetime
 from typing import Any, ClassVar
 
 import pyarrow as pa
 import sqlalchemy as sa
 
 from .._errors import ConfigError
+from .arrow import arrow_type
+from .sql.replace import DeleteInsert, PeriodReplace
 
 __all__ = ["Engine"]
 
@@ -55,28 +58,41 @@ class Engine:
         return {"execution_options": {"preserve_rowcount": True}}
 
     def bulk_insert(
-        self, conn: sa.Connection, table: sa.Table, batches: Iterable[pa.RecordBatch], truncated: bool
+        self, conn: sa.Connection, table: sa.Table, batches: Iterable[pa.RecordBatch], truncated: bool = False
     ) -> int:
         """Append Arrow batches (columns named as the table's) by the bulk path; return rows written. `truncated`:
-        the table was emptied or made in this transaction."""
+        the table was emptied or made in this transaction, so the engine may write the rows frozen."""
         raise NotImplementedError
 
     def bulk_insert_routed(
-        self, conn: sa.Connection, parts: Iterable[tuple[sa.Table, pa.RecordBatch]], truncated: Sequence[sa.Table]
+        self,
+        conn: sa.Connection,
+        parts: Iterable[tuple[sa.Table, pa.RecordBatch]],
+        truncated: Sequence[sa.Table] = (),
     ) -> dict[str, int]:
-        """Append each batch to its table, one statement per batch; return rows per table."""
+        """Append each batch to its table, one statement per batch; return rows per table. For one stream feeding
+        several tables (a statement cannot interleave them); `truncated` as in bulk_insert."""
         written: dict[str, int] = {}
         for table, batch in parts:
             rows = self.bulk_insert(conn, table, [batch], truncated=table in truncated)
             written[table.name] = written.get(table.name, 0) + rows
         return written
 
+    def insert_rows(self, conn: sa.Connection, table: sa.Table, rows: Sequence[Mapping[str, Any]]) -> int:
+        """Append rows given as mappings of the table's columns by the bulk path; return rows written. An INSERT of
+        many parameter sets may run once per row."""
+        if not rows:
+            return 0
+        schema = pa.schema([pa.field(c.name, arrow_type(c.type)) for c in table.columns])
+        return self.bulk_insert(conn, table, [pa.RecordBatch.from_pylist(list(rows), schema=schema)])
+
     def fetch_arrow(self, conn: sa.Connection, select: sa.Select[Any], schema: pa.Schema) -> pa.Table:
         """The rows of a SELECT as an Arrow table of `schema`, by the bulk path rather than row objects."""
         raise NotImplementedError
 
-    def analyze(self, conn: sa.Connection, table: sa.Table, columns: Sequence[str]) -> None:
-        """Statistics of a freshly filled table, where the engine plans from them."""
+    def analyze(self, conn: sa.Connection, table: sa.Table) -> None:
+        """Statistics of a freshly filled table (of the columns its info names under hints.ANALYZED, if it does),
+        where the engine plans from them."""
 
     def canceller(self, conn: sa.Connection) -> Callable[[], None]:
         """How to cut short the statement the connection runs, from another thread."""
@@ -101,6 +117,28 @@ class Engine:
     def alive(self, conn: sa.Connection, id_run: int) -> bool:
         """Whether another run still lives (where runs cannot share the mart, whoever can ask is the only one)."""
         return False
+
+    def period_replace(self, conn: sa.Connection, table: sa.Table, start: datetime, end: datetime) -> PeriodReplace:
+        """What replaces the rows of [start, end) of a fact table within the caller's transaction."""
+        return DeleteInsert(conn, table, start, end)
+
+    def secure(
+        self,
+        conn: sa.Connection,
+        tables: Iterable[sa.Table],
+        sequences: Iterable[sa.Sequence] = (),
+        marker: sa.Table | None = None,
+    ) -> None:
+        """Close new tables (and a fact table's day partitions) and sequences to all but the owner and the readers
+        that the mart whose version table is `marker` has, where other roles may reach them."""
+
+    def grant_read(self, conn: sa.Connection, tables: Sequence[sa.Table], role: str) -> None:
+        """Let a database role read the tables, and change none."""
+        raise ConfigError(f"a {self.NAME} mart has no roles to grant reading to")
+
+    def revoke_read(self, conn: sa.Connection, tables: Sequence[sa.Table], role: str) -> None:
+        """Take back what grant_read gave a role."""
+        raise ConfigError(f"a {self.NAME} mart has no roles to grant reading to")
 
     def day_partitions(self, conn: sa.Connection, table: sa.Table) -> list[sa.Table]:
         """The day partitions of a table partitioned by day."""

@@ -50,7 +50,7 @@ class DuckDB(Engine):
         return engine
 
     def bulk_insert(
-        self, conn: sa.Connection, table: sa.Table, batches: Iterable[pa.RecordBatch], truncated: bool
+        self, conn: sa.Connection, table: sa.Table, batches: Iterable[pa.RecordBatch], truncated: bool = False
     ) -> int:
         return _arrow_scan(conn, table, batches)
 

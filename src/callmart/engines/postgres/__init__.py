@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from datetime import datetime
 from typing import Any, ClassVar
 
 import psycopg
@@ -14,9 +15,12 @@ import sqlalchemy as sa
 from psycopg import sql as pg_sql
 from sqlalchemy.dialects.postgresql import REGCLASS
 
-from ... import pgcopy
-from ...pgnames import identifier, regclass_name
 from ..base import Engine
+from ..hints import PARTITIONED_BY_DAY
+from ..sql.replace import PeriodReplace
+from . import access, copy, statistics
+from .names import execute, identifier, regclass_name
+from .partitions import PartitionSwap
 
 __all__ = ["PostgreSQL"]
 
@@ -40,7 +44,7 @@ class PostgreSQL(Engine):
     # Supabase's Data API serves `public` to anyone holding the project's public key; `callmart` it does not.
     INDEXES = True
     ENFORCED_FACT_KEYS = True
-    # A B-tree costs PostgreSQL little; DuckDB's ART index made a period load 3x and a reload 10x slower.
+    # A B-tree costs PostgreSQL little; DuckDB's ART index made loads and reloads several times slower.
     DAY_PARTITIONS = True
 
     def url(self, url: sa.URL) -> sa.URL:
@@ -52,16 +56,19 @@ class PostgreSQL(Engine):
         return {**super()._engine_options(url), "connect_args": {"prepare_threshold": None}}
 
     def bulk_insert(
-        self, conn: sa.Connection, table: sa.Table, batches: Iterable[pa.RecordBatch], truncated: bool
+        self, conn: sa.Connection, table: sa.Table, batches: Iterable[pa.RecordBatch], truncated: bool = False
     ) -> int:
         """Binary COPY; rows of a table emptied in this transaction are written frozen (later reads then need not
         set hint bits, which rewrites every page of a freshly loaded table)."""
-        return pgcopy.copy_stream(conn, table, batches, truncated)
+        return copy.copy_stream(conn, table, batches, truncated)
 
     def bulk_insert_routed(
-        self, conn: sa.Connection, parts: Iterable[tuple[sa.Table, pa.RecordBatch]], truncated: Sequence[sa.Table]
+        self,
+        conn: sa.Connection,
+        parts: Iterable[tuple[sa.Table, pa.RecordBatch]],
+        truncated: Sequence[sa.Table] = (),
     ) -> dict[str, int]:
-        return pgcopy.copy_parts(conn, parts, {t.name for t in truncated})
+        return copy.copy_parts(conn, parts, {t.name for t in truncated})
 
     def fetch_arrow(self, conn: sa.Connection, select: sa.Select[Any], schema: pa.Schema) -> pa.Table:
         """COPY … TO STDOUT as CSV, parsed by Arrow."""
@@ -83,18 +90,31 @@ class PostgreSQL(Engine):
         types = pa_csv.ConvertOptions(column_types=schema)
         return pa_csv.read_csv(buffer, read_options=options, convert_options=types)
 
-    def analyze(self, conn: sa.Connection, table: sa.Table, columns: Sequence[str]) -> None:
-        """Without statistics PostgreSQL takes a million rows for a few thousand and plans sorts that spill to disk
-        where hash joins fit in memory. Of the named columns only: autovacuum analyzes the rest soon after."""
-        named = (
-            pg_sql.SQL(" ({})").format(pg_sql.SQL(", ").join(map(pg_sql.Identifier, columns)))
-            if columns
-            else pg_sql.SQL("")
-        )
-        raw = conn.connection.driver_connection
-        assert raw is not None
-        with raw.cursor() as cursor:
-            cursor.execute(pg_sql.SQL("ANALYZE {}{}").format(identifier(table), named))
+    def analyze(self, conn: sa.Connection, table: sa.Table) -> None:
+        statistics.analyze(conn, table)
+
+    def period_replace(self, conn: sa.Connection, table: sa.Table, start: datetime, end: datetime) -> PeriodReplace:
+        return PartitionSwap(conn, table, start, end)
+
+    def secure(
+        self,
+        conn: sa.Connection,
+        tables: Iterable[sa.Table],
+        sequences: Iterable[sa.Sequence] = (),
+        marker: sa.Table | None = None,
+    ) -> None:
+        """Row level security and no rights but the owner's and the readers' (access.py)."""
+        tables = list(tables)
+        readers = access.readers(conn, marker) if marker is not None else []
+        access.secure(conn, tables, readers, sequences)
+        partitions = [p for t in tables if t.info.get(PARTITIONED_BY_DAY) for p in self.day_partitions(conn, t)]
+        access.secure(conn, partitions)
+
+    def grant_read(self, conn: sa.Connection, tables: Sequence[sa.Table], role: str) -> None:
+        access.grant_read(conn, tables, role)
+
+    def revoke_read(self, conn: sa.Connection, tables: Sequence[sa.Table], role: str) -> None:
+        access.revoke_read(conn, tables, role)
 
     def canceller(self, conn: sa.Connection) -> Callable[[], None]:
         raw = conn.connection.driver_connection
@@ -159,11 +179,9 @@ class PostgreSQL(Engine):
         first if missing (a mart an earlier callmart made in `public`)."""
         if not sa.inspect(conn).has_schema(schema):
             conn.execute(sa.schema.CreateSchema(schema))
-        raw = conn.connection.driver_connection
-        assert raw is not None
         to = pg_sql.Identifier(schema)
-        with raw.cursor() as cursor:
-            for table in tables:
-                cursor.execute(pg_sql.SQL("ALTER TABLE {} SET SCHEMA {}").format(identifier(table), to))
-            for sequence in sequences:
-                cursor.execute(pg_sql.SQL("ALTER SEQUENCE {} SET SCHEMA {}").format(identifier(sequence), to))
+        execute(
+            conn,
+            *(pg_sql.SQL("ALTER TABLE {} SET SCHEMA {}").format(identifier(t), to) for t in tables),
+            *(pg_sql.SQL("ALTER SEQUENCE {} SET SCHEMA {}").format(identifier(s), to) for s in sequences),
+        )

@@ -14,8 +14,8 @@ from collections.abc import Iterable, Sequence
 import sqlalchemy as sa
 from psycopg import sql as pg_sql
 
-from ._errors import ConfigError
-from .pgnames import identifier, regclass_name
+from ..._errors import ConfigError
+from .names import execute, identifier, regclass_name
 
 __all__ = ["PUBLIC_API_ROLES", "grant_read", "readers", "revoke_read", "secure"]
 
@@ -24,13 +24,6 @@ PUBLIC_API_ROLES = frozenset({"anon", "authenticated", "public"})
 
 _POLICY_PREFIX = "callmart_read_"
 _MARKER_TABLE = "dm_schema"
-
-
-def _execute(conn: sa.Connection, statement: pg_sql.Composable) -> None:
-    raw = conn.connection.driver_connection
-    assert raw is not None
-    with raw.cursor() as cursor:
-        cursor.execute(statement)
 
 
 def readers(conn: sa.Connection, marker: sa.Table) -> list[str]:
@@ -62,7 +55,7 @@ def secure(
     others = _grantees(conn, [*tables, *sequences])
     for table in tables:
         target = identifier(table)
-        _execute(conn, pg_sql.SQL("ALTER TABLE {} ENABLE ROW LEVEL SECURITY").format(target))
+        execute(conn, pg_sql.SQL("ALTER TABLE {} ENABLE ROW LEVEL SECURITY").format(target))
         _revoke(
             conn,
             pg_sql.SQL("TABLE {}").format(target),
@@ -99,7 +92,7 @@ def _grantees(conn: sa.Connection, objects: Sequence[sa.Table | sa.Sequence]) ->
 def _revoke(conn: sa.Connection, target: pg_sql.Composable, grantees: set[str]) -> None:
     for grantee in sorted(grantees):
         revoked = pg_sql.SQL("PUBLIC") if grantee == "" else pg_sql.Identifier(grantee)
-        _execute(conn, pg_sql.SQL("REVOKE ALL ON {} FROM {}").format(target, revoked))
+        execute(conn, pg_sql.SQL("REVOKE ALL ON {} FROM {}").format(target, revoked))
 
 
 def grant_read(conn: sa.Connection, tables: Sequence[sa.Table], role: str) -> None:
@@ -107,7 +100,7 @@ def grant_read(conn: sa.Connection, tables: Sequence[sa.Table], role: str) -> No
     _check_role(conn, role)
     schemas = sorted({t.schema for t in tables if t.schema})
     for schema in schemas:
-        _execute(conn, pg_sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(pg_sql.Identifier(schema), _role(role)))
+        execute(conn, pg_sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(pg_sql.Identifier(schema), _role(role)))
     secure(conn, tables, [*readers(conn, _marker(tables)), role])
 
 
@@ -115,15 +108,15 @@ def revoke_read(conn: sa.Connection, tables: Sequence[sa.Table], role: str) -> N
     """Take back what grant_read gave `role`."""
     _check_role(conn, role)
     for table in tables:
-        _execute(conn, pg_sql.SQL("REVOKE ALL ON TABLE {} FROM {}").format(identifier(table), _role(role)))
-        _execute(
+        execute(conn, pg_sql.SQL("REVOKE ALL ON TABLE {} FROM {}").format(identifier(table), _role(role)))
+        execute(
             conn,
             pg_sql.SQL("DROP POLICY IF EXISTS {} ON {}").format(
                 pg_sql.Identifier(_POLICY_PREFIX + role), identifier(table)
             ),
         )
     for schema in sorted({t.schema for t in tables if t.schema}):
-        _execute(conn, pg_sql.SQL("REVOKE USAGE ON SCHEMA {} FROM {}").format(pg_sql.Identifier(schema), _role(role)))
+        execute(conn, pg_sql.SQL("REVOKE USAGE ON SCHEMA {} FROM {}").format(pg_sql.Identifier(schema), _role(role)))
 
 
 def _marker(tables: Sequence[sa.Table]) -> sa.Table:
@@ -147,7 +140,7 @@ def _check_role(conn: sa.Connection, role: str) -> None:
 
 def _let_read(conn: sa.Connection, table: sa.Table, role: str) -> None:
     target, grantee = identifier(table), _role(role)
-    _execute(conn, pg_sql.SQL("GRANT SELECT ON TABLE {} TO {}").format(target, grantee))
+    execute(conn, pg_sql.SQL("GRANT SELECT ON TABLE {} TO {}").format(target, grantee))
     exists = conn.execute(
         sa.text(
             "SELECT 1 FROM pg_policy WHERE polrelid = CAST(:table AS regclass) AND polname = :name",
@@ -155,7 +148,7 @@ def _let_read(conn: sa.Connection, table: sa.Table, role: str) -> None:
         {"table": regclass_name(conn, table), "name": _POLICY_PREFIX + role},
     ).first()
     if exists is None:
-        _execute(
+        execute(
             conn,
             pg_sql.SQL("CREATE POLICY {} ON {} AS PERMISSIVE FOR SELECT TO {} USING (true)").format(
                 pg_sql.Identifier(_POLICY_PREFIX + role), target, grantee

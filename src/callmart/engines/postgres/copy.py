@@ -1,5 +1,5 @@
 """PostgreSQL's COPY fed from Arrow batches, in its binary format: the server then reads each value as it is
-stored, where CSV makes it parse every date, time and number from text (half of a COPY's server time, measured)."""
+stored, where CSV makes it parse every date, time and number from text."""
 
 from __future__ import annotations
 
@@ -16,10 +16,10 @@ import pyarrow.csv as pa_csv
 import sqlalchemy as sa
 from psycopg import sql as pg_sql
 
-from .pgnames import identifier
-from .streams import prefetched, prefetched_first
+from ...streams import prefetched, prefetched_first
+from .names import identifier
 
-__all__ = ["HEADER", "TRAILER", "BinaryRows", "CopyFormat", "arrow_type", "binary_rows", "copy_parts", "copy_stream"]
+__all__ = ["HEADER", "TRAILER", "BinaryRows", "CopyFormat", "binary_rows", "copy_parts", "copy_stream"]
 
 HEADER = b"PGCOPY\n\xff\r\n\x00" + bytes(8)
 """Signature, flags and header extension length of a binary COPY stream."""
@@ -106,14 +106,6 @@ class BinaryRows:
         rows = parts[0] if len(parts) == 1 else pc.binary_join_element_wise(*parts, b"")
         offsets = np.frombuffer(rows.buffers()[1], np.int32, count + 1, rows.offset * 4)
         return rows.buffers()[2][offsets[0] : offsets[-1]]
-
-
-def arrow_type(type_: sa.types.TypeEngine[object]) -> pa.DataType:
-    """The Arrow type that holds a column type's values as this module writes them."""
-    kind = _kind(type_)
-    if kind is None:
-        raise TypeError(f"no Arrow type for {type_!r}")
-    return pa.string() if isinstance(kind, str) else kind.arrow
 
 
 def binary_rows(table: sa.Table, names: Sequence[str]) -> BinaryRows | None:
@@ -235,7 +227,7 @@ class CopyFormat:
     def encode(self, batch: pa.RecordBatch) -> bytes | memoryview:
         payload = _csv(batch.select(self.columns)) if self.binary is None else memoryview(self.binary.encode(batch))
         # The allocator keeps a thread's freed pages for its next allocations; across the pipeline's threads that
-        # adds up to tens of megabytes a streamed load does not need (a 1M-row load peaked 40 MB higher).
+        # adds up to memory a streamed load does not need.
         pa.default_memory_pool().release_unused()
         return payload
 

@@ -1,10 +1,11 @@
-"""The call-center mart: the one place that names the business tables, their sources and rules."""
+"""The call-center mart: the one place that names the business tables, their sources and rules (`sample` writes
+extracts in their formats)."""
 
 from __future__ import annotations
 
 from datetime import timedelta
 
-from .declare import (
+from ..declare import (
     Case,
     Check,
     Column,
@@ -77,6 +78,7 @@ AGENTES = Dimension(
         attribute("apellido_agente", "apellido", "the agent's last name"),
     ),
     doc="The call center's agents.",
+    label=("nombre_agente", "apellido_agente"),
 )
 
 CANALES = Dimension(
@@ -89,6 +91,7 @@ CANALES = Dimension(
         attribute("descripcion_canal_digital", "desc_canal", "the channel's name (Whatsapp, AppCallCore, ...)"),
     ),
     doc="The digital channels clients are nudged to use (WhatsApp, the app).",
+    label=("descripcion_canal_digital",),
 )
 
 LOGINS = Dimension(
@@ -239,4 +242,4 @@ CALLS = Fact(
     doc="One row per call of the call center to a client, loaded day by day (dm_processes).",
 )
 
-MART = Mart(dimensions=(CLIENTES, AGENTES, CANALES, LOGINS), facts=(CALLS,))
+MART = Mart(dimensions=(CLIENTES, AGENTES, CANALES, LOGINS), facts=(CALLS,), missing=NOT_GIVEN)

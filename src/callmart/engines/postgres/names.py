@@ -1,11 +1,12 @@
-"""Table names in PostgreSQL statements composed with psycopg: schema-qualified, quoted, never formatted by hand."""
+"""Statements composed with psycopg (DDL and the like, which take no parameters): names schema-qualified and quoted,
+literals quoted by psycopg, never formatted by hand."""
 
 from __future__ import annotations
 
 import sqlalchemy as sa
 from psycopg import sql as pg_sql
 
-__all__ = ["identifier", "regclass_name"]
+__all__ = ["execute", "identifier", "regclass_name"]
 
 
 def identifier(table: sa.TableClause | sa.Sequence) -> pg_sql.Identifier:
@@ -21,3 +22,12 @@ def regclass_name(conn: sa.Connection, table: sa.TableClause | sa.Sequence) -> s
     if isinstance(table, sa.Sequence):
         return str(preparer.format_sequence(table))
     return str(preparer.format_table(table))
+
+
+def execute(conn: sa.Connection, *statements: pg_sql.Composable) -> None:
+    """Run composed statements on the connection's driver connection, in its transaction."""
+    raw = conn.connection.driver_connection
+    assert raw is not None
+    with raw.cursor() as cursor:
+        for statement in statements:
+            cursor.execute(statement)
