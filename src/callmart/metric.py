@@ -60,10 +60,7 @@ def _fact_entity(schema: Schema, metric: FirstEventWithin, facts: sa.FromClause)
     # Tied to the fact row explicitly: nested in another subquery, SQLAlchemy would otherwise add the fact table to
     # this one's FROM and return a row for every fact row.
     return (
-        sa.select(dim.c[entity_dim.business_key])
-        .where(dim.c[entity_dim.key] == key)
-        .correlate(facts)
-        .scalar_subquery()
+        sa.select(dim.c[entity_dim.business_key]).where(dim.c[entity_dim.key] == key).correlate(facts).scalar_subquery()
     )
 
 
