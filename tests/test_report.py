@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from datetime import date
+from html import escape
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +16,10 @@ from callmart import Callmart
 from callmart.analytics import Touched, create_aggregate_tables, refresh_aggregates
 from callmart.analytics_cli import report
 from callmart.config import sample_dir
-from callmart.report import ReportData, report_data
-from callmart.report_html import CHARTS, render_report
+from callmart.lift import TOO_FEW
+from callmart.report import LiftData, ReportData, report_data
+from callmart.report_html import CAVEATS, CHARTS, NOTHING_TO_COMPARE, render_report
+from callmart.stats import newcombe
 from marts import write_extracts
 from test_analytics import AGENTS, CALLS_DRAWN, CUSTOMERS, LOGINS_DRAWN, PHONE, calls, load, logins
 
@@ -181,6 +184,14 @@ def test_the_report_in_a_real_browser(tmp_path: Path) -> None:
                 box = page.locator(f'svg[data-chart="{chart}"]').bounding_box()
                 assert box is not None and box["width"] > 300 and box["height"] > 60, chart
             assert page.locator("section h2").all_inner_texts()[:2] == ["Conversion over time", "Volumes and talk time"]
+            lift = page.locator("section", has=page.locator("h2", has_text="Does the call move clients?"))
+            assert lift.count() == 1
+            for caveat in CAVEATS:
+                assert lift.get_by_text(caveat).is_visible(), caveat
+            # The bands of the lift by day, and the whiskers of the ranked campaigns.
+            assert lift.locator('svg[data-chart="lift-by-day"] polygon').count() == 2
+            assert lift.locator('svg[data-chart="lift-by-campaign"] path').count() >= 1
+            assert lift.get_by_text("too small to tell").first.is_visible()
             shot = tmp_path / "report.png"
             page.screenshot(path=str(shot), full_page=True)
             readme_shot = os.environ.get("CALLMART_REPORT_SCREENSHOT")
@@ -201,6 +212,7 @@ def test_a_mart_with_no_calls_for_the_dates_still_renders(database_url: str, tmp
     data = figures(database_url, date(2024, 1, 1), date(2024, 1, 8))
     html = render_report(data, "mart")
     assert data.total.calls == 0 and html.count("No data for this period") == 6
+    assert html.count(NOTHING_TO_COMPARE) == 3 and data.lift.total.effective == 0
     with Callmart(database_url) as mart, mart.engine.connect() as conn:
         assert conn.execute(sa.text("SELECT count(*) FROM agg_conversion_diaria")).scalar_one() == 3
 
@@ -225,3 +237,43 @@ def test_every_rate_is_written_one_way(tmp_path: Path) -> None:
     html = sample_report(tmp_path).read_text(encoding="utf-8")
     written = re.findall(r"(\d[\d.,]*)\s*%", re.sub(r"<style>.*?</style>|[a-z-]+=\"[^\"]*\"", "", html, flags=re.S))
     assert written and all(re.fullmatch(r"\d+\.\d", value) for value in written), sorted(set(written))
+
+
+def test_lift_ranks_groups_large_enough_to_tell_and_flags_the_others(database_url: str, tmp_path: Path) -> None:
+    """BIG (agent ana.lopez): 30 effective calls, 12 followed by a login, and 30 short ones, 3 followed by a login.
+    SMALL (beto.diaz): 2 effective calls and 1 short: too small to tell, not ranked."""
+    customers = [(i, "F", "REGULAR") for i in range(201, 261)]
+    calls = [
+        *((f"3/4/2024 9:{m:02d}", 201 + m, "BIG", PHONE, "ana.lopez", "0:01:00", "0:01:10") for m in range(30)),
+        *((f"3/4/2024 10:{m:02d}", 231 + m, "BIG", PHONE, "ana.lopez", "0:00:10", "0:00:20") for m in range(30)),
+        ("3/4/2024 12:00", 201, "SMALL", PHONE, "beto.diaz", "0:01:00", "0:01:10"),
+        ("3/4/2024 12:01", 202, "SMALL", PHONE, "beto.diaz", "0:01:00", "0:01:10"),
+        ("3/4/2024 12:02", 231, "SMALL", PHONE, "beto.diaz", "0:00:10", "0:00:20"),
+    ]
+    logins = [
+        *((n, 201 + n, "3/4/2024 15:00:00", 1) for n in range(12)),
+        *((100 + n, 231 + n, "3/4/2024 16:00:00", 1) for n in range(3)),
+    ]
+    write_extracts(tmp_path / "src", calls, customers, AGENTS, logins=logins)
+    load(database_url, tmp_path / "src", date(2024, 3, 4), date(2024, 3, 5))
+    lift = figures(database_url).lift
+    for groups, big, small in [
+        (lift.campaigns, "BIG", "SMALL"),
+        (lift.agents, "Ana López (ana.lopez)", "Beto Díaz (beto.diaz)"),
+    ]:
+        ranked, too_small = LiftData.ranked(groups)
+        assert [g.label for g in ranked] == [big] and [g.label for g in too_small] == [small]
+        (g,) = ranked
+        assert (g.effective, g.effective_converted, g.short, g.short_converted) == (30, 12, 30, 3)
+        expected = [float(v[0]) for v in newcombe([12], [30], [3], [30])]
+        assert [g.vs_short.estimate, g.vs_short.low, g.vs_short.high] == pytest.approx(expected)
+        assert g.vs_short.estimate == pytest.approx(0.3) and g.vs_short.excludes_zero
+        assert too_small[0].too_small and min(too_small[0].effective, too_small[0].short) < TOO_FEW
+    # Every day and every group summed: 32 effective calls, 14 converted; 31 short, 4 converted (231 twice).
+    total = lift.total
+    assert (total.effective, total.effective_converted, total.short, total.short_converted) == (32, 14, 31, 4)
+    # Nobody was called before the 4th: all 60 customers are not called; 15 of them log in that day.
+    assert (total.not_called, total.not_called_converted) == (60, 15)
+    html = render_report(figures(database_url), "mart")
+    assert "Does the call move clients?" in html and "too small to tell" in html
+    assert all(escape(caveat) in html for caveat in CAVEATS)

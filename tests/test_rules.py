@@ -1,11 +1,13 @@
 """Each business rule is declared once, and its executors agree on generated calls and logins, on both engines: the
-first login after a call (in the client, set-based, correlated, refreshed) and the conversion aggregates."""
+first login after a call (in the client, set-based, correlated, refreshed), the conversion aggregates, and the lift's
+baselines."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import datetime, time, timedelta
+from datetime import date, datetime, time, timedelta
 from typing import NamedTuple, TypeVar
 
 import pyarrow as pa
@@ -15,10 +17,11 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from callmart import engines
-from callmart.aggregates import AGENT, CAMPAIGN, COMPUTED_AT, LOGIN_CHANNEL, TOTAL_SECONDS
+from callmart.aggregates import AGENT, CAMPAIGN, COMPUTED_AT, LOGIN_CHANNEL, TOTAL_SECONDS, Settings
 from callmart.analytics import aggregates_of, rebuild_aggregates
 from callmart.declare import BEGINNING, DEFAULT_MEMBER_ID
 from callmart.dimension import CHANGED, NEW
+from callmart.lift_analytics import lift_groups
 from callmart.mart import CALLS, MART
 from callmart.metric import SECONDS_TO_EVENT, FirstEventsInClient, first_event_key, first_events, refresh_after_events
 from callmart.schema import Schema
@@ -408,7 +411,7 @@ def test_aggregates_summed_as_rows_stream_are_the_databases(
         bounds = [0, *sorted(min(c, rows.num_rows) for c in cuts), rows.num_rows]
         for lower, upper in zip(bounds, bounds[1:], strict=False):
             streamed.watch(rows.slice(lower, upper - lower), {METRIC.column: firsts.slice(lower, upper - lower)})
-        assert streamed.write(conn, start, end) == [start.date(), start.date() + timedelta(days=1)]
+        assert streamed.write(conn, start, end).aggregates == [start.date(), start.date() + timedelta(days=1)]
         summed = mart.aggregates(conn)
 
         for table in aggregates_of(mart.schema):
@@ -423,3 +426,68 @@ def test_aggregates_summed_as_rows_stream_are_the_databases(
     assert sum(row["llamadas"] for row in daily) == len(calls)
     assert sum(row["conversiones"] for row in daily) == converted
     assert sum(row["conversiones"] for row in by_channel) == converted
+
+
+def expected_lift(
+    calls: Sequence[Call], logins: Mapping[int, tuple[int, datetime]], window: timedelta
+) -> dict[date, tuple[int, ...]]:
+    """The lift's counts per day with calls, written plainly: effective calls and their conversions, short calls and
+    theirs, and the customers with no call in the window before the day's midnight and those of them who log in
+    within the window after it."""
+
+    def logs_in(customer: int, start: datetime) -> bool:
+        return any(who == customer and start <= at < start + window for who, at in logins.values())
+
+    found = {}
+    for day in sorted({c.at.date() for c in calls}):
+        mine = [c for c in calls if c.at.date() == day and c.customer != DEFAULT_MEMBER_ID and c.talk is not None]
+        effective = [c for c in mine if c.talk is not None and c.talk >= 30]
+        short = [c for c in mine if c.talk is not None and 0 < c.talk < 30]
+        midnight = datetime.combine(day, time())
+        called = {c.customer for c in calls if midnight - window <= c.at < midnight}
+        not_called = [who for who in CUSTOMERS if who not in called]
+        found[day] = (
+            len(effective),
+            sum(logs_in(c.customer, c.at) for c in effective),
+            len(short),
+            sum(logs_in(c.customer, c.at) for c in short),
+            len(not_called),
+            sum(logs_in(who, midnight) for who in not_called),
+        )
+    return found
+
+
+@FAST
+@pytest.mark.parametrize("mart", ["as declared", "with customer history"], indirect=True)
+@given(
+    case=calls_and_logins(aggregated_call, 30),
+    window=st.sampled_from([timedelta(hours=24), timedelta(hours=36), WINDOW, timedelta(hours=49, minutes=10)]),
+)
+def test_the_lift_counts_follow_the_rule(
+    mart: MartOnEngine, case: tuple[list[Call], list[Login]], window: timedelta
+) -> None:
+    """The lift's counts by the database, per day, for windows of whole and partial days: a call counts among the
+    called of the days whose midnight falls within the window after it, a login in the days whose window it falls in;
+    customers by business id (with history, a call and a login may meet different versions of one)."""
+    calls, logins = case
+    start, end = START, START + timedelta(days=2)
+    metric = dataclasses.replace(METRIC, window=window)
+    with mart.example() as conn:
+        mart.logins(conn, logins_after(logins))
+        rows = mart.rows(calls)
+        rows = rows.set_column(
+            rows.schema.get_field_index(METRIC.column),
+            METRIC.column,
+            FirstEventsInClient(conn, mart.schema, metric, start, end).keys(rows),
+        )
+        mart.load(conn, rows, start, end)
+        groups = lift_groups(conn, mart.schema, Settings(30, window), start.date(), end.date()).to_pylist()
+    counted: dict[date, list[int]] = {}
+    for group in groups:
+        day = counted.setdefault(group["dia"], [0] * 6)
+        for i, name in enumerate(("llamadas_efectivas", "conversiones_efectivas", "llamadas_cortas")):
+            day[i] += group[name]
+        day[3] += group["conversiones_cortas"]
+        day[4:] = [group["clientes_sin_llamada"], group["conversiones_sin_llamada"]]
+        assert group["clientes"] == len(CUSTOMERS)
+    assert {d: tuple(v) for d, v in counted.items()} == expected_lift(calls, logins_after(logins), window)

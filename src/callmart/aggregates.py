@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, time, timedelta
 from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 
-from .declare import Fact, FirstEventWithin, Mart, Reference
+from .declare import UNKNOWN, Fact, FirstEventWithin, Mart, Reference
 
 __all__ = [
     "AGGREGATES",
@@ -22,6 +22,7 @@ __all__ = [
     "CONVERSION",
     "COUNT",
     "EFFECTIVE",
+    "GRAIN",
     "LOGIN_CHANNEL",
     "POSITIVE",
     "ROWS",
@@ -31,14 +32,20 @@ __all__ = [
     "WINDOW",
     "Aggregate",
     "Calls",
+    "Grain",
+    "Measure",
     "Part",
     "Settings",
     "agent_reference",
+    "aggregate_table",
     "aggregate_tables",
     "channel_reference",
     "conversion_fact",
     "conversion_metric",
     "aggregate_rows",
+    "day_ranges",
+    "grain_values",
+    "midnight",
     "settings_of",
 ]
 
@@ -96,6 +103,32 @@ def settings_of(mart: Mart) -> Settings:
     """The threshold and window declared by the mart's conversion metric."""
     metric = conversion_metric(mart)
     return Settings(threshold=metric.threshold, window=metric.window)
+
+
+def midnight(day: date) -> datetime:
+    """The day's first moment."""
+    return datetime.combine(day, time())
+
+
+def day_ranges(days: Iterable[date]) -> list[tuple[date, date]]:
+    """Consecutive days as half-open ranges [first, day after last)."""
+    ranges: list[tuple[date, date]] = []
+    for day in sorted(set(days)):
+        if ranges and ranges[-1][1] == day:
+            ranges[-1] = (ranges[-1][0], day + timedelta(days=1))
+        else:
+            ranges.append((day, day + timedelta(days=1)))
+    return ranges
+
+
+def grain_values(fact: sa.FromClause, time_column: str) -> dict[str, sa.ColumnElement[Any]]:
+    """The SQL values a call of the fact table is grouped by, by grain column: its day, its campaign ('unknown' when
+    none) and its agent."""
+    return {
+        "dia": sa.cast(fact.c[time_column], sa.Date),
+        CAMPAIGN: sa.func.coalesce(fact.c[CAMPAIGN], UNKNOWN),
+        AGENT: fact.c[AGENT],
+    }
 
 
 class Calls(NamedTuple):
@@ -267,7 +300,8 @@ AGGREGATES = (
 )
 
 
-def _table(metadata: sa.MetaData, aggregate: Aggregate) -> sa.Table:
+def aggregate_table(metadata: sa.MetaData, aggregate: Aggregate) -> sa.Table:
+    """The aggregate's table: its grain and the settings as primary key, its measures, when each row was computed."""
     keys = [sa.Column(g.name, g.type(), nullable=False, comment=g.doc) for g in aggregate.grain]
     parameters = [
         sa.Column(THRESHOLD, sa.Integer, nullable=False, comment="talk-time threshold of the metric, seconds"),
@@ -288,7 +322,7 @@ def _table(metadata: sa.MetaData, aggregate: Aggregate) -> sa.Table:
 
 def aggregate_tables(metadata: sa.MetaData) -> list[sa.Table]:
     """The aggregate tables, declared on metadata (the mart's schema adds them to its own)."""
-    return [_table(metadata, aggregate) for aggregate in AGGREGATES]
+    return [aggregate_table(metadata, aggregate) for aggregate in AGGREGATES]
 
 
 def aggregate_rows(

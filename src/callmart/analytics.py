@@ -1,11 +1,12 @@
-"""The conversion aggregates (declared in aggregates.py), summed by the database for the days a run touched."""
+"""The conversion aggregates (declared in aggregates.py) and the lift (lift.py), computed by the database for the days
+a run touched."""
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any, NamedTuple
 
 import sqlalchemy as sa
@@ -33,10 +34,14 @@ from .aggregates import (
     aggregate_tables,
     conversion_fact,
     conversion_metric,
+    day_ranges,
+    grain_values,
+    midnight,
     settings_of,
 )
-from .declare import UNKNOWN, Dimension
+from .declare import Dimension
 from .dimension import CHANGED, NEW, NEW_VERSION
+from .lift_analytics import affected_days, lift_of_days, lift_rebased, lift_tables_of
 from .schema import Schema
 
 __all__ = [
@@ -44,13 +49,16 @@ __all__ = [
     "Touched",
     "aggregates_of",
     "has_aggregates",
+    "has_lift",
     "create_aggregate_tables",
     "day_ranges",
     "landed_events",
     "midnight",
     "rebuild_aggregates",
+    "rebase_lift",
     "refresh_aggregates",
     "write_days",
+    "write_lift",
 ]
 
 
@@ -70,24 +78,30 @@ def aggregates_of(schema: Schema) -> Aggregates:
 
 
 def create_aggregate_tables(conn: sa.Connection, schema: Schema) -> None:
-    """Create the aggregate tables if missing (`callmart init` does it once the schema lists them)."""
-    for table in aggregates_of(schema):
+    """Create the aggregate and lift tables if missing (`callmart init` does it once the schema lists them)."""
+    for table in [*aggregates_of(schema), *lift_tables_of(schema)]:
         table.create(conn, checkfirst=True)
 
 
 @dataclass
 class Touched:
-    """What a run changed: the periods it loaded, and the time spans of the events (logins) that landed; and the
-    days whose aggregates a period's load already wrote."""
+    """What a run changed: the periods it loaded, in order, and the time spans of the events (logins) that landed;
+    and the days whose aggregates and lift a period's load already wrote."""
 
     periods: list[tuple[datetime, datetime]] = field(default_factory=list)
     events: list[tuple[datetime, datetime]] = field(default_factory=list)
     settled: set[date] = field(default_factory=set)
+    lift_settled: dict[date, int] = field(default_factory=dict)
+    """The days whose lift a period's load wrote, each with the place of that period in `periods`."""
 
-    def add_period(self, start: datetime, end: datetime, settled: Iterable[date] = ()) -> None:
-        """A loaded period [start, end), and the days of it whose aggregates its load wrote."""
+    def add_period(
+        self, start: datetime, end: datetime, settled: Iterable[date] = (), lift_settled: Iterable[date] = ()
+    ) -> None:
+        """A loaded period [start, end), the days of it whose aggregates its load wrote, and the days whose lift it
+        wrote."""
         self.periods.append((start, end))
         self.settled.update(settled)
+        self.lift_settled.update(dict.fromkeys(lift_settled, len(self.periods) - 1))
 
     def add_events(self, span: tuple[datetime, datetime] | None) -> None:
         """The first and last time of the events that landed in a dimension load, if any."""
@@ -109,22 +123,25 @@ class Touched:
         # period of the run loaded calls of the same day.
         return sorted(d for d in days if not (d in self.settled and loads[d] == 1))
 
+    def lift_days(self, window: timedelta) -> list[date]:
+        """The days whose lift may have changed and is not settled yet: the days the periods' calls count in, and
+        the days whose calls or customers not called could meet the events."""
+        last_load: dict[date, int] = {}
+        for place, (start, end) in enumerate(self.periods):
+            last_load.update(dict.fromkeys(affected_days(start, end, window), place))
+        days = set(last_load)
+        for first, last in self.events:
+            # A day's customers not called meet a login in [midnight, midnight + window): the same days as calls.
+            days.update(_days((first - window).date(), last))
+        # A load writes the lift of the days its calls count in as the mart then stands, after the run's events
+        # landed: those days stay settled unless a later period of the run loaded calls that count in them too.
+        return sorted(d for d in days if self.lift_settled.get(d, -1) < last_load.get(d, 0))
+
 
 def _days(first: date, last: datetime | date) -> list[date]:
     """Every day from first to the day of last, both included."""
     end = last.date() if isinstance(last, datetime) else last
     return [first + timedelta(days=n) for n in range((end - first).days + 1)]
-
-
-def day_ranges(days: Iterable[date]) -> list[tuple[date, date]]:
-    """Consecutive days as half-open ranges [first, day after last)."""
-    ranges: list[tuple[date, date]] = []
-    for day in sorted(set(days)):
-        if ranges and ranges[-1][1] == day:
-            ranges[-1] = (ranges[-1][0], day + timedelta(days=1))
-        else:
-            ranges.append((day, day + timedelta(days=1)))
-    return ranges
 
 
 def landed_events(conn: sa.Connection, schema: Schema, dimension: Dimension) -> tuple[datetime, datetime] | None:
@@ -146,11 +163,12 @@ def _calls(schema: Schema, settings: Settings, start: date, end: date) -> Calls:
     fact, logins = schema[conversion_fact(schema.mart).name], schema[metric.events]
     login_key = schema.mart.dimension(metric.events).key
     call_time, login_time = fact.c[metric.fact_time], logins.c[metric.event_time]
+    grain = grain_values(fact, metric.fact_time)
     rows = (
         sa.select(
-            sa.cast(call_time, sa.Date).label("day"),
-            sa.func.coalesce(fact.c[CAMPAIGN], UNKNOWN).label("campaign"),
-            fact.c[AGENT].label("agent"),
+            grain["dia"].label("day"),
+            grain[CAMPAIGN].label("campaign"),
+            grain[AGENT].label("agent"),
             logins.c[LOGIN_CHANNEL].label("channel"),
             fact.c[metric.threshold_column].label("talk"),
             fact.c[TOTAL_SECONDS].label("total"),
@@ -171,11 +189,6 @@ def _calls(schema: Schema, settings: Settings, start: date, end: date) -> Calls:
     c = rows.c
     threshold = sa.literal(settings.threshold, sa.Integer)
     return Calls(c.day, c.campaign, c.agent, c.channel, c.talk, c.total, c.login, c.to_login, threshold)
-
-
-def midnight(day: date) -> datetime:
-    """The day's first moment."""
-    return datetime.combine(day, time())
 
 
 def _count_if(condition: sa.ColumnElement[bool]) -> sa.ColumnElement[Any]:
@@ -234,6 +247,26 @@ def _replace(conn: sa.Connection, schema: Schema, settings: Settings, start: dat
     return written
 
 
+def write_lift(conn: sa.Connection, schema: Schema, settings: Settings, start: date, end: date, at: datetime) -> None:
+    """Recompute the lift of the days [start, end) for these settings: delete their rows, insert those of the days
+    that have calls."""
+    for table, rows in lift_of_days(conn, schema, settings, start, end, at):
+        write_days(conn, table, settings, start, end, rows)
+
+
+def rebase_lift(conn: sa.Connection, schema: Schema, settings: Settings, at: datetime) -> None:
+    """Bring the lift of days computed when the mart held another number of customers to the present number (new
+    customers are customers not called on those days)."""
+    for table, start, end, rows in lift_rebased(conn, schema, settings, at):
+        write_days(conn, table, settings, start, end, rows)
+
+
+def has_lift(conn: sa.Connection, schema: Schema, settings: Settings) -> bool:
+    """Whether any lift row exists for these settings."""
+    daily = lift_tables_of(schema)[0]
+    return conn.execute(sa.select(daily.c.dia).where(*_of_settings(daily, settings)).limit(1)).first() is not None
+
+
 def has_aggregates(conn: sa.Connection, schema: Schema, settings: Settings) -> bool:
     """Whether any aggregate row exists for these settings."""
     daily = aggregates_of(schema).daily
@@ -255,7 +288,8 @@ def refresh_aggregates(
     settings: Settings | None = None,
     computed_at: datetime | None = None,
 ) -> int:
-    """Recompute the aggregates of the days a run touched, for the declared settings; return daily rows written."""
+    """Recompute the aggregates and the lift of the days a run touched, for the declared settings; return daily
+    aggregate rows written."""
     # With no row yet for these settings (a new mart, one upgraded to aggregates, changed parameters) every day of
     # the fact table is computed instead. Like a load, it waits for the mart's other writers (PostgreSQL).
     settings = settings or settings_of(schema.mart)
@@ -263,9 +297,19 @@ def refresh_aggregates(
     if not has_aggregates(conn, schema, settings):
         return rebuild_aggregates(conn, schema, settings, computed_at=computed_at)
     at = computed_at or datetime.now().replace(microsecond=0)
-    return sum(
+    written = sum(
         _replace(conn, schema, settings, start, end, at) for start, end in day_ranges(touched.days(settings.window))
     )
+    span = _fact_days(conn, schema)
+    if not has_lift(conn, schema, settings) and span is not None:
+        # A mart that had aggregates before it had the lift tables.
+        write_lift(conn, schema, settings, span[0], span[1] + timedelta(days=1), at)
+    else:
+        for start, end in day_ranges(touched.lift_days(settings.window)):
+            write_lift(conn, schema, settings, start, end, at)
+    # The customers the run added count among the customers not called of every day.
+    rebase_lift(conn, schema, settings, at)
+    return written
 
 
 def rebuild_aggregates(
@@ -276,7 +320,8 @@ def rebuild_aggregates(
     last: date | None = None,
     computed_at: datetime | None = None,
 ) -> int:
-    """Recompute every day in [first, last] (by default every day of the fact table); return daily rows written."""
+    """Recompute the aggregates and the lift of every day in [first, last] (by default every day of the fact
+    table); return daily aggregate rows written."""
     settings = settings or settings_of(schema.mart)
     locking.take_write_turn(conn)
     span = _fact_days(conn, schema)
@@ -284,4 +329,6 @@ def rebuild_aggregates(
     if start is None or end is None:
         return 0
     at = computed_at or datetime.now().replace(microsecond=0)
+    write_lift(conn, schema, settings, start, end + timedelta(days=1), at)
+    rebase_lift(conn, schema, settings, at)
     return _replace(conn, schema, settings, start, end + timedelta(days=1), at)

@@ -477,7 +477,7 @@ class Callmart:
                 control.mark(
                     conn, self.schema, period, Status.DONE, rows_loaded=result.inserted, finished_at=datetime.now()
                 )
-                summary.touched.add_period(period.start, period.end, settled)
+                summary.touched.add_period(period.start, period.end, settled.aggregates, settled.lift)
         except PeriodNotCovered as uncovered:
             result = self._wait(period, summary, step, str(uncovered), began)
         except Exception as error:  # noqa: BLE001 - any failure fails the period, and the run goes on

@@ -18,7 +18,16 @@ from .dimension import CHANGED, NEW, NEW_VERSION
 from .keys import KeyLookup
 from .schema import Schema
 
-__all__ = ["SECONDS_TO_EVENT", "FirstEventsInClient", "first_event_key", "first_events", "refresh_after_events"]
+__all__ = [
+    "SECONDS_TO_EVENT",
+    "FirstEventsInClient",
+    "entities",
+    "entity_events",
+    "fact_entities",
+    "first_event_key",
+    "first_events",
+    "refresh_after_events",
+]
 
 SECONDS_TO_EVENT = "seconds_to_event"
 """Column of FirstEventsInClient.firsts: whole seconds from the fact's time to its first event."""
@@ -31,7 +40,7 @@ def _entity_dimension(schema: Schema, metric: FirstEventWithin) -> Dimension:
     return schema.mart.dimension(reference.dimension)
 
 
-def _events(schema: Schema, metric: FirstEventWithin, carry: Sequence[str] = ()) -> sa.FromClause:
+def entity_events(schema: Schema, metric: FirstEventWithin, carry: Sequence[str] = ()) -> sa.FromClause:
     """The events with an `entity` column that is the same for every version of a member: the surrogate key when
     the entity dimension keeps no history, else its business id (a customer's calls and logins may point at
     different versions of the customer). `carry`: more of the events' columns."""
@@ -51,7 +60,7 @@ def _events(schema: Schema, metric: FirstEventWithin, carry: Sequence[str] = ())
 
 
 def _fact_entity(schema: Schema, metric: FirstEventWithin, facts: sa.FromClause) -> sa.ColumnElement[Any]:
-    """The fact row's entity, comparable with `_events(...).c.entity`."""
+    """The fact row's entity, comparable with `entity_events(...).c.entity`."""
     entity_dim = _entity_dimension(schema, metric)
     key = facts.c[metric.fact_entity]
     if not entity_dim.keeps_history:
@@ -64,9 +73,35 @@ def _fact_entity(schema: Schema, metric: FirstEventWithin, facts: sa.FromClause)
     )
 
 
+def fact_entities(
+    schema: Schema, metric: FirstEventWithin, facts: sa.FromClause
+) -> tuple[sa.FromClause, sa.ColumnElement[Any]]:
+    """The fact rows joined to what gives each its entity, comparable with `entity_events(...).c.entity`, and that
+    entity: joined, not looked up row by row (the entity's business id when its dimension keeps history)."""
+    entity_dim = _entity_dimension(schema, metric)
+    if not entity_dim.keeps_history:
+        return facts, facts.c[metric.fact_entity]
+    members = schema[entity_dim.name].alias("fact_entity")
+    return (
+        facts.join(members, members.c[entity_dim.key] == facts.c[metric.fact_entity]),
+        members.c[entity_dim.business_key],
+    )
+
+
+def entities(schema: Schema, metric: FirstEventWithin) -> sa.Subquery:
+    """Every member of the entity dimension but the default member, once (one row per business id when the
+    dimension keeps history), as an `entity` column comparable with `entity_events(...).c.entity`."""
+    entity_dim = _entity_dimension(schema, metric)
+    dim = schema[entity_dim.name]
+    members = dim.c[entity_dim.key] != DEFAULT_MEMBER_ID
+    if not entity_dim.keeps_history:
+        return sa.select(dim.c[entity_dim.key].label("entity")).where(members).subquery("entities")
+    return sa.select(dim.c[entity_dim.business_key].label("entity")).where(members).distinct().subquery("entities")
+
+
 def first_event_key(schema: Schema, metric: FirstEventWithin, facts: sa.FromClause) -> sa.ColumnElement[object]:
     """The key of the first event of the fact row's entity at or after its time and within the window."""
-    events = _events(schema, metric)
+    events = entity_events(schema, metric)
     declared = schema.mart.dimension(metric.events)
     time = facts.c[metric.fact_time]
     event_time = events.c[metric.event_time]
@@ -95,21 +130,14 @@ def first_events(
 
     Set-based: one hash join of the facts with the events of the period's window, then the first per fact row.
     For a whole period this is far cheaper than looking each row's first event up on its own."""
-    events = _events(schema, metric)
+    events = entity_events(schema, metric)
     declared = schema.mart.dimension(metric.events)
     time, entity = facts.c[metric.fact_time], facts.c[metric.fact_entity]
     event_time = events.c[metric.event_time]
     place = sa.func.row_number().over(
         partition_by=facts.c[fact_key], order_by=(event_time, events.c[declared.business_key])
     )
-    # Joined, not looked up row by row: the entity's business id when its dimension keeps history.
-    source: sa.FromClause = facts
-    fact_entity: sa.ColumnElement[Any] = facts.c[metric.fact_entity]
-    entity_dim = _entity_dimension(schema, metric)
-    if entity_dim.keeps_history:
-        members = schema[entity_dim.name].alias("fact_entity")
-        source = facts.join(members, members.c[entity_dim.key] == facts.c[metric.fact_entity])
-        fact_entity = members.c[entity_dim.business_key]
+    source, fact_entity = fact_entities(schema, metric, facts)
     matches = (
         sa.select(facts.c[fact_key].label("fact_key"), events.c[declared.key].label("event_key"), place.label("place"))
         .select_from(
@@ -186,7 +214,7 @@ class FirstEventsInClient:
         self.metric = metric
         self.start = start
         declared = schema.mart.dimension(metric.events)
-        events = _events(schema, metric, carry)
+        events = entity_events(schema, metric, carry)
         event_time = events.c[metric.event_time]
         entity_dim = _entity_dimension(schema, metric)
         entity_type = pa.int32() if not entity_dim.keeps_history else _business_type(entity_dim)

@@ -1,7 +1,9 @@
-"""The conversion report's data: aggregates of a period by day, campaign, agent and channel, and data quality."""
+"""The conversion report's data: aggregates of a period by day, campaign, agent and channel, the lift over two
+baselines, and data quality."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -22,10 +24,23 @@ from .aggregates import (
 )
 from .analytics import aggregates_of
 from .declare import UNKNOWN, Dimension, Fact
+from .lift import BASELINES, COUNTS, EFFECTIVE_CALLS, TOO_FEW, lift_values
+from .lift_analytics import lift_tables_of
 from .schema import REJECTS, RUN_STEPS, RUNS, Schema
 from .status import Status
 
-__all__ = ["Balance", "ChannelGroup", "Group", "RejectCount", "ReportData", "RunLine", "report_data"]
+__all__ = [
+    "Balance",
+    "ChannelGroup",
+    "Group",
+    "Lift",
+    "LiftData",
+    "LiftGroup",
+    "RejectCount",
+    "ReportData",
+    "RunLine",
+    "report_data",
+]
 
 SUMS = (
     "llamadas",
@@ -88,6 +103,72 @@ class ChannelGroup:
 
 
 @dataclass(frozen=True)
+class Lift:
+    """The conversion rate of effective calls minus a baseline's, and the interval of that difference (None: a side
+    with nobody in it)."""
+
+    estimate: float | None
+    low: float | None
+    high: float | None
+
+    @property
+    def excludes_zero(self) -> bool:
+        """Whether the interval lies wholly on one side of 0."""
+        return self.low is not None and self.high is not None and (self.low > 0 or self.high < 0)
+
+
+@dataclass(frozen=True)
+class LiftGroup:
+    """The counts behind the lift of a group of calls (a day, a campaign, an agent, every day), and what follows from
+    them: rates, and each baseline's lift with its interval, computed by the lift tables' own function."""
+
+    label: str
+    effective: int
+    effective_converted: int
+    short: int
+    short_converted: int
+    not_called: int
+    not_called_converted: int
+    rate: float | None
+    short_rate: float | None
+    not_called_rate: float | None
+    vs_short: Lift
+    vs_not_called: Lift
+
+    @classmethod
+    def of(cls, label: str, counts: Mapping[Any, Any]) -> LiftGroup:
+        """The group of these counts (named as the lift tables' columns)."""
+        row = lift_values([counts])[0]
+        lifts = [Lift(row[b.lift], row[b.low], row[b.high]) for b in BASELINES]
+        rates = [row[s.rate] for s in (EFFECTIVE_CALLS, *(b.share for b in BASELINES))]
+        return cls(label, *(row[name] for name in COUNTS), *rates, *lifts)
+
+    @property
+    def too_small(self) -> bool:
+        """Fewer than TOO_FEW effective calls or short calls: too small to tell its lift over short calls."""
+        return min(self.effective, self.short) < TOO_FEW
+
+
+@dataclass(frozen=True)
+class LiftData:
+    """The lift over the report's days: in all, per day (days without calls have no counts), and per campaign and
+    agent, their counts summed over the days; those too small to tell apart from the ranked ones."""
+
+    total: LiftGroup
+    days: tuple[tuple[date, LiftGroup], ...]
+    campaigns: tuple[LiftGroup, ...]
+    agents: tuple[LiftGroup, ...]
+
+    @staticmethod
+    def ranked(groups: Sequence[LiftGroup]) -> tuple[list[LiftGroup], list[LiftGroup]]:
+        """The groups large enough to tell, by lift over short calls (highest first), and the others by calls."""
+        ranked = [g for g in groups if not g.too_small and g.vs_short.estimate is not None]
+        ranked.sort(key=lambda g: (-(g.vs_short.estimate or 0.0), -g.effective, g.label))
+        small = sorted((g for g in groups if g not in ranked), key=lambda g: (-g.effective, -g.short, g.label))
+        return ranked, small
+
+
+@dataclass(frozen=True)
 class RejectCount:
     """Source rows rejected (errors) or loaded with a doubt (warnings), for one table and reason."""
 
@@ -137,6 +218,7 @@ class ReportData:
     campaigns: tuple[Group, ...]
     agents: tuple[Group, ...]
     channels: tuple[ChannelGroup, ...]
+    lift: LiftData
     rejects: tuple[RejectCount, ...]
     balance: tuple[Balance, ...]
     runs: tuple[RunLine, ...]
@@ -182,6 +264,7 @@ def report_data(
         campaigns=_by_campaign(conn, daily, where),
         agents=_by_agent(conn, schema, daily, where),
         channels=_by_channel(conn, schema, settings, first, last),
+        lift=_lift(conn, schema, settings, first, last),
         rejects=_rejects(conn, schema, first, last),
         balance=_balance(conn, schema, first, last),
         runs=_runs(conn, schema),
@@ -269,6 +352,50 @@ def _by_channel(
         for r in rows
     ]
     return tuple(sorted(found, key=lambda c: (-c.conversions, c.label)))
+
+
+def _count_sums(table: sa.Table) -> list[sa.Label[Any]]:
+    return [sa.func.sum(table.c[name]).label(name) for name in COUNTS]
+
+
+def _lift(conn: sa.Connection, schema: Schema, settings: Settings, first: date, last: date) -> LiftData:
+    """The lift tables' counts over the days, summed per day, campaign and agent; rates and intervals from the sums."""
+    daily, by_campaign, by_agent = lift_tables_of(schema)
+    if not sa.inspect(conn).has_table(daily.name, schema=daily.schema):
+        raise MartNotReady(f"the mart has no {daily.name} table yet; run `callmart init` to add it")
+
+    def where(table: sa.Table) -> list[Any]:
+        return [
+            table.c[THRESHOLD] == settings.threshold,
+            table.c[WINDOW] == settings.window_seconds,
+            table.c.dia >= first,
+            table.c.dia <= last,
+        ]
+
+    total = conn.execute(sa.select(*_count_sums(daily)).where(*where(daily))).mappings().one()
+    per_day = sa.select(daily.c.dia, *_count_sums(daily)).where(*where(daily)).group_by(daily.c.dia)
+    found = {row["dia"]: row for row in conn.execute(per_day).mappings().all()}
+    days = [first + timedelta(days=n) for n in range((last - first).days + 1)]
+    campaign = by_campaign.c[CAMPAIGN]
+    per_campaign = sa.select(campaign, *_count_sums(by_campaign)).where(*where(by_campaign)).group_by(campaign)
+    # Read before the next statement: DuckDB's connection runs one at a time.
+    campaigns = [LiftGroup.of(row[CAMPAIGN], row) for row in conn.execute(per_campaign).mappings().all()]
+    agent = agent_reference(schema.mart)
+    dimension = schema.mart.dimension(agent.dimension)
+    agents = schema[dimension.name]
+    login = agents.c[agent.by]
+    by_login = conn.execute(
+        sa.select(login.label("login"), sa.func.max(_label(agents, dimension)).label("name"), *_count_sums(by_agent))
+        .select_from(by_agent.join(agents, agents.c[dimension.key] == by_agent.c[AGENT]))
+        .where(*where(by_agent))
+        .group_by(login)
+    ).mappings()
+    return LiftData(
+        total=LiftGroup.of("all calls", total),
+        days=tuple((day, LiftGroup.of(f"{day:%Y-%m-%d}", found.get(day, {}))) for day in days),
+        campaigns=tuple(campaigns),
+        agents=tuple(LiftGroup.of(_agent_label(row), row) for row in by_login),
+    )
 
 
 def _latest_steps(schema: Schema, first: date, last: date) -> sa.Subquery:

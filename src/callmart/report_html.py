@@ -10,7 +10,8 @@ from string import Template
 
 from ._version import __version__
 from .charts import PALETTE, Series, hbar_chart, line_chart, stacked_bar_chart
-from .report import Balance, Group, ReportData, RunLine
+from .lift import TOO_FEW
+from .report import Balance, Group, Lift, LiftData, LiftGroup, ReportData, RunLine
 
 __all__ = ["CHARTS", "render_report"]
 
@@ -20,6 +21,9 @@ CHARTS = (
     "time-by-day",
     "conversion-by-campaign",
     "conversion-by-agent",
+    "lift-by-day",
+    "lift-by-campaign",
+    "lift-by-agent",
     "conversions-by-channel",
     "rejects-by-reason",
 )
@@ -28,6 +32,22 @@ TOP_AGENTS = 20
 TOP_CAMPAIGNS = 20
 MIN_EFFECTIVE = 10
 """Effective contacts a campaign or agent needs to be ranked by conversion rate."""
+NOTHING_TO_COMPARE = "No calls to compare for this period"
+CAVEATS = (
+    "This is an observational comparison, not an experiment: nobody was called or left uncalled at random, so a lift "
+    "is a difference between groups, not the effect of a call.",
+    "Selection: who gets called (campaigns choose their customers) and who picks up is not random; the effective "
+    "calls are the customers who answered and talked.",
+    "Customers reached but short differ from those who talk: a short call may be short because the customer was not "
+    "interested, or busy, and that difference counts as lift.",
+    "The customers not called are another population: chosen by no campaign, not in touch lately. Their window "
+    "starts at midnight, a call's at the call, and a customer called later that day still counts among them.",
+    "Logins that would have happened anyway count in every rate: a lift says how much more often an effective call "
+    "is followed by a login, not how many logins calls caused.",
+    "Many days, campaigns and agents are compared at once: even where calls change nothing, about 1 interval in 20 "
+    "excludes 0 by chance alone.",
+)
+"""What the lift does not remove, stated with the section."""
 
 
 def _percent(value: float | None) -> str:
@@ -37,6 +57,17 @@ def _percent(value: float | None) -> str:
 def _points(value: float) -> str:
     """A percentage given in points, as every rate of the report is written: one decimal and a space."""
     return f"{value:.1f} %"
+
+
+def _pp(value: float) -> str:
+    """A difference of rates, in percentage points, signed."""
+    return "0.0 pp" if round(value, 1) == 0 else f"{value:+.1f} pp"
+
+
+def _lift(lift: Lift) -> str:
+    if lift.estimate is None or lift.low is None or lift.high is None:
+        return "–"
+    return f"{_pp(lift.estimate * 100)} ({_pp(lift.low * 100)} to {_pp(lift.high * 100)})"
 
 
 def _count(value: float) -> str:
@@ -171,6 +202,136 @@ def _ranked(chart_id: str, title: str, groups: Sequence[Group], limit: int, noun
     return _figure(title, chart) + note + table
 
 
+def _in_points(values: Sequence[float | None]) -> list[float | None]:
+    return [None if v is None else v * 100 for v in values]
+
+
+def _lift_by_day(lift: LiftData) -> str:
+    labels = [f"{d:%d %b}" for d, _ in lift.days]
+    groups = [g for _, g in lift.days]
+    series = [
+        Series(
+            f"vs {name}",
+            _in_points([getattr(g, attr).estimate for g in groups]),
+            color,
+            low=_in_points([getattr(g, attr).low for g in groups]),
+            high=_in_points([getattr(g, attr).high for g in groups]),
+        )
+        for name, attr, color in (
+            ("calls reached but short", "vs_short", PALETTE["blue"]),
+            ("customers not called", "vs_not_called", PALETTE["amber"]),
+        )
+    ]
+    chart = line_chart("lift-by-day", "Lift by day", labels, series, "percentage points", _pp, empty=NOTHING_TO_COMPARE)
+    return _figure("Lift by day: effective calls' conversion rate minus each baseline's, with its interval", chart)
+
+
+def _lift_table(total: LiftGroup, threshold: int) -> str:
+    rows = [
+        [
+            f"effective calls (talk ≥ {threshold} s) to customers",
+            _count(total.effective),
+            _count(total.effective_converted),
+            _percent(total.rate),
+            "",
+        ],
+        [
+            f"calls reached but short (talk 1–{threshold - 1} s)",
+            _count(total.short),
+            _count(total.short_converted),
+            _percent(total.short_rate),
+            escape(_lift(total.vs_short)),
+        ],
+        [
+            "customers not called (customer-days)",
+            _count(total.not_called),
+            _count(total.not_called_converted),
+            _percent(total.not_called_rate),
+            escape(_lift(total.vs_not_called)),
+        ],
+    ]
+    return _table(
+        ["who", "counted", "logged in within the window", "rate", "lift of effective calls over them (interval)"],
+        rows,
+        [False, True, True, True, True],
+    )
+
+
+def _lift_ranked(chart_id: str, title: str, groups: Sequence[LiftGroup], limit: int, noun: str) -> str:
+    """Groups large enough to tell, ranked by lift over their own short calls, with intervals; the others flagged."""
+    ranked, small = LiftData.ranked(groups)
+    shown = ranked[:limit]
+
+    def color(g: LiftGroup) -> str:
+        if not g.vs_short.excludes_zero:
+            return PALETTE["grey"]
+        return PALETTE["green"] if (g.vs_short.estimate or 0) > 0 else PALETTE["red"]
+
+    chart = hbar_chart(
+        chart_id,
+        title,
+        [g.label for g in shown],
+        [(g.vs_short.estimate or 0) * 100 for g in shown],
+        [f"{g.effective_converted:,}/{g.effective:,} vs {g.short_converted:,}/{g.short:,}" for g in shown],
+        "percentage points: effective calls' conversion rate minus that of the group's short calls",
+        fmt=_pp,
+        colors=[color(g) for g in shown],
+        empty=NOTHING_TO_COMPARE if not groups else f"No {noun} has {TOO_FEW} effective and {TOO_FEW} short calls",
+        intervals=[((g.vs_short.low or 0) * 100, (g.vs_short.high or 0) * 100) for g in shown],
+    )
+    rows = [
+        [
+            escape(g.label),
+            _count(g.effective),
+            _percent(g.rate),
+            _count(g.short),
+            _percent(g.short_rate),
+            escape(_lift(g.vs_short)),
+            '<span class="note">too small to tell</span>' if g.too_small else "",
+        ]
+        for g in [*shown, *small[:limit]]
+    ]
+    table = _table(
+        [noun, "effective calls", "rate", "short calls", "rate", "lift over short calls (interval)", ""],
+        rows,
+        [False, True, True, True, True, True, False],
+    )
+    notes = ["Green or red: the interval lies above or below 0; grey: it holds 0, the difference may be noise."]
+    if small:
+        notes.append(
+            f"{len(small)} {noun}(s) with fewer than {TOO_FEW} effective calls or {TOO_FEW} short calls: too small "
+            "to tell, not ranked."
+        )
+    if len(ranked) > limit or len(small) > limit:
+        notes.append(f"Only the first {limit} of each are shown.")
+    note = "".join(f'<p class="note">{escape(n)}</p>' for n in notes)
+    return _figure(title, chart) + note + table
+
+
+def _does_the_call_move_clients(data: ReportData) -> str:
+    s = data.settings
+    hours = f"{s.window.total_seconds() / 3600:g} h"
+    caveats = "".join(f"<li>{escape(c)}</li>" for c in CAVEATS)
+    return _section(
+        "Does the call move clients?",
+        f"How much more often a customer logs in within {hours} after an effective call (talk ≥ {s.threshold} s) "
+        "than after no effective call, measured against two baselines: calls that reached the customer but were "
+        f"short (talk under {s.threshold} s), and the customers nobody called in the {hours} before a day's "
+        f"midnight, who log in within {hours} after it. The lift is the difference of conversion rates, in "
+        "percentage points, with its interval at 95-percent confidence (Newcombe's hybrid score method). Campaigns "
+        "and agents are ranked against their own short calls: customers not called have no campaign or agent.",
+        f'<div class="caveat"><h3>What this comparison cannot tell</h3><ul>{caveats}</ul></div>',
+        _lift_by_day(data.lift),
+        _lift_table(data.lift.total, s.threshold),
+        "<h3>By campaign</h3>",
+        _lift_ranked(
+            "lift-by-campaign", "Lift over short calls by campaign", data.lift.campaigns, TOP_CAMPAIGNS, "campaign"
+        ),
+        "<h3>By agent</h3>",
+        _lift_ranked("lift-by-agent", "Lift over short calls by agent", data.lift.agents, TOP_AGENTS, "agent"),
+    )
+
+
 def _by_channel(data: ReportData) -> str:
     total = sum(c.conversions for c in data.channels) or 1
     chart = hbar_chart(
@@ -263,6 +424,21 @@ def _definitions(data: ReportData) -> str:
         ),
         ("Conversion rate", "conversions divided by effective contacts (calls to non-customers included)."),
         ("Time to login", "hours from the start of a converted call to its first login, averaged."),
+        (
+            "Short call",
+            f"a call to a known customer with talk time above 0 and under {s.threshold} s; it converts when the "
+            f"customer logs in at or after the call and within {s.window.total_seconds() / 3600:g} hours.",
+        ),
+        (
+            "Customer not called",
+            f"for a day, a customer with no call in the {s.window.total_seconds() / 3600:g} hours before its "
+            "midnight; converted when logged in within as long after it. Counted per day: customer-days.",
+        ),
+        (
+            "Lift",
+            "the conversion rate of effective calls to known customers minus a baseline's, in percentage points, "
+            f"with its interval; a group with fewer than {TOO_FEW} effective or short calls is too small to tell.",
+        ),
     ]
     items = "".join(f"<dt>{escape(t)}</dt><dd>{escape(d)}</dd>" for t, d in terms)
     return _section("Definitions", "How each figure is counted.", f"<dl>{items}</dl>")
@@ -287,6 +463,7 @@ def render_report(data: ReportData, mart: str, generated: datetime | None = None
             f"of calls (table, the {TOP_AGENTS} busiest).",
             _ranked("conversion-by-agent", "Conversion rate by agent", data.agents, TOP_AGENTS, "agent"),
         ),
+        _does_the_call_move_clients(data),
         _by_channel(data),
         _quality(data),
         _definitions(data),

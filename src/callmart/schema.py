@@ -25,11 +25,12 @@ from .declare import (
 )
 from .engines import hints
 from .engines.sql.ddl import AddColumn, AddPrimaryKey
+from .lift import lift_tables
 from .rowhash import ROW_HASH
 
 __all__ = ["PROCESSES", "REJECTS", "RUNS", "RUN_STEPS", "SCHEMA_VERSION", "SOURCES", "Schema"]
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 PROCESSES = "dm_processes"
 RUNS, RUN_STEPS, REJECTS = "dm_runs", "dm_run_steps", "dm_rejects"
 SOURCES = "dm_sources"
@@ -87,7 +88,7 @@ class Schema:
         for fact in self.mart.facts:
             self._fact(fact)
         self._processes()
-        for table in aggregate_tables(self.metadata):
+        for table in [*aggregate_tables(self.metadata), *lift_tables(self.metadata)]:
             self._add(table)
 
     def __getitem__(self, name: str) -> sa.Table:
@@ -138,11 +139,17 @@ class Schema:
                     hints.PARTITIONED_BY_DAY: fact.time_column,
                     hints.PRIMARY_KEY: (fact.key, fact.time_column),
                     # What joins and filters use: a day's load refreshes these statistics in its transaction.
-                    hints.ANALYZED: (
-                        fact.key,
-                        fact.time_column,
-                        *(r.column for r in fact.references),
-                        *(m.column for m in fact.metrics),
+                    # The metric's threshold column too: the lift's baselines select the calls under it.
+                    hints.ANALYZED: tuple(
+                        dict.fromkeys(
+                            (
+                                fact.key,
+                                fact.time_column,
+                                *(r.column for r in fact.references),
+                                *(m.column for m in fact.metrics),
+                                *(m.threshold_column for m in fact.metrics),
+                            )
+                        )
                     ),
                 },
             )

@@ -1,11 +1,12 @@
 """The conversion aggregates of a period's whole days, summed in the client as the period's fact rows stream by, so
-that a loaded day is not scanned again to aggregate it."""
+that a loaded day is not scanned again to aggregate it; and the lift of the days the period's calls count in,
+computed by the database in the period's transaction."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -30,12 +31,13 @@ from .aggregates import (
     conversion_metric,
     settings_of,
 )
-from .analytics import aggregates_of, has_aggregates, midnight, write_days
+from .analytics import aggregates_of, has_aggregates, has_lift, midnight, write_days, write_lift
 from .declare import UNKNOWN, Fact, FirstEventWithin
+from .lift_analytics import affected_days
 from .metric import SECONDS_TO_EVENT
 from .schema import Schema
 
-__all__ = ["COMPACT_AFTER", "GROUP_EVERY", "StreamedAggregates"]
+__all__ = ["COMPACT_AFTER", "GROUP_EVERY", "Settled", "StreamedAggregates"]
 
 GROUP_EVERY = 1 << 15
 """Calls kept before they are grouped: small batches cost more in the grouping's fixed costs than in rows; many
@@ -45,9 +47,17 @@ COMPACT_AFTER = 16
 """Groups' tables kept before they are summed into one."""
 
 
+class Settled(NamedTuple):
+    """The days whose aggregates, and whose lift, a period's load wrote."""
+
+    aggregates: list[date]
+    lift: list[date]
+
+
 class StreamedAggregates:
     """Watches a period's final fact rows (fact.Watcher): each batch's groups and their parts, kept per aggregate;
-    `write` sums them and writes the aggregates of the period's whole days, in the load's transaction."""
+    `write` sums them and writes the aggregates of the period's whole days, and the lift of the days its calls count
+    in, in the load's transaction."""
 
     def __init__(self, schema: Schema, fact: Fact) -> None:
         self.schema = schema
@@ -104,22 +114,36 @@ class StreamedAggregates:
                 # Each small table pins pages of its own, which add up at the load's peak.
                 kept[:] = [_summed(aggregate, kept)]
 
-    def write(self, conn: sa.Connection, start: datetime, end: datetime) -> list[date]:
-        """Write the aggregates of the whole days of [start, end) from the rows watched; return those days. Writes
-        none while the aggregates were never computed for these settings and the fact table holds other days: the
-        run's refresh then computes every day."""
+    def write(self, conn: sa.Connection, start: datetime, end: datetime) -> Settled:
+        """Write the aggregates of the whole days of [start, end) from the rows watched, and the lift of the days
+        the period's calls count in from the mart as it now stands; return those days. Writes none of either while
+        it was never computed for these settings and the fact table holds other days: the run's refresh then
+        computes every day."""
+        if not self.watched:
+            return Settled([], [])
+        at = datetime.now().replace(microsecond=0)
+        return Settled(self._write_aggregates(conn, start, end, at), self._write_lift(conn, start, end, at))
+
+    def _write_aggregates(self, conn: sa.Connection, start: datetime, end: datetime, at: datetime) -> list[date]:
         first = start.date() if start == midnight(start.date()) else start.date() + timedelta(days=1)
         last = end.date()  # the day after the last whole day
-        if not self.watched or first >= last:
+        if first >= last:
             return []
         self._group()
         if not has_aggregates(conn, self.schema, self.settings) and _other_days(conn, self.schema, first, last):
             return []
-        at = datetime.now().replace(microsecond=0)
         for aggregate, table in zip(AGGREGATES, aggregates_of(self.schema), strict=True):
             groups = _of_days(aggregate, self._groups[aggregate.name], first, last)
             write_days(conn, table, self.settings, first, last, aggregate_rows(aggregate, self.settings, groups, at))
         return [first + timedelta(days=n) for n in range((last - first).days)]
+
+    def _write_lift(self, conn: sa.Connection, start: datetime, end: datetime, at: datetime) -> list[date]:
+        days = affected_days(start, end, self.settings.window)
+        first, last = days[0], days[-1] + timedelta(days=1)
+        if not has_lift(conn, self.schema, self.settings) and _other_days(conn, self.schema, first, last):
+            return []
+        write_lift(conn, self.schema, self.settings, first, last, at)
+        return days
 
 
 def _part(part: Part, calls: Calls) -> tuple[pa.Array, str, pc.CountOptions | None]:
