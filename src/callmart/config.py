@@ -40,6 +40,7 @@ SETTINGS = (
     "CALLMART_CONFIG",
     "CALLMART_LOG_FORMAT",
     "CALLMART_COMPLETE_THROUGH",
+    "CALLMART_SPARK_JARS_DIR",
 )
 """The environment variables callmart reads. A scheduler's unset secret or variable arrives as an empty string:
 that is an error naming it, never a silent default."""
