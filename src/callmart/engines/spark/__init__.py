@@ -1,0 +1,67 @@
+"""Spark: the mart as Delta tables, loaded through a Spark session (local, a Databricks job's, or Spark Connect).
+
+So far the engine opens its session from a URL (url.py, session.py), fetches Delta's jars for a local session
+(jars.py), creates the declared mart as Delta tables (tables.py) and replaces a period of a fact table in one
+commit (replace.py). docs/spark.md says how the load steps will plug in. Importing this package does not import
+pyspark: its modules import it where they use it, so the core install stays free of Spark."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from typing import TYPE_CHECKING, ClassVar
+
+import sqlalchemy as sa
+
+from ..._errors import ConfigError
+from ..base import Engine
+from ..hints import PARTITIONED_BY_DAY
+from .replace import replace_period
+from .session import open_session
+from .sql import qualified
+from .tables import Changes, create_tables, day_column
+from .url import DEFAULT_DATABASE, SCHEMES, SparkUrl
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+
+__all__ = ["Spark", "SparkUrl"]
+
+
+class Spark(Engine):
+    """Spark with Delta Lake: tables in a catalog, each change a commit of Delta's log, no transaction spanning
+    statements; generic code reaches it through a session rather than a SQLAlchemy connection."""
+
+    NAME = "Spark"
+    # No SQLAlchemy dialect: statements go through the session's SQL and DataFrame APIs.
+    DIALECT = ""
+    SCHEMES: ClassVar[frozenset[str]] = SCHEMES
+    # The database of the mart unless the URL names one (?database=…).
+    DEDICATED_SCHEMA: ClassVar[str | None] = DEFAULT_DATABASE
+
+    def parse(self, text: str) -> SparkUrl:
+        """What a Spark URL names; an error naming what is wrong, never echoing the URL."""
+        return SparkUrl.parse(text)
+
+    def url(self, url: sa.URL) -> sa.URL:
+        self.parse(url.render_as_string(hide_password=False))
+        return url
+
+    def create_engine(self, url: sa.URL) -> sa.Engine:
+        raise ConfigError(f"{self.NAME} is reached through a Spark session (open_session), not a SQLAlchemy engine")
+
+    def open_session(self, url: SparkUrl | str) -> SparkSession:
+        """The session the URL names, ready for callmart's statements."""
+        return open_session(url if isinstance(url, SparkUrl) else self.parse(url))
+
+    def create_tables(self, spark: SparkSession, tables: Iterable[sa.Table], url: SparkUrl) -> Changes:
+        """Create the mart's tables as Delta tables in the URL's database, and add the columns existing ones lack."""
+        return create_tables(spark, tables, url.database, url.catalog)
+
+    def replace_period(self, rows: DataFrame, table: sa.Table, url: SparkUrl, start: datetime, end: datetime) -> None:
+        """Put `rows` in place of the rows of [start, end) of a fact table, in one Delta commit."""
+        day = day_column(table)
+        if day is None:
+            raise ValueError(f"{table.name} is not a fact table: its info names no {PARTITIONED_BY_DAY} column")
+        name = qualified(url.catalog, url.database, table.name)
+        replace_period(rows, name, table.info[PARTITIONED_BY_DAY], day, start, end)
