@@ -1,0 +1,426 @@
+"""The Spark engine on a real local Spark session with Delta: Delta's jars fetched by Maven, the declared mart
+created as Delta tables (again without a change, upgraded by a missing column), a day of the fact table replaced
+in one commit, the same code through Spark Connect.
+
+The session tests run where pyspark is installed (pip install -e '.[dev,spark]'), and are skipped elsewhere, unless
+CALLMART_REQUIRE_SPARK=1 (CI, .ci/spark), where a missing pyspark, Java or Maven fails them. `-m spark` selects
+this module, `-m "not spark"` leaves it out. One session serves the module: a Spark session takes ~15 s to start."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from callmart import dictionary
+from callmart._errors import ConfigError
+from callmart.engines import hints
+from callmart.engines.spark import Spark, SparkUrl
+from callmart.engines.spark.jars import delta_artifact, delta_jars, version_range
+from callmart.engines.spark.sql import qualified, quote, sql
+from callmart.engines.spark.tables import NOT_NULL_CONSTRAINT, day_column, spark_schema, spark_type_name
+from callmart.engines.spark.url import Kind
+from callmart.mart import MART
+from callmart.schema import Schema
+
+pytestmark = pytest.mark.spark
+
+REQUIRE_SPARK = os.environ.get("CALLMART_REQUIRE_SPARK") == "1"
+ENGINE = Spark()
+DATABASE = "callmart"
+FACT = MART.facts[0]
+
+
+@pytest.fixture(scope="module")
+def schema() -> Schema:
+    """The business mart's tables, with the comments `callmart init` gives them."""
+    built = Schema(MART)
+    dictionary.annotate(built)
+    return built
+
+
+# --- without Spark -------------------------------------------------------------------------------------------------
+
+
+def test_the_core_never_imports_spark() -> None:
+    """Importing callmart, its engines (the Spark one included) and its API leaves pyspark and delta unimported."""
+    code = (
+        "import sys, callmart, callmart.engines, callmart.api, callmart.cli, callmart.engines.spark; "
+        "loaded = sorted(m for m in ('pyspark', 'delta', 'py4j') if m in sys.modules); "
+        "assert not loaded, loaded"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_urls_name_a_local_session_the_active_one_or_spark_connect(tmp_path: Path) -> None:
+    local = SparkUrl.parse(f"spark://local[2]?warehouse={tmp_path}&spark.sql.shuffle.partitions=4")
+    assert (local.kind, local.master, local.warehouse, local.database) == (Kind.LOCAL, "local[2]", tmp_path, DATABASE)
+    assert local.conf == {"spark.sql.shuffle.partitions": "4"}
+    assert SparkUrl.parse("spark://local[*]?warehouse=rel").warehouse == Path("rel").absolute()
+    assert SparkUrl.parse("spark://").kind is Kind.ACTIVE
+    active = SparkUrl.parse("spark://?database=mart&catalog=main")
+    assert (active.kind, active.database, active.catalog) == (Kind.ACTIVE, "mart", "main")
+    remote = SparkUrl.parse("sc://dbc.example.com:443/;token=s3cret;x-databricks-cluster-id=1?database=mart")
+    assert (remote.kind, remote.database) == (Kind.CONNECT, "mart")
+    assert remote.remote == "sc://dbc.example.com:443/;token=s3cret;x-databricks-cluster-id=1"
+    assert "s3cret" not in remote.shown
+    # Through SQLAlchemy's URL, as callmart's settings parse a database URL, the same forms hold.
+    assert ENGINE.url(sa.make_url("spark://local[2]?warehouse=rel")).host == "local[2]"
+    with pytest.raises(ConfigError, match="not a SQLAlchemy engine"):
+        ENGINE.create_engine(sa.make_url("spark://"))
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("spark://yarn", "local session"),
+        ("spark://local[2]?warehouse=", "warehouse is empty"),
+        ("spark://local[2]?wharehouse=x", "unknown parameter(s) of a local Spark URL: wharehouse"),
+        ("spark://?spark.sql.shuffle.partitions=2", "the session the process already has"),
+        ("spark://local[2]?database=1st", "not a database name"),
+        ("sc://?token=s3cret", "names its server"),
+        ("sc://host:port/;token=s3cret", "names its server"),
+        ("duckdb:///x.duckdb", "not a Spark URL"),
+    ],
+)
+def test_a_bad_url_says_what_is_wrong_without_echoing_it(url: str, says: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        SparkUrl.parse(url)
+    assert says in str(raised.value)
+    assert "s3cret" not in str(raised.value)
+
+
+def test_the_delta_jar_matches_spark_and_falls_back_within_its_line() -> None:
+    assert delta_artifact("4.0.1", "4.0.1") == "delta-spark_2.13"
+    assert delta_artifact("4.4.1", "4.2.0") == "delta-spark_4.2_2.13"
+    assert delta_artifact("4.4.1", "4.1.1") == "delta-spark_4.1_2.13"
+    # A delta-spark published to PyPI alone (4.4.1) takes the newest jar of its line up to it (4.4.0).
+    assert version_range("4.4.1") == "[4.4.0,4.4.1]"
+    with pytest.raises(ConfigError, match="Spark 3"):
+        delta_artifact("3.3.2", "3.5.5")
+    with pytest.raises(ConfigError, match="release version"):
+        version_range("4.4</version>")
+
+
+def test_every_declared_column_has_a_spark_type(schema: Schema) -> None:
+    expected = {
+        sa.BigInteger: "bigint",
+        sa.Integer: "int",
+        sa.SmallInteger: "smallint",
+        sa.String: "string",
+        sa.Text: "string",
+        sa.DateTime: "timestamp_ntz",
+        sa.Date: "date",
+        sa.Boolean: "boolean",
+        sa.Float: "double",
+        sa.Time: "string",
+    }
+    for kind, name in expected.items():
+        assert spark_type_name(kind()) == name
+    for table in schema.tables.values():
+        for column in table.columns:
+            spark_type_name(column.type)
+
+
+# --- on a local Spark session --------------------------------------------------------------------------------------
+
+
+def _missing() -> str | None:
+    """What a local Spark session with Delta needs and the machine lacks."""
+    if importlib.util.find_spec("pyspark") is None:
+        return "pyspark is not installed: pip install -e '.[dev,spark]'"
+    if shutil.which("java") is None and not os.environ.get("JAVA_HOME"):
+        return "Java is not installed (Spark 4 needs 17 or later)"
+    if shutil.which("mvn") is None:
+        return "Maven's client (mvn) is not installed: it fetches Delta's jars"
+    return None
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def connect_port() -> int:
+    """The port of the Spark Connect server the module's session runs (its plugin)."""
+    return _free_port()
+
+
+@pytest.fixture(scope="module")
+def spark_url(tmp_path_factory: pytest.TempPathFactory, connect_port: int) -> SparkUrl:
+    missing = _missing()
+    if missing is not None:
+        if REQUIRE_SPARK:
+            pytest.fail(f"CALLMART_REQUIRE_SPARK=1 but {missing}")
+        pytest.skip(missing)
+    warehouse = tmp_path_factory.mktemp("warehouse")
+    settings = {
+        "spark.ui.enabled": "false",
+        # A laptop's worth of data: Spark's 200 shuffle partitions and Delta's 50 snapshot ones only cost time.
+        "spark.sql.shuffle.partitions": "2",
+        "spark.databricks.delta.snapshotPartitions": "2",
+        # The session also serves Spark Connect, for the test of the sc:// form.
+        "spark.plugins": "org.apache.spark.sql.connect.SparkConnectPlugin",
+        "spark.connect.grpc.binding.address": "127.0.0.1",
+        "spark.connect.grpc.binding.port": str(connect_port),
+    }
+    query = "&".join(f"{key}={value}" for key, value in settings.items())
+    return ENGINE.parse(f"spark://local[2]?warehouse={warehouse}&{query}")
+
+
+@pytest.fixture(scope="module")
+def spark(spark_url: SparkUrl) -> Iterator[Any]:
+    session = ENGINE.open_session(spark_url)
+    yield session
+    session.stop()
+
+
+@pytest.fixture(scope="module")
+def mart(spark: Any, spark_url: SparkUrl, schema: Schema) -> Schema:
+    """The business mart created in the session's catalog."""
+    changes = ENGINE.create_tables(spark, schema.tables.values(), spark_url)
+    assert sorted(changes.created) == sorted(schema.tables) and not changes.added
+    return schema
+
+
+def _name(table: str, database: str = DATABASE) -> str:
+    return qualified(database, table)
+
+
+def _version(spark: Any, table: str, database: str = DATABASE) -> int:
+    """The latest version of a Delta table."""
+    return int(spark.sql(f"DESCRIBE HISTORY {_name(table, database)} LIMIT 1").first()["version"])
+
+
+def test_delta_jars_are_fetched_once(spark: Any) -> None:
+    jars = delta_jars()
+    names = [jar.name for jar in jars]
+    assert names[0].startswith("delta-spark_") and "_2.13-" in names[0]
+    assert any(name.startswith("delta-storage-") for name in names)
+    assert not any(name.startswith(("spark-", "scala-library-", "jackson-databind-")) for name in names)
+    # Cached: asked again, no Maven is needed.
+    assert delta_jars(maven="/nowhere/mvn") == jars
+    assert spark.conf.get("spark.jars").split(",") == [str(jar) for jar in jars]
+
+
+def test_the_mart_is_made_of_delta_tables_like_the_schema(spark: Any, mart: Schema) -> None:
+    for table in mart.tables.values():
+        detail = spark.sql(f"DESCRIBE DETAIL {_name(table.name)}").first()
+        assert detail["format"] == "delta", table.name
+        assert detail["description"] == table.comment, table.name
+        day = day_column(table)
+        assert detail["partitionColumns"] == ([day] if day else []), table.name
+        fields = {f.name: f for f in spark.table(_name(table.name)).schema.fields}
+        assert list(fields) == [c.name for c in table.columns] + ([day] if day else []), table.name
+        for column in table.columns:
+            field = fields[column.name]
+            assert field.dataType.simpleString() == spark_type_name(column.type), (table.name, column.name)
+            assert field.metadata.get("comment") == column.comment, (table.name, column.name)
+            if day is None:
+                assert field.nullable == bool(column.nullable), (table.name, column.name)
+        if day is not None:
+            assert fields[day].dataType.simpleString() == "date"
+            properties = {r["key"]: r["value"] for r in spark.sql(f"SHOW TBLPROPERTIES {_name(table.name)}").collect()}
+            required = [c.name for c in table.columns if not c.nullable]
+            assert properties[f"delta.constraints.{NOT_NULL_CONSTRAINT}"] == " AND ".join(
+                f"{quote(c)} IS NOT NULL" for c in required
+            )
+    assert spark.catalog.tableExists(_name(FACT.name))
+
+
+def test_creating_the_mart_again_changes_nothing(spark: Any, spark_url: SparkUrl, mart: Schema) -> None:
+    versions = {name: _version(spark, name) for name in mart.tables}
+    changes = ENGINE.create_tables(spark, mart.tables.values(), spark_url)
+    assert not changes.changed
+    assert {name: _version(spark, name) for name in mart.tables} == versions
+
+
+def test_a_column_added_by_an_upgrade_appears(spark: Any, spark_url: SparkUrl, schema: Schema) -> None:
+    """An older mart lacks a column the declarations now have: creating the mart adds it, nullable, commented, in
+    one commit, and the rows it had stay; doing it again changes nothing."""
+    url = ENGINE.parse(f"spark://local[2]?warehouse={spark_url.warehouse}&database=callmart_upgrade")
+    for name in ("dim_agentes", FACT.name):
+        older = schema[name]
+        ENGINE.create_tables(spark, [older], url)
+        upgraded = older.to_metadata(sa.MetaData())
+        upgraded.append_column(sa.Column("turno_agente", sa.String, comment="the agent's shift"))
+        before = _version(spark, name, url.database)
+        rows = spark.table(_name(name, url.database)).count()
+        changes = ENGINE.create_tables(spark, [upgraded], url)
+        assert changes.added == {name: ["turno_agente"]} and not changes.created
+        assert _version(spark, name, url.database) == before + 1
+        field = spark.table(_name(name, url.database)).schema["turno_agente"]
+        assert (field.dataType.simpleString(), field.nullable, field.metadata["comment"]) == (
+            "string",
+            True,
+            "the agent's shift",
+        )
+        assert spark.table(_name(name, url.database)).count() == rows
+        assert not ENGINE.create_tables(spark, [upgraded], url).changed
+
+
+def _rows(spark: Any, table: sa.Table, rows: list[dict[str, object]]) -> Any:
+    """A DataFrame of the table's columns (its generated day column left to Delta), each column of a row that
+    `rows` does not give filled by its type."""
+    filled = [tuple(row[c.name] if c.name in row else _filler(c) for c in table.columns) for row in rows]
+    return spark.createDataFrame(filled, spark_schema(table, nullable=True)[: len(table.columns)])
+
+
+def _filler(column: sa.Column[Any]) -> object:
+    if isinstance(column.type, sa.Time):
+        return "00:01:30"  # a time of day as Delta keeps it, its ISO text
+    return {
+        "bigint": 1,
+        "int": 1,
+        "smallint": 1,
+        "string": "x",
+        "boolean": False,
+        "double": 1.0,
+        "timestamp_ntz": datetime(2024, 3, 4, 10),
+        "date": datetime(2024, 3, 4).date(),
+    }[spark_type_name(column.type)]
+
+
+def _fact_rows(spark: Any, table: sa.Table, day: datetime, keys: range) -> Any:
+    """Fact rows of one day, one per key, a minute apart."""
+    time = table.info[hints.PARTITIONED_BY_DAY]
+    return _rows(spark, table, [{FACT.key: key, time: day + timedelta(minutes=key % 1440)} for key in keys])
+
+
+def test_a_day_of_the_fact_table_is_replaced_in_one_commit(spark: Any, spark_url: SparkUrl, mart: Schema) -> None:
+    table = mart[FACT.name]
+    name = _name(FACT.name)
+    time = FACT.time_column
+    days = [datetime(2024, 3, 4), datetime(2024, 3, 5), datetime(2024, 3, 6)]
+    for number, day in enumerate(days):
+        ENGINE.replace_period(
+            _fact_rows(spark, table, day, range(number * 100, number * 100 + 3)),
+            table,
+            spark_url,
+            day,
+            day + timedelta(1),
+        )
+
+    def files_by_day() -> dict[str, set[tuple[int, str]]]:
+        """Each day's rows, by key and the file holding them."""
+        found: dict[str, set[tuple[int, str]]] = {}
+        for key, moment, file in spark.table(name).select(FACT.key, time, "_metadata.file_path").collect():
+            found.setdefault(moment.date().isoformat(), set()).add((key, file))
+        return found
+
+    before, version = files_by_day(), _version(spark, FACT.name)
+    assert sorted(before) == ["2024-03-04", "2024-03-05", "2024-03-06"]
+    ENGINE.replace_period(_fact_rows(spark, table, days[1], range(500, 505)), table, spark_url, days[1], days[2])
+    after = files_by_day()
+    assert _version(spark, FACT.name) == version + 1
+    commit = spark.sql(f"DESCRIBE HISTORY {name} LIMIT 1").first()
+    assert commit["operation"] == "WRITE" and commit["operationParameters"]["mode"] == "Overwrite"
+    assert "2024-03-05 00:00:00" in commit["operationParameters"]["predicate"]
+    assert commit["operationMetrics"]["numRemovedFiles"] == str(len({f for _, f in before["2024-03-05"]}))
+    # The other days: the same rows in the same files, untouched.
+    assert after["2024-03-04"] == before["2024-03-04"] and after["2024-03-06"] == before["2024-03-06"]
+    assert sorted(k for k, _ in after["2024-03-05"]) == list(range(500, 505))
+    assert not {f for _, f in after["2024-03-05"]} & {f for _, f in before["2024-03-05"]}
+
+    # A row outside the period fails the commit: nothing is written.
+    stray = _fact_rows(spark, table, days[2], range(900, 901))
+    with pytest.raises(Exception, match="DELTA_REPLACE_WHERE_MISMATCH"):
+        ENGINE.replace_period(stray, table, spark_url, days[1], days[2])
+    assert _version(spark, FACT.name) == version + 1 and files_by_day() == after
+
+
+def test_loads_of_different_days_commit_side_by_side(spark: Any, spark_url: SparkUrl, mart: Schema) -> None:
+    """Two days replaced at the same time both commit: each reads and removes only its own day's files."""
+    table = mart[FACT.name]
+    days = [datetime(2024, 3, 10), datetime(2024, 3, 11)]
+    for day in days:
+        ENGINE.replace_period(_fact_rows(spark, table, day, range(3)), table, spark_url, day, day + timedelta(1))
+    version, failures = _version(spark, FACT.name), []
+
+    def load(day: datetime, keys: range) -> None:
+        try:
+            ENGINE.replace_period(_fact_rows(spark, table, day, keys), table, spark_url, day, day + timedelta(1))
+        except Exception as error:  # noqa: BLE001 - reported below
+            failures.append(error)
+
+    threads = [threading.Thread(target=load, args=(day, range(10, 12))) for day in days]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not failures
+    assert _version(spark, FACT.name) == version + 2
+    rows = spark.table(_name(FACT.name)).select(FACT.key, FACT.time_column).collect()
+    assert sorted(key for key, moment in rows if moment >= days[0]) == [10, 10, 11, 11]
+
+
+def test_a_not_null_column_refuses_nulls(spark: Any, mart: Schema) -> None:
+    """NOT NULL holds on both kinds of table: the fact table's by its CHECK constraint, the others' by their schema."""
+    for table_name, column in ((FACT.name, FACT.references[0].column), ("dim_clientes", "is_inferred")):
+        version = _version(spark, table_name)
+        rows = _rows(spark, mart[table_name], [{column: None}])
+        with pytest.raises(Exception, match="NOT NULL|DELTA_NOT_NULL_CONSTRAINT_VIOLATED|callmart_not_null"):
+            rows.writeTo(_name(table_name)).append()
+        assert _version(spark, table_name) == version
+
+
+def test_a_classic_session_binds_values_to_markers(spark: Any) -> None:
+    """Delta's parser drops the values Spark 4.1+ binds before parsing; the session binds them during analysis."""
+    row = sql(spark, "SELECT :day AS day, :n + 1 AS n", day="it's 2024-03-05", n=41).first()
+    assert (row["day"], row["n"]) == ("it's 2024-03-05", 42)
+
+
+def test_spark_url_uses_the_session_the_process_has(spark: Any, mart: Schema) -> None:
+    active = ENGINE.open_session("spark://")
+    assert active.conf.get("spark.sql.warehouse.dir") == spark.conf.get("spark.sql.warehouse.dir")
+    assert active.catalog.tableExists(_name(FACT.name))
+
+
+def test_the_mart_is_created_through_spark_connect(spark: Any, connect_port: int, mart: Schema) -> None:
+    """The same code through a Spark Connect client (another process: one process holds one kind of session)
+    creates a dimension and the fact table as the local session does."""
+    database = "callmart_connect"
+    script = textwrap.dedent(
+        f"""
+        import json
+        from callmart import dictionary
+        from callmart.engines.spark import Spark
+        from callmart.mart import MART
+        from callmart.schema import Schema
+
+        schema = Schema(MART)
+        dictionary.annotate(schema)
+        engine = Spark()
+        url = engine.parse("sc://127.0.0.1:{connect_port}?database={database}")
+        spark = engine.open_session(url)
+        tables = [schema["dim_clientes"], schema["{FACT.name}"]]
+        first = engine.create_tables(spark, tables, url)
+        again = engine.create_tables(spark, tables, url)
+        print(json.dumps({{"kind": type(spark).__module__, "created": first.created, "again": again.changed}}))
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    said = json.loads(done.stdout.strip().splitlines()[-1])
+    assert said == {"kind": "pyspark.sql.connect.session", "created": ["dim_clientes", FACT.name], "again": False}
+    for table in ("dim_clientes", FACT.name):
+        detail = spark.sql(f"DESCRIBE DETAIL {_name(table, database)}").first()
+        assert detail["format"] == "delta" and detail["description"] == mart[table].comment
+    assert spark.sql(f"DESCRIBE DETAIL {_name(FACT.name, database)}").first()["partitionColumns"] == [
+        day_column(mart[FACT.name])
+    ]
