@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from . import engines, locking
 from ._errors import ConfigError
 from .schema import Schema
-from .status import Status
+from .status import Status, queued_again
 
 __all__ = [
     "Period",
@@ -76,12 +76,7 @@ def enqueue(
         )
     }
     new = [period for period in wanted if period not in present]
-    again = [
-        present[period][0]
-        for period in wanted
-        if period in present
-        and (present[period][1] == Status.FAILED or (force and present[period][1] != Status.RUNNING))
-    ]
+    again = [present[period][0] for period in wanted if period in present and queued_again(present[period][1], force)]
     sequence = schema.sequences["dm_processes"]
     for chunk in _chunks(new):
         rows = sa.values(sa.column("start_date", sa.DateTime), sa.column("end_date", sa.DateTime), name="periods")

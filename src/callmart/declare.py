@@ -27,6 +27,7 @@ __all__ = [
     "VALID_TO",
     "VERSION",
     "UNKNOWN",
+    "IS_INFERRED",
 ]
 
 VALID_FROM, VALID_TO, IS_CURRENT, VERSION = "valid_from", "valid_to", "is_current", "version"
@@ -37,6 +38,9 @@ BEGINNING = datetime(1900, 1, 1)
 
 DEFAULT_MEMBER_ID = -999
 """Business id (and surrogate key) of every dimension's default member, used for null business ids."""
+
+IS_INFERRED = "is_inferred"
+"""Column of every dimension: whether a member was inferred from a fact (its attributes not loaded yet)."""
 
 UNKNOWN = "unknown"
 """Value of a text attribute that is missing, or of any text attribute of a default or inferred member."""
@@ -171,6 +175,18 @@ class Dimension:
     def column(self, name: str) -> Column:
         """The declared column called name."""
         return next(c for c in self.columns if c.name == name)
+
+    def default_member(self) -> dict[str, object]:
+        """The row of the default member, by column: its key and business id DEFAULT_MEMBER_ID, each attribute's
+        `unknown`, references to the default members, not inferred; where the dimension keeps history, one version
+        valid from BEGINNING on."""
+        row: dict[str, object] = {self.key: DEFAULT_MEMBER_ID, self.business_key: DEFAULT_MEMBER_ID}
+        row.update({c.name: c.unknown for c in self.attributes})
+        row.update({r.column: DEFAULT_MEMBER_ID for r in self.references})
+        row[IS_INFERRED] = False
+        if self.keeps_history:
+            row.update({VALID_FROM: BEGINNING, VALID_TO: None, IS_CURRENT: True, VERSION: 1})
+        return row
 
 
 @dataclass(frozen=True)

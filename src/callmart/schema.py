@@ -14,6 +14,7 @@ from .declare import (
     BEGINNING,
     DEFAULT_MEMBER_ID,
     IS_CURRENT,
+    IS_INFERRED,
     VALID_FROM,
     VALID_TO,
     VERSION,
@@ -112,7 +113,7 @@ class Schema:
                 _key(dim.key),
                 *(_column(c) for c in dim.columns),
                 *refs,
-                sa.Column("is_inferred", sa.Boolean, nullable=False, server_default=sa.false()),
+                sa.Column(IS_INFERRED, sa.Boolean, nullable=False, server_default=sa.false()),
                 *(_history_columns() if dim.keeps_history else []),
             )
         )
@@ -343,11 +344,7 @@ class Schema:
         key = table.c[dim.key]
         if conn.execute(sa.select(key).where(key == DEFAULT_MEMBER_ID)).first() is not None:
             return
-        values: dict[str, object] = {dim.key: DEFAULT_MEMBER_ID, dim.business_key: DEFAULT_MEMBER_ID}
-        values.update({c.name: c.unknown for c in dim.attributes})
-        values.update({r.column: DEFAULT_MEMBER_ID for r in dim.references})
-        values["is_inferred"] = False
-        conn.execute(sa.insert(table).values(values))
+        conn.execute(sa.insert(table).values(dim.default_member()))
 
 
 def _indexes(conn: sa.Connection, table: sa.Table) -> list[dict[str, object]]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-__all__ = ["PERIOD_STATUSES", "RUN_STATUSES", "Status"]
+__all__ = ["PERIOD_STATUSES", "RUN_STATUSES", "Status", "queued_again"]
 
 
 class Status(StrEnum):
@@ -31,3 +31,9 @@ PERIOD_STATUSES = (Status.PENDING, Status.WAITING, Status.RUNNING, Status.DONE, 
 
 RUN_STATUSES = (Status.RUNNING, Status.DONE, Status.FAILED, Status.INTERRUPTED, Status.ABANDONED)
 """The statuses of dm_runs."""
+
+
+def queued_again(status: str, force: bool) -> bool:
+    """Whether queueing a period that the control table already holds with `status` makes it pending again: a
+    failed one always, any other but a running one when forced; the rest are skipped."""
+    return status == Status.FAILED or (force and status != Status.RUNNING)
