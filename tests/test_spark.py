@@ -18,7 +18,8 @@ import sys
 import textwrap
 import threading
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from dataclasses import replace
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -26,15 +27,20 @@ import pytest
 import sqlalchemy as sa
 
 from callmart import dictionary
-from callmart._errors import ConfigError
+from callmart._errors import CommitConflicts, ConfigError
+from callmart.control import Period, daily_periods
+from callmart.declare import BEGINNING, DEFAULT_MEMBER_ID, IS_CURRENT, VALID_FROM, VALID_TO, VERSION, Scd
 from callmart.engines import hints
 from callmart.engines.spark import Spark, SparkUrl
+from callmart.engines.spark.control import claim_next, mark, with_retries, write_fixed_rows
+from callmart.engines.spark.control import enqueue as spark_enqueue
 from callmart.engines.spark.jars import delta_artifact, delta_jars, version_range
 from callmart.engines.spark.sql import qualified, quote, sql
 from callmart.engines.spark.tables import NOT_NULL_CONSTRAINT, day_column, spark_schema, spark_type_name
 from callmart.engines.spark.url import Kind
 from callmart.mart import MART
-from callmart.schema import Schema
+from callmart.schema import PROCESSES, SCHEMA_VERSION, Schema
+from callmart.status import Status
 
 pytestmark = pytest.mark.spark
 
@@ -424,3 +430,167 @@ def test_the_mart_is_created_through_spark_connect(spark: Any, connect_port: int
     assert spark.sql(f"DESCRIBE DETAIL {_name(FACT.name, database)}").first()["partitionColumns"] == [
         day_column(mart[FACT.name])
     ]
+
+
+# --- the fixed rows and the control table ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def fixed(spark: Any, spark_url: SparkUrl, mart: Schema) -> list[str]:
+    """The mart's default members and version row, written once; the tables that were written."""
+    dimensions = [(dim, mart[dim.name]) for dim in MART.dimensions]
+    return write_fixed_rows(spark, dimensions, mart["dm_schema"], SCHEMA_VERSION, spark_url.database)
+
+
+def test_init_writes_default_members_and_the_version_row_once(
+    spark: Any, spark_url: SparkUrl, mart: Schema, fixed: list[str]
+) -> None:
+    assert sorted(fixed) == sorted([dim.name for dim in MART.dimensions] + ["dm_schema"])
+    for dim in MART.dimensions:
+        rows = [row.asDict() for row in spark.table(_name(dim.name)).collect()]
+        expected = {c.name: None for c in mart[dim.name].columns}
+        expected.update({dim.key: DEFAULT_MEMBER_ID, dim.business_key: DEFAULT_MEMBER_ID, "is_inferred": False})
+        expected.update({c.name: c.unknown for c in dim.attributes})
+        expected.update({r.column: DEFAULT_MEMBER_ID for r in dim.references})
+        assert rows == [expected], dim.name
+    assert [tuple(row) for row in spark.table(_name("dm_schema")).collect()] == [(SCHEMA_VERSION,)]
+    # Again: nothing to write, no table gets a new version.
+    versions = {name: _version(spark, name) for name in mart.tables}
+    dimensions = [(dim, mart[dim.name]) for dim in MART.dimensions]
+    assert write_fixed_rows(spark, dimensions, mart["dm_schema"], SCHEMA_VERSION, spark_url.database) == []
+    assert {name: _version(spark, name) for name in mart.tables} == versions
+    assert spark.table(_name("dm_schema")).count() == 1
+
+
+def test_a_default_member_keeps_history_where_its_dimension_does() -> None:
+    dim = MART.dimensions[0]
+    historical = replace(dim, columns=tuple(replace(c, scd=Scd.HISTORICAL) for c in dim.columns))
+    row = historical.default_member()
+    assert (row[VALID_FROM], row[VALID_TO], row[IS_CURRENT], row[VERSION]) == (BEGINNING, None, True, 1)
+    assert VERSION not in dim.default_member()
+
+
+@pytest.fixture
+def queue(spark: Any, spark_url: SparkUrl, schema: Schema, request: pytest.FixtureRequest) -> tuple[sa.Table, str]:
+    """An empty control table of its own (a database per test), and its qualified name."""
+    database = "callmart_" + request.node.name.removeprefix("test_")[:40]
+    url = ENGINE.parse(f"spark://local[2]?warehouse={spark_url.warehouse}&database={database}")
+    ENGINE.create_tables(spark, [schema.processes], url)
+    return schema.processes, _name(PROCESSES, database)
+
+
+def _queue_rows(spark: Any, name: str) -> dict[tuple[datetime, datetime], tuple[str, int | None, str | None]]:
+    return {
+        (r["start_date"], r["end_date"]): (r["status"], r["id_run"], r["error_message"])
+        for r in spark.table(name).collect()
+    }
+
+
+DAYS = daily_periods(date(2024, 3, 1), date(2024, 3, 7))
+
+
+def test_periods_are_queued_and_queued_again_as_control_enqueue_does(spark: Any, queue: tuple[sa.Table, str]) -> None:
+    table, name = queue
+    assert spark_enqueue(spark, table, name, FACT.name, DAYS[:4], force=False) == {
+        "added": 4,
+        "requeued": 0,
+        "skipped": 0,
+    }
+    ids = sorted(r["id_process"] for r in spark.table(name).collect())
+    assert ids == [1, 2, 3, 4]
+    # Again with more days: the four are skipped, the new ones get the next ids.
+    assert spark_enqueue(spark, table, name, FACT.name, DAYS, force=False) == {"added": 2, "requeued": 0, "skipped": 4}
+    assert sorted(r["id_process"] for r in spark.table(name).collect()) == [1, 2, 3, 4, 5, 6]
+    assert {status for status, _, _ in _queue_rows(spark, name).values()} == {Status.PENDING}
+    # One failed, one done, one running: a plain enqueue takes the failed one again; forced, the done one too.
+    failed = claim_next(spark, table, name, 7, datetime(2024, 3, 8))
+    done = claim_next(spark, table, name, 7, datetime(2024, 3, 8))
+    running = claim_next(spark, table, name, 7, datetime(2024, 3, 8))
+    assert failed and done and running
+    assert mark(spark, table, name, failed[0], 7, Status.FAILED, error_message="boom")
+    assert mark(spark, table, name, done[0], 7, Status.DONE)
+    assert spark_enqueue(spark, table, name, FACT.name, DAYS, force=False) == {"added": 0, "requeued": 1, "skipped": 5}
+    rows = _queue_rows(spark, name)
+    assert rows[(failed[2], failed[3])] == (Status.PENDING, 7, None)
+    assert rows[(done[2], done[3])][0] == Status.DONE
+    assert spark_enqueue(spark, table, name, FACT.name, DAYS, force=True) == {"added": 0, "requeued": 5, "skipped": 1}
+    rows = _queue_rows(spark, name)
+    assert rows[(done[2], done[3])][0] == Status.PENDING
+    assert rows[(running[2], running[3])][0] == Status.RUNNING
+    assert spark.table(name).count() == len(DAYS)
+
+
+def test_claims_take_the_oldest_pending_period_and_none_when_none_is_left(
+    spark: Any, queue: tuple[sa.Table, str]
+) -> None:
+    table, name = queue
+    assert claim_next(spark, table, name, 1, datetime(2024, 3, 8)) is None
+    spark_enqueue(spark, table, name, FACT.name, DAYS[2:4], force=False)
+    spark_enqueue(spark, table, name, FACT.name, DAYS[:1], force=False)
+    first = claim_next(spark, table, name, 1, datetime(2024, 3, 8))
+    assert first is not None and Period(*first) == Period(3, FACT.name, *DAYS[0])
+    assert [Period(*p).start for p in (claim_next(spark, table, name, 1, datetime(2024, 3, 8)),) if p] == [DAYS[2][0]]
+    row = spark.table(name).filter(f"id_process = {first[0]}").first()
+    assert (row["status"], row["id_run"], row["process_run_date"]) == (Status.RUNNING, 1, datetime(2024, 3, 8))
+    assert claim_next(spark, table, name, 2, datetime(2024, 3, 8)) is not None
+    assert claim_next(spark, table, name, 2, datetime(2024, 3, 8)) is None
+
+
+def test_only_the_run_holding_a_period_marks_it(spark: Any, queue: tuple[sa.Table, str]) -> None:
+    table, name = queue
+    spark_enqueue(spark, table, name, FACT.name, DAYS[:1], force=False)
+    claimed = claim_next(spark, table, name, 1, datetime(2024, 3, 8))
+    assert claimed is not None
+    assert not mark(spark, table, name, claimed[0], 2, Status.DONE)
+    assert _queue_rows(spark, name)[DAYS[0]] == (Status.RUNNING, 1, None)
+    assert mark(spark, table, name, claimed[0], 1, Status.FAILED, error_message="no extract", rows_loaded=0)
+    assert _queue_rows(spark, name)[DAYS[0]] == (Status.FAILED, 1, "no extract")
+    # No longer running: marking it again changes nothing.
+    assert not mark(spark, table, name, claimed[0], 1, Status.DONE)
+    assert _queue_rows(spark, name)[DAYS[0]][0] == Status.FAILED
+
+
+def test_two_runs_claiming_together_take_each_period_once(spark: Any, queue: tuple[sa.Table, str]) -> None:
+    """Two claimers on two threads of the session, started together over pending periods: each period is taken by
+    exactly one of them, none twice, none left; Delta's concurrent-modification errors are retried."""
+    table, name = queue
+    spark_enqueue(spark, table, name, FACT.name, DAYS, force=False)
+    taken: dict[int, list[int]] = {1: [], 2: []}
+    failures: list[BaseException] = []
+    start = threading.Barrier(2)
+
+    def run(id_run: int) -> None:
+        try:
+            start.wait()
+            while (claimed := claim_next(spark, table, name, id_run, datetime(2024, 3, 8))) is not None:
+                taken[id_run].append(claimed[0])
+        except BaseException as error:  # noqa: BLE001 - reported below
+            failures.append(error)
+
+    threads = [threading.Thread(target=run, args=(id_run,)) for id_run in taken]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not failures
+    assert not set(taken[1]) & set(taken[2])
+    assert sorted(taken[1] + taken[2]) == list(range(1, len(DAYS) + 1))
+    final = {r["id_process"]: (r["status"], r["id_run"]) for r in spark.table(name).collect()}
+    assert final == {id_process: (Status.RUNNING, id_run) for id_run, ids in taken.items() for id_process in ids}
+    merges = spark.sql(f"DESCRIBE HISTORY {name}").filter("operation = 'MERGE'").count()
+    # One enqueue, then one MERGE per period: a claim that lost committed nothing.
+    assert merges == 1 + len(DAYS)
+
+
+def test_retries_stop_with_a_clear_error() -> None:
+    tries = []
+
+    def conflicting() -> None:
+        tries.append(1)
+        raise RuntimeError("io.delta.exceptions.ConcurrentAppendException: [DELTA_CONCURRENT_APPEND] Files added")
+
+    with pytest.raises(CommitConflicts, match="claiming: other runs kept changing the table.*after 3 tries"):
+        with_retries(conflicting, "claiming", attempts=3, pause=0.001)
+    assert len(tries) == 3
+    with pytest.raises(ValueError, match="other"):
+        with_retries(lambda: (_ for _ in ()).throw(ValueError("other")), "claiming", attempts=3, pause=0.001)

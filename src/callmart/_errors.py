@@ -14,6 +14,7 @@ from __future__ import annotations
 __all__ = [
     "CallmartError",
     "ConfigError",
+    "CommitConflicts",
     "DatabaseError",
     "MartBusy",
     "MartNotReady",
@@ -48,3 +49,7 @@ class DatabaseError(CallmartError):
 
 class MartBusy(CallmartError):
     """Another process holds the mart: DuckDB lets one process write a file at a time."""
+
+
+class CommitConflicts(MartBusy):
+    """Concurrent runs kept changing a Delta table under a commit, retried until the tries ran out."""

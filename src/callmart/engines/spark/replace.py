@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame
 
-__all__ = ["replace_period"]
+__all__ = ["replace_period", "wall_clock"]
 
 
 def replace_period(
@@ -27,7 +27,7 @@ def replace_period(
 
     time, day = col(time_column), col(day_column)
     days = (day >= lit(start.date())) & (day <= lit(_last_day(start, end)))
-    rows.writeTo(table).overwrite(days & (time >= _wall_clock(start)) & (time < _wall_clock(end)))
+    rows.writeTo(table).overwrite(days & (time >= wall_clock(start)) & (time < wall_clock(end)))
 
 
 def _last_day(start: datetime, end: datetime) -> date:
@@ -35,7 +35,7 @@ def _last_day(start: datetime, end: datetime) -> date:
     return max(start, end - timedelta(microseconds=1)).date()
 
 
-def _wall_clock(moment: datetime) -> Column:
+def wall_clock(moment: datetime) -> Column:
     """A TIMESTAMP_NTZ literal of a naive datetime. A datetime handed to Spark as is becomes a TIMESTAMP in the
     session's time zone; its ISO text cast to TIMESTAMP_NTZ is the wall-clock time itself."""
     from pyspark.sql.functions import lit

@@ -40,6 +40,7 @@ __all__ = [
     "create_tables",
     "day_column",
     "spark_schema",
+    "spark_type",
     "spark_type_name",
 ]
 
@@ -195,10 +196,10 @@ def _struct_field(
 
     metadata: dict[str, str] = {"comment": comment} if comment else {}
     metadata.update(extra or {})
-    return StructField(name, _spark_type(type_name), nullable, metadata)
+    return StructField(name, spark_type(type_name), nullable, metadata)
 
 
-def _spark_type(name: str) -> DataType:
+def spark_type(name: str) -> DataType:
     from pyspark.sql import types
 
     kind: type[DataType] = getattr(types, _CLASSES[name])
