@@ -32,6 +32,7 @@ from callmart.control import Period, daily_periods
 from callmart.declare import BEGINNING, DEFAULT_MEMBER_ID, IS_CURRENT, VALID_FROM, VALID_TO, VERSION, Scd
 from callmart.engines import hints
 from callmart.engines.spark import Spark, SparkUrl
+from callmart.engines.spark import control as spark_control
 from callmart.engines.spark.control import claim_next, mark, with_retries, write_fixed_rows
 from callmart.engines.spark.control import enqueue as spark_enqueue
 from callmart.engines.spark.jars import delta_artifact, delta_jars, version_range
@@ -580,6 +581,85 @@ def test_two_runs_claiming_together_take_each_period_once(spark: Any, queue: tup
     merges = spark.sql(f"DESCRIBE HISTORY {name}").filter("operation = 'MERGE'").count()
     # One enqueue, then one MERGE per period: a claim that lost committed nothing.
     assert merges == 1 + len(DAYS)
+
+
+def test_a_run_through_spark_connect_and_one_in_this_session_take_each_period_once(
+    spark: Any, connect_port: int, queue: tuple[sa.Table, str]
+) -> None:
+    """The same over two sessions in two processes: a Spark Connect client (another process, its own session on
+    the server) and a thread of this session claim together."""
+    table, name = queue
+    spark_enqueue(spark, table, name, FACT.name, DAYS, force=False)
+    script = textwrap.dedent(
+        f"""
+        import json, sys
+        from datetime import datetime
+        from callmart.engines.spark import Spark
+        from callmart.engines.spark.control import claim_next
+        from callmart.schema import Schema
+        from callmart.mart import MART
+
+        table = Schema(MART).processes
+        spark = Spark().open_session("sc://127.0.0.1:{connect_port}")
+        spark.sql("SELECT 1").collect()
+        print("ready", flush=True)
+        sys.stdin.readline()
+        taken = []
+        while (claimed := claim_next(spark, table, {name!r}, 2, datetime(2024, 3, 8))) is not None:
+            taken.append(claimed[0])
+        print(json.dumps(taken), flush=True)
+        """
+    )
+    other = subprocess.Popen(
+        [sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    assert other.stdout is not None and other.stdin is not None
+    assert other.stdout.readline().strip() == "ready", other.stderr.read()[-3000:] if other.stderr else ""
+    mine: list[int] = []
+
+    def run() -> None:
+        while (claimed := claim_next(spark, table, name, 1, datetime(2024, 3, 8))) is not None:
+            mine.append(claimed[0])
+
+    thread = threading.Thread(target=run)
+    other.stdin.write("go\n")
+    other.stdin.flush()
+    thread.start()
+    out, err = other.communicate(timeout=600)
+    thread.join()
+    assert other.returncode == 0, err[-3000:]
+    theirs = json.loads(out.strip().splitlines()[-1])
+    assert not set(mine) & set(theirs)
+    assert sorted(mine + theirs) == list(range(1, len(DAYS) + 1))
+    final = {r["id_process"]: (r["status"], r["id_run"]) for r in spark.table(name).collect()}
+    assert final == {**{i: (Status.RUNNING, 1) for i in mine}, **{i: (Status.RUNNING, 2) for i in theirs}}
+    print(f"this session took {mine}, the Connect process {theirs}")
+
+
+def test_a_claim_that_read_a_period_taken_since_takes_the_next(
+    spark: Any, queue: tuple[sa.Table, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Run 2 reads the oldest pending period; before its MERGE, run 1 claims that period and commits. Run 2's
+    MERGE, which requires the period still pending, updates nothing, and run 2 takes the next one."""
+    table, name = queue
+    spark_enqueue(spark, table, name, FACT.name, DAYS[:2], force=False)
+    update = spark_control._update
+    first: list[Any] = []
+
+    def late(*args: Any, **kwargs: Any) -> bool:
+        if not first:
+            monkeypatch.setattr(spark_control, "_update", update)
+            first.append(claim_next(spark, table, name, 1, datetime(2024, 3, 8)))
+        return update(*args, **kwargs)
+
+    monkeypatch.setattr(spark_control, "_update", late)
+    second = claim_next(spark, table, name, 2, datetime(2024, 3, 8))
+    assert first[0] is not None and second is not None
+    assert (first[0][0], second[0]) == (1, 2)
+    assert {k: v[:2] for k, v in _queue_rows(spark, name).items()} == {
+        DAYS[0]: (Status.RUNNING, 1),
+        DAYS[1]: (Status.RUNNING, 2),
+    }
 
 
 def test_retries_stop_with_a_clear_error() -> None:
