@@ -1,11 +1,15 @@
-"""One fresh mart per test, on DuckDB and on PostgreSQL."""
+"""One fresh mart per test, on DuckDB and on PostgreSQL; one Spark session for the tests marked `spark`."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import shutil
+import socket
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -13,6 +17,7 @@ import sqlalchemy as sa
 from psycopg import sql
 
 from callmart.config import create_engine, parse_url
+from callmart.engines.spark import Spark, SparkUrl
 
 PG_ADMIN_URL = os.environ.get("CALLMART_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 PG_POOLER_URL = os.environ.get("CALLMART_TEST_PG_POOLER_URL", "postgresql://postgres@127.0.0.1:6543/postgres")
@@ -92,3 +97,61 @@ def seed_dir() -> Path:
             pytest.fail(message)
         pytest.skip(message)
     return SEED
+
+
+# --- Spark (the modules marked `spark`) ---------------------------------------------------------------------------
+
+REQUIRE_SPARK = os.environ.get("CALLMART_REQUIRE_SPARK") == "1"
+SPARK = Spark()
+
+
+def _missing() -> str | None:
+    """What a local Spark session with Delta needs and the machine lacks."""
+    if importlib.util.find_spec("pyspark") is None:
+        return "pyspark is not installed: pip install -e '.[dev,spark]'"
+    if shutil.which("java") is None and not os.environ.get("JAVA_HOME"):
+        return "Java is not installed (Spark 4 needs 17 or later)"
+    if shutil.which("mvn") is None:
+        return "Maven's client (mvn) is not installed: it fetches Delta's jars"
+    return None
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def connect_port() -> int:
+    """The port of the Spark Connect server the session runs (its plugin)."""
+    return _free_port()
+
+
+@pytest.fixture(scope="session")
+def spark_url(tmp_path_factory: pytest.TempPathFactory, connect_port: int) -> SparkUrl:
+    missing = _missing()
+    if missing is not None:
+        if REQUIRE_SPARK:
+            pytest.fail(f"CALLMART_REQUIRE_SPARK=1 but {missing}")
+        pytest.skip(missing)
+    warehouse = tmp_path_factory.mktemp("warehouse")
+    settings = {
+        "spark.ui.enabled": "false",
+        # A laptop's worth of data: Spark's 200 shuffle partitions and Delta's 50 snapshot ones only cost time.
+        "spark.sql.shuffle.partitions": "2",
+        "spark.databricks.delta.snapshotPartitions": "2",
+        # The session also serves Spark Connect, for the test of the sc:// form.
+        "spark.plugins": "org.apache.spark.sql.connect.SparkConnectPlugin",
+        "spark.connect.grpc.binding.address": "127.0.0.1",
+        "spark.connect.grpc.binding.port": str(connect_port),
+    }
+    query = "&".join(f"{key}={value}" for key, value in settings.items())
+    return SPARK.parse(f"spark://local[2]?warehouse={warehouse}&{query}")
+
+
+@pytest.fixture(scope="session")
+def spark(spark_url: SparkUrl) -> Iterator[Any]:
+    session = SPARK.open_session(spark_url)
+    yield session
+    session.stop()

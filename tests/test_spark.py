@@ -4,20 +4,17 @@ in one commit, the same code through Spark Connect.
 
 The session tests run where pyspark is installed (pip install -e '.[dev,spark]'), and are skipped elsewhere, unless
 CALLMART_REQUIRE_SPARK=1 (CI, .ci/spark), where a missing pyspark, Java or Maven fails them. `-m spark` selects
-this module, `-m "not spark"` leaves it out. One session serves the module: a Spark session takes ~15 s to start."""
+the Spark modules, `-m "not spark"` leaves them out. One session (tests/conftest.py) serves them all: a Spark
+session takes ~15 s to start."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
-import shutil
-import socket
 import subprocess
 import sys
 import textwrap
 import threading
-from collections.abc import Iterator
 from dataclasses import replace
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -143,58 +140,6 @@ def test_every_declared_column_has_a_spark_type(schema: Schema) -> None:
 
 
 # --- on a local Spark session --------------------------------------------------------------------------------------
-
-
-def _missing() -> str | None:
-    """What a local Spark session with Delta needs and the machine lacks."""
-    if importlib.util.find_spec("pyspark") is None:
-        return "pyspark is not installed: pip install -e '.[dev,spark]'"
-    if shutil.which("java") is None and not os.environ.get("JAVA_HOME"):
-        return "Java is not installed (Spark 4 needs 17 or later)"
-    if shutil.which("mvn") is None:
-        return "Maven's client (mvn) is not installed: it fetches Delta's jars"
-    return None
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-@pytest.fixture(scope="module")
-def connect_port() -> int:
-    """The port of the Spark Connect server the module's session runs (its plugin)."""
-    return _free_port()
-
-
-@pytest.fixture(scope="module")
-def spark_url(tmp_path_factory: pytest.TempPathFactory, connect_port: int) -> SparkUrl:
-    missing = _missing()
-    if missing is not None:
-        if REQUIRE_SPARK:
-            pytest.fail(f"CALLMART_REQUIRE_SPARK=1 but {missing}")
-        pytest.skip(missing)
-    warehouse = tmp_path_factory.mktemp("warehouse")
-    settings = {
-        "spark.ui.enabled": "false",
-        # A laptop's worth of data: Spark's 200 shuffle partitions and Delta's 50 snapshot ones only cost time.
-        "spark.sql.shuffle.partitions": "2",
-        "spark.databricks.delta.snapshotPartitions": "2",
-        # The session also serves Spark Connect, for the test of the sc:// form.
-        "spark.plugins": "org.apache.spark.sql.connect.SparkConnectPlugin",
-        "spark.connect.grpc.binding.address": "127.0.0.1",
-        "spark.connect.grpc.binding.port": str(connect_port),
-    }
-    query = "&".join(f"{key}={value}" for key, value in settings.items())
-    return ENGINE.parse(f"spark://local[2]?warehouse={warehouse}&{query}")
-
-
-@pytest.fixture(scope="module")
-def spark(spark_url: SparkUrl) -> Iterator[Any]:
-    session = ENGINE.open_session(spark_url)
-    yield session
-    session.stop()
 
 
 @pytest.fixture(scope="module")
