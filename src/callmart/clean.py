@@ -12,7 +12,18 @@ from . import rejects
 from .declare import Case, Column, Parse, Type
 from .rejects import SOURCE_FILE, SOURCE_ROW
 
-__all__ = ["Cleaned", "arrow_type", "clean_batch", "clean_values"]
+__all__ = [
+    "INTEGER_PATTERN",
+    "LEAP_SECONDS",
+    "LIMITS",
+    "Cleaned",
+    "arrow_type",
+    "clean_batch",
+    "clean_values",
+    "missing_reason",
+    "nul_reason",
+    "unparsable_reason",
+]
 
 _ARROW: dict[Type, pa.DataType] = {
     Type.INTEGER: pa.int32(),
@@ -22,8 +33,12 @@ _ARROW: dict[Type, pa.DataType] = {
     Type.TIME: pa.time32("s"),
     Type.BOOLEAN: pa.bool_(),
 }
-_INTEGER = r"^[+-]?\d{1,18}$"
-_LIMITS = {Type.INTEGER: 2**31 - 1, Type.BIGINT: 2**63 - 1, Type.TIME: 86_399}
+INTEGER_PATTERN = r"^[+-]?\d{1,18}$"
+"""A whole number as the exports write it; longer ones overflow int64 before the range check."""
+LIMITS = {Type.INTEGER: 2**31 - 1, Type.BIGINT: 2**63 - 1, Type.TIME: 86_399}
+"""The largest magnitude each type holds (a time: seconds of a day)."""
+LEAP_SECONDS = ("60", "61")
+"""Seconds strptime's %S takes and no export means."""
 
 
 def arrow_type(type_: Type) -> pa.DataType:
@@ -56,10 +71,10 @@ def clean_batch(batch: pa.RecordBatch, columns: Sequence[Column]) -> Cleaned:
     seen: set[tuple[str | None, str]] = set()
     for column in columns:
         field = fields[column.name]
-        checks = [(field.missing, f"missing {column.source}"), (field.unparsable, _unparsable(column))]
+        checks = [(field.missing, missing_reason(column)), (field.unparsable, unparsable_reason(column))]
         if column.source and column.parse is Parse.TEXT:
             # A NUL byte is no text: PostgreSQL cannot store it, and no export means it.
-            checks.append((_has_nul(batch.column(column.source)), f"a NUL byte in {column.source}"))
+            checks.append((_has_nul(batch.column(column.source)), nul_reason(column)))
         for mask, reason in checks:
             # A source field feeding two columns (a duration as time and as seconds) is reported once.
             if (column.source, reason) not in seen and pc.any(mask).as_py():
@@ -109,7 +124,18 @@ def _rejects(batch: pa.RecordBatch, column: Column, mask: pa.Array, reason: str)
     )
 
 
-def _unparsable(column: Column) -> str:
+def missing_reason(column: Column) -> str:
+    """Why a row whose required field is missing is rejected."""
+    return f"missing {column.source}"
+
+
+def nul_reason(column: Column) -> str:
+    """Why a row whose text holds a NUL byte is rejected."""
+    return f"a NUL byte in {column.source}"
+
+
+def unparsable_reason(column: Column) -> str:
+    """Why a row whose field cannot be read as its column's type is rejected."""
     if column.parse is Parse.DATETIME:
         shape = (column.fmt or "").replace("%m", "M").replace("%d", "D").replace("%Y", "YYYY")
         expected = "a date like " + shape.replace("%H", "H").replace("%M", "MM").replace("%S", "SS")
@@ -149,8 +175,10 @@ def _text(text: pa.Array, column: Column) -> pa.Array:
 
 def _integer(text: pa.Array, fmt: str) -> tuple[pa.Array, pa.Array]:
     """Whole numbers as int64; anything else is unparsable."""
-    shaped = pc.fill_null(pc.match_substring_regex(text, _INTEGER), False)
-    numbers = pc.cast(pc.if_else(shaped, text, pa.scalar(None, pa.string())), pa.int64())
+    shaped = pc.fill_null(pc.match_substring_regex(text, INTEGER_PATTERN), False)
+    # Arrow's cast reads -7 but not +7.
+    unsigned = pc.replace_substring_regex(text, pattern=r"^\+", replacement="")
+    numbers = pc.cast(pc.if_else(shaped, unsigned, pa.scalar(None, pa.string())), pa.int64())
     return numbers, pc.invert(shaped)
 
 
@@ -190,7 +218,7 @@ def _leap_second(text: pa.Array) -> pa.Array:
     return pc.fill_null(pc.is_in(pc.utf8_slice_codeunits(text, -2), value_set=_LEAP_SECONDS), False)
 
 
-_LEAP_SECONDS = pa.array(["60", "61"])
+_LEAP_SECONDS = pa.array(LEAP_SECONDS)
 
 
 _CLOCK_ZERO = pc.cast(pc.strptime(pa.array(["0:00:00"]), format="%H:%M:%S", unit="s"), pa.int64())[0]
@@ -209,7 +237,7 @@ def _fit(values: pa.Array, unparsable: pa.Array, type_: Type) -> tuple[pa.Array,
     """Cast parsed values to the column's type; a value out of the type's range is unparsable too."""
     if pa.types.is_timestamp(values.type):
         return values, unparsable
-    limit = _LIMITS[type_]
+    limit = LIMITS[type_]
     in_range = pc.fill_null(pc.less_equal(pc.abs(values), pa.scalar(limit, values.type)), False)
     fitted = pc.if_else(in_range, values, pa.scalar(None, values.type))
     if type_ is Type.TIME:
