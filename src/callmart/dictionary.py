@@ -41,6 +41,7 @@ _SYSTEM_COLUMNS = {
     "version": "the version of the mart's tables",
     "started_at": "when the run started",
     "source_dir": "the folder of extracts the run read",
+    "heartbeat_at": "the run's latest sign of life, where runs show it so (Spark); NULL elsewhere",
     "step": "the step's number in its run",
     "table_name": "the table the step loaded",
     "period_start": "the period's start, for a fact step",

@@ -31,7 +31,7 @@ from .rowhash import ROW_HASH
 
 __all__ = ["PROCESSES", "REJECTS", "RUNS", "RUN_STEPS", "SCHEMA_VERSION", "SOURCES", "Schema"]
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 PROCESSES = "dm_processes"
 RUNS, RUN_STEPS, REJECTS = "dm_runs", "dm_run_steps", "dm_rejects"
 SOURCES = "dm_sources"
@@ -236,6 +236,8 @@ class Schema:
                 sa.Column("status", sa.String, nullable=False),
                 sa.Column("source_dir", sa.String),
                 sa.Column("error_message", sa.String),
+                # A run's latest sign of life where no lock shows it: Spark's runs beat in it (engines/spark/runs.py).
+                sa.Column("heartbeat_at", sa.DateTime),
             )
         )
         period = [sa.Column("period_start", sa.DateTime), sa.Column("period_end", sa.DateTime)]

@@ -2,7 +2,10 @@
 
 Fixed rows: each dimension's default member and the version row of dm_schema, written once: a second init reads
 them and commits nothing. The control table (dm_processes): periods queued (`enqueue`), the oldest pending one
-claimed by a run (`claim_next`), and its outcome set by the run that holds it (`mark`).
+claimed by a run (`claim_next`), its outcome set by the run that holds it (`mark`), and periods made pending again
+in bulk: those a stopped run held (`requeue_running`), the failed ones (`requeue_failed`), those waiting for their
+extracts (`wake_waiting`), and those held by runs that died (`free_abandoned`: a run lives while its heartbeat in
+the run log is recent, runs.py).
 
 Every change is a MERGE whose condition holds the state it expects (a period still pending, still running by this
 run): of two runs that read the same state, Delta lets one commit and fails the other with a concurrent
@@ -21,9 +24,9 @@ import random
 import re
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, TypeVar
 
 import sqlalchemy as sa
@@ -36,16 +39,23 @@ from .sql import qualified, quote, sql
 from .tables import spark_schema, spark_type, spark_type_name
 
 if TYPE_CHECKING:
-    from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql import Column, DataFrame, SparkSession
 
 __all__ = [
     "ATTEMPTS",
     "CONCURRENT_MODIFICATION",
+    "HEARTBEAT",
+    "STALE_AFTER",
     "Claimed",
     "claim_next",
     "enqueue",
+    "free_abandoned",
     "is_concurrent_modification",
+    "lives",
     "mark",
+    "requeue_failed",
+    "requeue_running",
+    "wake_waiting",
     "with_retries",
     "write_fixed_rows",
 ]
@@ -65,6 +75,12 @@ ATTEMPTS = 8
 """How many times a step is tried before CommitConflicts."""
 PAUSE = 0.2
 """Seconds of the first pause between tries; each later one doubles, with a random part so runs fall apart."""
+
+HEARTBEAT = "heartbeat_at"
+"""The run log's column of a run's latest sign of life (runs.py writes it)."""
+STALE_AFTER = timedelta(minutes=5)
+"""How long after its latest heartbeat a run counts as dead: several beats, so a slow commit or a little clock skew
+between machines does not kill a living run."""
 
 Claimed = tuple[int, str, datetime, datetime]
 """A claimed period: id_process, fact_table, start_date, end_date (control.Period's fields, in its order)."""
@@ -263,25 +279,96 @@ def mark(
     )
 
 
+def requeue_running(spark: SparkSession, table: sa.Table, name: str, id_run: int, message: str) -> int:
+    """Make pending again, with `message`, the periods run `id_run` still holds as running (it was stopped while
+    loading them); return how many."""
+    changes = {"status": Status.PENDING.value, "error_message": message}
+    where = {"status": Status.RUNNING.value, "id_run": id_run}
+    return with_retries(lambda: _set(spark, table, name, changes, where), f"queueing again the periods of run {id_run}")
+
+
+def requeue_failed(spark: SparkSession, table: sa.Table, name: str) -> int:
+    """Make every failed period pending again, its error cleared; return how many."""
+    changes = {"status": Status.PENDING.value, "error_message": None}
+    where = {"status": Status.FAILED.value}
+    return with_retries(lambda: _set(spark, table, name, changes, where), "queueing the failed periods again")
+
+
+def wake_waiting(spark: SparkSession, table: sa.Table, name: str) -> int:
+    """Make pending again the periods waiting for their extracts, for this run to try; return how many."""
+    changes = {"status": Status.PENDING.value}
+    where = {"status": Status.WAITING.value}
+    return with_retries(lambda: _set(spark, table, name, changes, where), "waking the waiting periods")
+
+
+def free_abandoned(
+    spark: SparkSession, table: sa.Table, name: str, runs: str, now: datetime, stale_after: timedelta = STALE_AFTER
+) -> int:
+    """Make pending again the periods left running by runs that died: whose run in the run log `runs` (qualified
+    name) has given no sign of life within `stale_after` of `now` (`lives`), or is not there; return how many.
+    One MERGE whose source is the periods found, matched again on their status and run: a period claimed anew
+    since is left as it is."""
+    from pyspark.sql.functions import col, lit
+
+    message = "queued again: the run loading it stopped"
+
+    def attempt() -> int:
+        living = spark.table(runs).filter(lives(now, stale_after)).select("id_run")
+        dead = (
+            spark.table(name)
+            .filter(col("status") == lit(Status.RUNNING.value))
+            .join(living, on="id_run", how="left_anti")
+            .select(
+                "id_process",
+                "id_run",
+                lit(Status.RUNNING.value).alias("where_status"),
+                lit(Status.PENDING.value).alias("status"),
+                lit(message).alias("error_message"),
+            )
+        )
+        match = {"id_process": "id_process", "id_run": "id_run", "status": "where_status"}
+        return _update_from(spark, name, dead, match, ["status", "error_message"])
+
+    return with_retries(attempt, "freeing the periods of runs that stopped")
+
+
+def lives(now: datetime, stale_after: timedelta) -> Column:
+    """Whether a row of the run log is of a living run: its latest heartbeat (its start, before its first one) is
+    within `stale_after` of `now`."""
+    from pyspark.sql.functions import coalesce, col
+
+    return coalesce(col(HEARTBEAT), col("started_at")) >= wall_clock(now - stale_after)
+
+
 def _update(
     spark: SparkSession, table: sa.Table, name: str, changes: dict[str, object], expected: dict[str, object]
 ) -> bool:
-    """Set `changes` on the row of changes["id_process"] if its columns hold `expected`; whether it did. One MERGE
-    of a one-row view: the expected values in columns named `expected_<column>`."""
-    kept = [c for c in changes if c != "id_process"]
-    row = {**changes, **{f"expected_{c}": v for c, v in expected.items()}}
-    types = {f"expected_{c}": spark_type_name(table.c[c].type) for c in expected}
-    condition = " AND ".join(
-        [f"t.{quote('id_process')} = s.{quote('id_process')}"]
-        + [f"t.{quote(c)} = s.{quote('expected_' + c)}" for c in expected]
-    )
-    assignments = ", ".join(f"{quote(c)} = s.{quote(c)}" for c in kept)
-    frame = _frame(spark, table, [row], columns=["id_process", *kept], extra=types)
-    with _view(spark, frame) as view:
+    """Set `changes` on the row of changes["id_process"] if its columns hold `expected`; whether it did."""
+    kept = {c: v for c, v in changes.items() if c != "id_process"}
+    return _set(spark, table, name, kept, {"id_process": changes["id_process"], **expected}) > 0
+
+
+def _set(
+    spark: SparkSession, table: sa.Table, name: str, changes: Mapping[str, object], where: Mapping[str, object]
+) -> int:
+    """Set `changes` on the rows whose columns hold the values of `where`, as UPDATE … SET … WHERE would; how many
+    rows changed. The source of the MERGE is one row: the values of `where` in columns named `where_<column>`."""
+    row = {**changes, **{f"where_{c}": v for c, v in where.items()}}
+    types = {f"where_{c}": spark_type_name(table.c[c].type) for c in where}
+    frame = _frame(spark, table, [row], columns=list(changes), extra=types)
+    return _update_from(spark, name, frame, {c: f"where_{c}" for c in where}, list(changes))
+
+
+def _update_from(spark: SparkSession, name: str, source: DataFrame, match: dict[str, str], changes: list[str]) -> int:
+    """Set the `changes` columns of each row of `name` that a row of `source` matches (for each pair of `match`, the
+    target's column equals the source's, null equal to null) to that row's values; how many rows changed."""
+    condition = " AND ".join(f"t.{quote(t)} <=> s.{quote(s)}" for t, s in match.items())
+    assignments = ", ".join(f"{quote(c)} = s.{quote(c)}" for c in changes)
+    with _view(spark, source) as view:
         done = sql(
             spark, f"MERGE INTO {name} AS t USING {view} AS s ON {condition} WHEN MATCHED THEN UPDATE SET {assignments}"
         ).first()
-    return bool(done and done["num_updated_rows"])
+    return int(done["num_updated_rows"]) if done else 0
 
 
 # --- rows as data --------------------------------------------------------------------------------------------------
