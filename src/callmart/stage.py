@@ -18,7 +18,7 @@ from .engines.sql.ddl import Truncate
 from .extract import SOURCE_FILE, SOURCE_ROW, read_source
 from .streams import prefetched
 
-__all__ = ["RawRows", "Staged", "Staging", "source_fields", "staged_columns"]
+__all__ = ["RawRows", "Staged", "Staging", "doubts", "source_fields", "staged_columns"]
 
 RawRows = Callable[[list[pa.Table]], Iterable[pa.RecordBatch]]
 """The raw rows a step reads (text fields, source file and row), adding the rows it cannot split to the list."""
@@ -147,7 +147,7 @@ class Staging:
             result.read += pc.sum(in_scope).as_py() or 0
             loadable = pc.and_not(in_scope, outcome.bad)
             rows = outcome.rows.filter(loadable)
-            result.rejects.extend(_doubts(rows, raw.filter(loadable), checks, sources))
+            result.rejects.extend(doubts(rows, raw.filter(loadable), checks, sources))
             if self.on_rows is not None:
                 self.on_rows(raw.num_rows)
             yield self.enrich(rows)
@@ -171,7 +171,7 @@ def _settle_problems(result: Staged, problems: list[pa.Table], placeable: bool) 
         result.read += rejects.rows_rejected(problem)
 
 
-def _doubts(
+def doubts(
     rows: pa.RecordBatch, raw: pa.RecordBatch, checks: Sequence[Check], sources: dict[str, str]
 ) -> list[pa.Table]:
     """Warnings for loadable rows that fail a declared check, naming the source field and its text as read."""
