@@ -56,6 +56,8 @@ class RunSummary:
     business_date: datetime = BEGINNING
     touched: analytics.Touched = field(default_factory=analytics.Touched)
     steps: list[StepResult] = field(default_factory=list)
+    seconds: float = 0.0
+    """The run's whole wall time: its steps, and what lies between and around them (claims, the final refresh)."""
 
     @property
     def failed(self) -> list[StepResult]:
@@ -353,6 +355,7 @@ class Callmart:
         self._complete_through = (
             None if complete_through is None else datetime.combine(complete_through + timedelta(days=1), time_of_day())
         )
+        began = time.perf_counter()
         summary = RunSummary(started=datetime.now().replace(microsecond=0))
         with self._transaction() as conn:
             self._check_ready(conn)
@@ -381,6 +384,7 @@ class Callmart:
                 raise
             with self._transaction() as conn:
                 runlog.finish_run(conn, self.schema, summary.id_run, ok=summary.ok, error=None)
+        summary.seconds = time.perf_counter() - began
         return summary
 
     def _run_steps(self, summary: RunSummary, reload_dimensions: bool) -> None:
@@ -391,11 +395,13 @@ class Callmart:
         with backfill.Backfill(self.source_dir) as split:
             while True:
                 self._stop.check()
+                # A period's time counts from its claim: over a backfill of many days, the claims add up.
+                began = time.perf_counter()
                 with self._transaction() as conn:
                     period = control.claim_next(conn, self.schema, summary.id_run, summary.started)
                 if period is None:
                     break
-                summary.steps.append(self._run_period(period, summary, split, cache))
+                summary.steps.append(self._run_period(period, summary, split, cache, began))
         for fact in self.schema.mart.facts:
             loaded = [s for s in summary.steps if s.period is not None and s.table == fact.name]
             extra = runlog.undated(fact.name, loaded)
@@ -439,13 +445,18 @@ class Callmart:
         return result
 
     def _run_period(
-        self, period: control.Period, summary: RunSummary, split: backfill.Backfill, cache: LookupCache
+        self,
+        period: control.Period,
+        summary: RunSummary,
+        split: backfill.Backfill,
+        cache: LookupCache,
+        began: float,
     ) -> StepResult:
-        """Load one period; its replace, metric, run log and status commit together, or it is marked failed.
-        `split` and `cache` carry what the run's earlier periods read: the extract's rows, the dimensions' keys."""
+        """Load one period claimed at `began`; its replace, metric, run log and status commit together, or it is
+        marked failed. `split` and `cache` carry what the run's earlier periods read: the extract's rows, the
+        dimensions' keys."""
         name = f"{period.fact_table} {period.start:%Y-%m-%d}"
         self.reporter.step_started(name)
-        began = time.perf_counter()
         fact = self.schema.mart.fact(period.fact_table)
         step = len(summary.steps) + 1
         # The calls' aggregates of the period's days, summed as its rows stream by, commit with them.

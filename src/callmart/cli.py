@@ -420,7 +420,7 @@ def _summary_table(summary: RunSummary) -> str:
     total = (
         f"run {summary.id_run}: {len(periods)} period(s), {sum(s.inserted for s in periods):,} rows loaded, "
         f"{sum(s.rejected for s in summary.steps):,} rejected, {sum(s.warned for s in summary.steps):,} warnings, "
-        f"{sum(s.inferred for s in summary.steps):,} inferred members, {sum(s.seconds for s in summary.steps):.1f} s, "
+        f"{sum(s.inferred for s in summary.steps):,} inferred members, {summary.seconds:.1f} s, "
         f"{len(summary.failed)} failed" + (f", {len(summary.waiting)} waiting" if summary.waiting else "")
     )
     hint = (
