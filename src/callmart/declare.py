@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 from enum import Enum
 
 __all__ = [
+    "CALLS_PER_MINUTE",
     "Case",
     "Check",
     "Column",
@@ -44,6 +45,9 @@ IS_INFERRED = "is_inferred"
 
 UNKNOWN = "unknown"
 """Value of a text attribute that is missing, or of any text attribute of a default or inferred member."""
+
+CALLS_PER_MINUTE = 100_000
+"""Room for rows sharing one minute in a fact key: key = minute number * CALLS_PER_MINUTE + the row's place."""
 
 
 class Type(Enum):

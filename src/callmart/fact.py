@@ -14,7 +14,7 @@ import sqlalchemy as sa
 
 from . import engines, rejects
 from .coverage import LatestTime
-from .declare import Fact, FirstEventWithin
+from .declare import CALLS_PER_MINUTE, Fact, FirstEventWithin
 from .extract import SOURCE_FILE, SOURCE_ROW
 from .keys import InferredMembers, LookupCache, lookups_for, with_keys
 from .metric import FirstEventsInClient, first_events
@@ -23,13 +23,10 @@ from .rowhash import ROW_HASH, RepeatedHashes, RowHasher, prefix
 from .schema import Schema
 from .stage import RawRows, Staging, staged_columns
 
-__all__ = ["CALLS_PER_MINUTE", "FactRowsInClient", "MinuteNumbering", "PeriodLoad", "Watcher"]
+__all__ = ["FactRowsInClient", "MinuteNumbering", "PeriodLoad", "Watcher"]
 
 MAX_LISTED_HASHES = 10_000
 """Most repeated hash prefixes passed to the database as values; beyond, repeated hashes are found by a subquery."""
-
-CALLS_PER_MINUTE = 100_000
-"""Room for rows sharing one minute in the fact key: key = minute number * CALLS_PER_MINUTE + rank."""
 
 
 class Watcher(Protocol):
@@ -204,7 +201,7 @@ def _duplicate_rows(conn: sa.Connection, schema: Schema, fact: Fact, repeated: l
             None,
             None,
             None,
-            "exact duplicate of an earlier row of the extract",
+            rejects.DUPLICATE_ROW,
             rejects.WARNING,
         )
     ]

@@ -8,6 +8,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 __all__ = [
+    "DUPLICATE_ROW",
     "ERROR",
     "REJECT_SCHEMA",
     "SOURCE_FILE",
@@ -22,6 +23,8 @@ __all__ = [
 SOURCE_FILE = "source_file"
 SOURCE_ROW = "source_row"
 ERROR, WARNING = "error", "warning"
+DUPLICATE_ROW = "exact duplicate of an earlier row of the extract"
+"""Why a row repeating an earlier one of the extract, field for field, is not loaded again."""
 
 REJECT_SCHEMA = pa.schema(
     [
