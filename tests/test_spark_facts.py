@@ -25,11 +25,12 @@ from callmart import Callmart
 from callmart.clean import clean_batch
 from callmart.declare import Fact, Mart
 from callmart.engines.spark import Spark, SparkUrl
-from callmart.engines.spark.facts import DUPLICATE_ROW, arrow_frame, duplicate_rows, inferred_members, period_rows
+from callmart.engines.spark.facts import arrow_frame, duplicate_rows, inferred_members, period_rows
 from callmart.engines.spark.sql import qualified
 from callmart.extract import read_source
 from callmart.mart import MART
 from callmart.mart.sample import generate
+from callmart.rejects import DUPLICATE_ROW
 from callmart.schema import Schema
 from callmart.settings import find_config, load_mart
 from callmart.stage import source_fields, staged_columns

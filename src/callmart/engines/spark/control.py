@@ -23,9 +23,7 @@ import logging
 import random
 import re
 import time
-import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, TypeVar
 
@@ -35,7 +33,7 @@ from ..._errors import CommitConflicts
 from ...declare import Dimension
 from ...status import Status, queued_again
 from .replace import wall_clock
-from .sql import qualified, quote, sql
+from .sql import insert_clause, qualified, quote, sql, temporary_view
 from .tables import spark_schema, spark_type, spark_type_name
 
 if TYPE_CHECKING:
@@ -143,11 +141,11 @@ def _insert_default_member(spark: SparkSession, dimension: Dimension, table: sa.
     def insert() -> bool:
         if spark.table(name).filter(col(dimension.key) == lit(key)).limit(1).count():
             return False
-        with _view(spark, _frame(spark, table, [row])) as source:
+        with temporary_view(spark, rows_frame(spark, table, [row])) as source:
             done = sql(
                 spark,
                 f"MERGE INTO {name} AS t USING {source} AS s ON t.{quote(dimension.key)} = s.{quote(dimension.key)} "
-                f"WHEN NOT MATCHED THEN INSERT {_insert(table)}",
+                f"WHEN NOT MATCHED THEN INSERT {insert_clause(table.columns.keys())}",
             ).first()
         return bool(done and done["num_inserted_rows"])
 
@@ -161,7 +159,7 @@ def _set_version(spark: SparkSession, table: sa.Table, version: int, name: str) 
     column = table.columns[0].name
     if [r[column] for r in spark.table(name).select(column).collect()] == [version]:
         return False
-    _frame(spark, table, [{column: version}]).writeTo(name).overwrite(lit(True))
+    rows_frame(spark, table, [{column: version}]).writeTo(name).overwrite(lit(True))
     return True
 
 
@@ -213,15 +211,15 @@ def enqueue(
         ] + [{"fact_table": fact_table, "start_date": s, "end_date": e, "old": present[(s, e)]} for s, e in again]
         for row in source:
             row.update(status=Status.PENDING.value, error_message=None)
-        frame = _frame(spark, table, source, extra={"old": "string"})
+        frame = rows_frame(spark, table, source, extra={"old": "string"})
         on = " AND ".join(f"t.{c} = s.{c}" for c in (quote("fact_table"), quote("start_date"), quote("end_date")))
-        with _view(spark, frame) as view:
+        with temporary_view(spark, frame) as view:
             sql(
                 spark,
                 f"MERGE INTO {name} AS t USING {view} AS s ON {on} "
                 f"WHEN MATCHED AND t.{quote('status')} = s.{quote('old')} THEN UPDATE SET "
                 f"{quote('status')} = s.{quote('status')}, {quote('error_message')} = s.{quote('error_message')} "
-                f"WHEN NOT MATCHED AND s.{quote('old')} IS NULL THEN INSERT {_insert(table)}",
+                f"WHEN NOT MATCHED AND s.{quote('old')} IS NULL THEN INSERT {insert_clause(table.columns.keys())}",
             ).collect()
         return counts
 
@@ -327,7 +325,7 @@ def free_abandoned(
             )
         )
         match = {"id_process": "id_process", "id_run": "id_run", "status": "where_status"}
-        return _update_from(spark, name, dead, match, ["status", "error_message"])
+        return update_from(spark, name, dead, match, ["status", "error_message"])
 
     return with_retries(attempt, "freeing the periods of runs that stopped")
 
@@ -355,16 +353,16 @@ def _set(
     rows changed. The source of the MERGE is one row: the values of `where` in columns named `where_<column>`."""
     row = {**changes, **{f"where_{c}": v for c, v in where.items()}}
     types = {f"where_{c}": spark_type_name(table.c[c].type) for c in where}
-    frame = _frame(spark, table, [row], columns=list(changes), extra=types)
-    return _update_from(spark, name, frame, {c: f"where_{c}" for c in where}, list(changes))
+    frame = rows_frame(spark, table, [row], columns=list(changes), extra=types)
+    return update_from(spark, name, frame, {c: f"where_{c}" for c in where}, list(changes))
 
 
-def _update_from(spark: SparkSession, name: str, source: DataFrame, match: dict[str, str], changes: list[str]) -> int:
+def update_from(spark: SparkSession, name: str, source: DataFrame, match: dict[str, str], changes: list[str]) -> int:
     """Set the `changes` columns of each row of `name` that a row of `source` matches (for each pair of `match`, the
     target's column equals the source's, null equal to null) to that row's values; how many rows changed."""
     condition = " AND ".join(f"t.{quote(t)} <=> s.{quote(s)}" for t, s in match.items())
     assignments = ", ".join(f"{quote(c)} = s.{quote(c)}" for c in changes)
-    with _view(spark, source) as view:
+    with temporary_view(spark, source) as view:
         done = sql(
             spark, f"MERGE INTO {name} AS t USING {view} AS s ON {condition} WHEN MATCHED THEN UPDATE SET {assignments}"
         ).first()
@@ -374,7 +372,7 @@ def _update_from(spark: SparkSession, name: str, source: DataFrame, match: dict[
 # --- rows as data --------------------------------------------------------------------------------------------------
 
 
-def _frame(
+def rows_frame(
     spark: SparkSession,
     table: sa.Table,
     rows: list[dict[str, object]],
@@ -402,21 +400,3 @@ def _cell(value: object, type_name: str) -> object:
     if type_name == "string":
         return value.isoformat() if hasattr(value, "isoformat") else str(value)
     return value
-
-
-def _insert(table: sa.Table) -> str:
-    """The INSERT clause of a MERGE that inserts the table's columns from the source's same-named ones."""
-    columns = [quote(c.name) for c in table.columns]
-    return f"({', '.join(columns)}) VALUES ({', '.join('s.' + c for c in columns)})"
-
-
-@contextmanager
-def _view(spark: SparkSession, frame: DataFrame) -> Iterator[str]:
-    """The DataFrame as a temporary view of a name of its own (threads of a session share its views), dropped
-    after the block."""
-    name = f"callmart_source_{uuid.uuid4().hex}"
-    frame.createOrReplaceTempView(name)
-    try:
-        yield quote(name)
-    finally:
-        spark.catalog.dropTempView(name)

@@ -15,7 +15,6 @@ decided again (control.with_retries). An extract already merged gives an empty s
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime
@@ -35,7 +34,7 @@ from ...declare import (
 from ...rejects import ERROR, SOURCE_FILE, SOURCE_ROW, WARNING
 from .control import with_retries
 from .replace import wall_clock
-from .sql import quote, sql
+from .sql import insert_clause, quote, sql, temporary_view
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
@@ -427,30 +426,20 @@ def _reject_rows(rows: DataFrame, column: str | None, raw_value: Column, reason:
 
 def _merge(spark: SparkSession, dim: Dimension, table_name: str, source: DataFrame, columns: list[str]) -> None:
     """One MERGE of the source on the key: completions, changes in place and closed versions, then inserts."""
-    view = f"callmart_source_{uuid.uuid4().hex}"
-    source.createOrReplaceTempView(view)
     tracked = [c.name for c in dim.columns] + [r.column for r in dim.references]
     in_place = _of_type(dim, Scd.CHANGING) + ([VALID_TO, IS_CURRENT] if dim.keeps_history else [])
     clauses = [
         f"WHEN MATCHED AND s.{quote(_COMPLETES)} THEN UPDATE SET {_assign([*tracked, IS_INFERRED])}",
         *([f"WHEN MATCHED THEN UPDATE SET {_assign(in_place)}"] if in_place else []),
-        f"WHEN NOT MATCHED THEN INSERT {_insert(columns)}",
+        f"WHEN NOT MATCHED THEN INSERT {insert_clause(columns)}",
     ]
-    try:
+    with temporary_view(spark, source) as view:
         sql(
             spark,
-            f"MERGE INTO {table_name} AS t USING {quote(view)} AS s ON t.{quote(dim.key)} = s.{quote(_MATCH)} "
+            f"MERGE INTO {table_name} AS t USING {view} AS s ON t.{quote(dim.key)} = s.{quote(_MATCH)} "
             + " ".join(clauses),
         ).collect()
-    finally:
-        spark.catalog.dropTempView(view)
 
 
 def _assign(names: Iterable[str]) -> str:
     return ", ".join(f"{quote(n)} = s.{quote(n)}" for n in names)
-
-
-def _insert(columns: list[str]) -> str:
-    """The INSERT clause of a MERGE that inserts the columns from the source's same-named ones."""
-    quoted = [quote(c) for c in columns]
-    return f"({', '.join(quoted)}) VALUES ({', '.join('s.' + c for c in quoted)})"

@@ -22,9 +22,6 @@ sits below the schema and the load steps."""
 from __future__ import annotations
 
 import functools
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -50,7 +47,7 @@ from ...declare import (
 from ...rejects import DUPLICATE_ROW, REJECT_SCHEMA, SOURCE_FILE, SOURCE_ROW, WARNING
 from .control import with_retries
 from .replace import wall_clock
-from .sql import qualified, quote, sql
+from .sql import insert_clause, qualified, quote, sql, temporary_view
 from .tables import spark_type, spark_type_name
 from .url import SparkUrl
 
@@ -105,11 +102,11 @@ def _insert_inferred(
     place = F.row_number().over(Window.orderBy(F.col(reference.by)))
     numbered = missing.crossJoin(largest).select(reference.by, (F.col(_KEY) + place).alias(dimension.key))
     source = numbered.select(*_member_columns(dimension, reference, members.schema))
-    with _view(spark, source) as view:
+    with temporary_view(spark, source) as view:
         done = sql(
             spark,
             f"MERGE INTO {name} AS t USING {view} AS s ON t.{quote(reference.by)} = s.{quote(reference.by)} "
-            f"WHEN NOT MATCHED THEN INSERT {_insert(members.schema)}",
+            f"WHEN NOT MATCHED THEN INSERT {insert_clause(members.schema.fieldNames())}",
         ).first()
     return int(done["num_inserted_rows"]) if done else 0
 
@@ -130,23 +127,6 @@ def _member_columns(dimension: Dimension, reference: Reference, schema: StructTy
     values[dimension.key] = F.col(dimension.key)
     values[reference.by] = F.col(reference.by)
     return [values.get(f.name, F.lit(None)).cast(f.dataType).alias(f.name) for f in schema.fields]
-
-
-def _insert(schema: StructType) -> str:
-    """The INSERT clause of a MERGE that inserts every column of the table from the source's same-named one."""
-    columns = [quote(f.name) for f in schema.fields]
-    return f"({', '.join(columns)}) VALUES ({', '.join('s.' + c for c in columns)})"
-
-
-@contextmanager
-def _view(spark: SparkSession, frame: DataFrame) -> Iterator[str]:
-    """The DataFrame as a temporary view of a name of its own, dropped after the block."""
-    name = f"callmart_source_{uuid.uuid4().hex}"
-    frame.createOrReplaceTempView(name)
-    try:
-        yield quote(name)
-    finally:
-        spark.catalog.dropTempView(name)
 
 
 # --- the period's rows ---------------------------------------------------------------------------------------------

@@ -26,9 +26,9 @@ import sqlalchemy as sa
 from ... import rejects
 from ...progress import StepResult
 from ...status import Status
-from .control import HEARTBEAT, STALE_AFTER, _frame, _insert, _update_from, _view, lives, with_retries
+from .control import HEARTBEAT, STALE_AFTER, lives, rows_frame, update_from, with_retries
 from .replace import wall_clock
-from .sql import quote, sql
+from .sql import insert_clause, quote, sql, temporary_view
 from .tables import spark_schema
 
 if TYPE_CHECKING:
@@ -65,11 +65,11 @@ def start_run(spark: SparkSession, table: sa.Table, name: str, started: datetime
             "source_dir": str(source_dir),
             HEARTBEAT: started,
         }
-        with _view(spark, _frame(spark, table, [row])) as source:
+        with temporary_view(spark, rows_frame(spark, table, [row])) as source:
             done = sql(
                 spark,
                 f"MERGE INTO {name} AS t USING {source} AS s ON t.{quote('id_run')} = s.{quote('id_run')} "
-                f"WHEN NOT MATCHED THEN INSERT {_insert(table)}",
+                f"WHEN NOT MATCHED THEN INSERT {insert_clause(table.columns.keys())}",
             ).first()
         return id_run if done and done["num_inserted_rows"] else None
 
@@ -98,9 +98,9 @@ def finish_run(
         "status": status.value,
         "error_message": error,
     }
-    frame = _frame(spark, table, [row], columns=list(row))
+    frame = rows_frame(spark, table, [row], columns=list(row))
     changes = ["finished_at", "status", "error_message"]
-    with_retries(lambda: _update_from(spark, name, frame, {"id_run": "id_run"}, changes), f"finishing run {id_run}")
+    with_retries(lambda: update_from(spark, name, frame, {"id_run": "id_run"}, changes), f"finishing run {id_run}")
 
 
 def abandon_dead_runs(
@@ -126,7 +126,7 @@ def abandon_dead_runs(
             )
         )
         match = {"id_run": "id_run", "status": "where_status"}
-        return _update_from(spark, name, dead, match, ["status", "error_message"])
+        return update_from(spark, name, dead, match, ["status", "error_message"])
 
     return with_retries(attempt, f"abandoning the runs that died, for run {id_run}")
 
@@ -140,7 +140,7 @@ def beat(spark: SparkSession, name: str, id_run: int, now: datetime) -> bool:
     schema = f"id_run int, where_status string, {HEARTBEAT} timestamp_ntz"
     frame = spark.createDataFrame([(id_run, Status.RUNNING.value, now)], schema)
     match = {"id_run": "id_run", "status": "where_status"}
-    return with_retries(lambda: _update_from(spark, name, frame, match, [HEARTBEAT]), f"run {id_run}'s heartbeat") > 0
+    return with_retries(lambda: update_from(spark, name, frame, match, [HEARTBEAT]), f"run {id_run}'s heartbeat") > 0
 
 
 def alive(spark: SparkSession, name: str, id_run: int, now: datetime, stale_after: timedelta = STALE_AFTER) -> bool:
@@ -197,7 +197,7 @@ def record_step(
     from pyspark.sql.functions import col, lit
 
     table, name = steps
-    frame = _frame(spark, table, [_step_row(id_run, step, result)])
+    frame = rows_frame(spark, table, [_step_row(id_run, step, result)])
     this_step = (col("id_run") == lit(id_run)) & (col("step") == lit(step))
     with_retries(lambda: frame.writeTo(name).overwrite(this_step), f"recording step {step} of run {id_run}")
     table, name = rejected

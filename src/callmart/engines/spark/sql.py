@@ -15,14 +15,15 @@ schema's field metadata, a table's description)."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+import uuid
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
-__all__ = ["LEGACY_BINDING", "bind_values", "qualified", "quote", "sql"]
+__all__ = ["LEGACY_BINDING", "bind_values", "qualified", "quote", "insert_clause", "sql", "temporary_view"]
 
 LEGACY_BINDING = "spark.sql.legacy.parameterSubstitution.constantsOnly"
 """Spark's setting for binding values during analysis (its behaviour before 4.1)."""
@@ -81,3 +82,21 @@ def _quiet(name: str) -> Iterator[None]:
         yield
     finally:
         logger.setLevel(level)
+
+
+@contextmanager
+def temporary_view(spark: SparkSession, frame: DataFrame) -> Iterator[str]:
+    """The DataFrame as a temporary view of a name of its own (threads of a session share its views), quoted,
+    dropped after the block: how values reach a statement."""
+    name = f"callmart_source_{uuid.uuid4().hex}"
+    frame.createOrReplaceTempView(name)
+    try:
+        yield quote(name)
+    finally:
+        spark.catalog.dropTempView(name)
+
+
+def insert_clause(columns: Iterable[str]) -> str:
+    """The INSERT clause of a MERGE that inserts the columns from the source's same-named ones."""
+    quoted = [quote(c) for c in columns]
+    return f"({', '.join(quoted)}) VALUES ({', '.join('s.' + c for c in quoted)})"
