@@ -9,11 +9,13 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import pyarrow as pa
+import pytest
 import sqlalchemy as sa
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from callmart import Callmart, engines
+from callmart.engines.postgres import copy
 from callmart.mart.sample import generate
 from callmart.rowhash import row_hashes
 
@@ -80,8 +82,13 @@ def test_row_hashes_tell_rows_apart_wherever_they_lie(data: list[tuple[object, .
 
 
 @FAST
+@pytest.mark.parametrize("encoder", ["binary", "csv"])
 @given(data=st.lists(rows, max_size=30))
-def test_bulk_rows_read_back_as_written(engine: sa.Engine, data: list[tuple[object, ...]]) -> None:
+def test_bulk_rows_read_back_as_written(
+    engine: sa.Engine, encoder: str, monkeypatch: pytest.MonkeyPatch, data: list[tuple[object, ...]]
+) -> None:
+    # Without pgpq (no wheel for Linux on ARM) PostgreSQL's COPY takes CSV.
+    monkeypatch.setattr(copy, "_pgpq_installed", lambda: encoder == "binary")
     batch = pa.record_batch([pa.array([r[i] for r in data], f.type) for i, f in enumerate(TYPES)], schema=TYPES)
     with engine.begin() as conn:
         WIDE.drop(conn, checkfirst=True)

@@ -1,15 +1,14 @@
-"""PostgreSQL's COPY fed from Arrow batches, in its binary format: the server then reads each value as it is
-stored, where CSV makes it parse every date, time and number from text."""
+"""PostgreSQL's COPY fed from Arrow batches, in its binary format (encoded by pgpq): the server then reads each value
+as it is stored, where CSV makes it parse every date, time and number from text."""
 
 from __future__ import annotations
 
-import functools
+import importlib.util
 import io
 import itertools
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
+from typing import Any
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
@@ -27,164 +26,74 @@ HEADER = b"PGCOPY\n\xff\r\n\x00" + bytes(8)
 TRAILER = b"\xff\xff"
 """The field count -1 that ends a binary COPY stream."""
 
-_MICROSECONDS_2000 = 946_684_800_000_000
-"""PostgreSQL counts timestamps from 2000-01-01, Arrow from 1970-01-01."""
-_DAYS_2000 = 10_957
+Payload = list[bytes | memoryview]
+"""One batch's rows in the binary format, in pieces, without the stream's header and trailer."""
 
-TEXT = "text"
-
-
-@dataclass(frozen=True)
-class _Kind:
-    """How one PostgreSQL type is written: the Arrow type to cast to, the number type that holds it, the
-    big-endian NumPy type of its bytes, and the shift of epoch."""
-
-    arrow: pa.DataType
-    number: pa.DataType
-    wire: str
-    shift: int = 0
-
-
-_INT2 = _Kind(pa.int16(), pa.int16(), ">i2")
-_INT4 = _Kind(pa.int32(), pa.int32(), ">i4")
-_INT8 = _Kind(pa.int64(), pa.int64(), ">i8")
-_FLOAT8 = _Kind(pa.float64(), pa.float64(), ">f8")
-_BOOL = _Kind(pa.bool_(), pa.bool_(), "u1")
-_TIMESTAMP = _Kind(pa.timestamp("us"), pa.int64(), ">i8", _MICROSECONDS_2000)
-_DATE = _Kind(pa.date32(), pa.int32(), ">i4", _DAYS_2000)
-_TIME = _Kind(pa.time64("us"), pa.int64(), ">i8")
+# pgpq writes the PostgreSQL type an Arrow type stands for (int64 as bigint): each column's values are cast to the
+# Arrow type of its column's type, unless they already are of a type pgpq writes as that PostgreSQL type.
+# Subclasses before their bases: BigInteger and SmallInteger are Integers, Text is a String.
+_ARROW: tuple[tuple[type[sa.types.TypeEngine[Any]], pa.DataType, frozenset[pa.DataType]], ...] = (
+    (sa.BigInteger, pa.int64(), frozenset()),
+    (sa.SmallInteger, pa.int16(), frozenset()),
+    (sa.Integer, pa.int32(), frozenset()),
+    (sa.Boolean, pa.bool_(), frozenset()),
+    (sa.DateTime, pa.timestamp("us"), frozenset({pa.timestamp("s"), pa.timestamp("ms")})),
+    (sa.Date, pa.date32(), frozenset()),
+    (sa.Time, pa.time64("us"), frozenset({pa.time32("s"), pa.time32("ms")})),
+    (sa.Double, pa.float64(), frozenset()),
+    (sa.String, pa.string(), frozenset()),
+)
 
 
-def _kind(type_: sa.types.TypeEngine[object]) -> _Kind | str | None:
-    """The wire form of a column type, or None where this module does not write it (the caller uses CSV)."""
-    # Subclasses before their bases: BigInteger and SmallInteger are Integers, Text is a String.
-    for sql_type, kind in (
-        (sa.BigInteger, _INT8),
-        (sa.SmallInteger, _INT2),
-        (sa.Integer, _INT4),
-        (sa.Boolean, _BOOL),
-        (sa.DateTime, _TIMESTAMP),
-        (sa.Date, _DATE),
-        (sa.Time, _TIME),
-        (sa.Double, _FLOAT8),
-        (sa.String, TEXT),
-    ):
+def _wire_type(type_: sa.types.TypeEngine[Any], given: pa.DataType) -> pa.DataType | None:
+    """The Arrow type to hand pgpq for a column type, or None where this module does not write it (the caller uses
+    CSV)."""
+    for sql_type, arrow, also in _ARROW:
         if isinstance(type_, sql_type):
             if isinstance(type_, sa.DateTime) and type_.timezone:
                 return None
-            return kind
+            return given if given in also else arrow
     return None
 
 
 class BinaryRows:
-    """Encodes batches for `COPY table (columns) FROM STDIN (FORMAT binary)`, fixed-width columns first, so
-    that runs of them without nulls become one block of records built by NumPy in a single pass."""
+    """Encodes batches for `COPY table (columns) FROM STDIN (FORMAT binary)`."""
 
-    def __init__(self, names: Sequence[str], kinds: Sequence[_Kind | str]) -> None:
-        order = sorted(range(len(names)), key=lambda i: kinds[i] == TEXT)
-        self.columns = [names[i] for i in order]
-        self._kinds = [kinds[i] for i in order]
+    def __init__(self, schema: pa.Schema) -> None:
+        self.columns: list[str] = schema.names
+        self._schema = schema
 
-    def encode(self, batch: pa.RecordBatch) -> pa.Buffer:
+    def encode(self, batch: pa.RecordBatch) -> Payload:
         """The batch's rows, without the stream's header and trailer."""
-        count = batch.num_rows
-        if count == 0:
-            return pa.py_buffer(b"")
-        parts: list[pa.Array] = []
-        block: list[tuple[_Kind, pa.Array]] = []
-        for name, kind in zip(self.columns, self._kinds, strict=True):
-            values = batch.column(name)
-            if isinstance(kind, _Kind) and values.null_count == 0:
-                block.append((kind, values))
-                continue
-            if block or not parts:
-                parts.append(_records(block, count, field_count=None if parts else len(self.columns)))
-                block = []
-            parts.extend(_nullable_cells(values, kind) if isinstance(kind, _Kind) else _text_cells(values))
-        if block or not parts:
-            parts.append(_records(block, count, field_count=None if parts else len(self.columns)))
-        rows = parts[0] if len(parts) == 1 else pc.binary_join_element_wise(*parts, b"")
-        offsets = np.frombuffer(rows.buffers()[1], np.int32, count + 1, rows.offset * 4)
-        return rows.buffers()[2][offsets[0] : offsets[-1]]
+        if batch.num_rows == 0:
+            return []
+        # pgpq keeps back up to 1 MB of output until finish(), which ends its encoder: an encoder per batch, so
+        # that each batch's rows can end a COPY statement of their own.
+        from pgpq import ArrowToPostgresBinaryEncoder
+
+        encoder = ArrowToPostgresBinaryEncoder(self._schema)
+        encoder.write_header()
+        rows = encoder.write_batch(self._cast(batch))
+        return [rows, memoryview(encoder.finish())[: -len(TRAILER)]]
+
+    def _cast(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        """The batch's columns, in this encoder's order and types."""
+        columns = [batch.column(field.name) for field in self._schema]
+        cast = [c if c.type == f.type else pc.cast(c, f.type) for c, f in zip(columns, self._schema, strict=True)]
+        return pa.RecordBatch.from_arrays(cast, schema=self._schema)
 
 
-def binary_rows(table: sa.Table, names: Sequence[str]) -> BinaryRows | None:
-    """An encoder for these columns of the table, or None if one has a type this module does not write."""
-    kinds = [_kind(table.c[name].type) for name in names]
-    if any(k is None for k in kinds):
+def binary_rows(table: sa.Table, schema: pa.Schema) -> BinaryRows | None:
+    """An encoder for these columns of the table, or None if one has a type this module does not write, or pgpq
+    is not installed (it has no wheel for Linux on ARM, where pyproject.toml leaves it out)."""
+    types = [_wire_type(table.c[field.name].type, field.type) for field in schema]
+    if any(t is None for t in types) or not _pgpq_installed():
         return None
-    return BinaryRows(names, kinds)  # type: ignore[arg-type]
+    return BinaryRows(pa.schema([pa.field(field.name, t) for field, t in zip(schema, types, strict=True)]))
 
 
-def _numbers(values: pa.Array, kind: _Kind) -> np.ndarray:
-    """The values as NumPy numbers of the wire's meaning (nulls as 0), before byte order."""
-    if values.type != kind.arrow:
-        values = pc.cast(values, kind.arrow)
-    if kind.number != kind.arrow:
-        values = values.view(kind.number)  # dates and times: the same bytes, read as their count
-    if values.null_count:
-        values = pc.fill_null(values, pa.scalar(False if kind is _BOOL else 0, kind.number))
-    numbers: np.ndarray = values.to_numpy(zero_copy_only=False)
-    return numbers - kind.shift if kind.shift else numbers
-
-
-def _binary(data: np.ndarray, offsets: np.ndarray) -> pa.Array:
-    """A binary array over NumPy memory, without copying it."""
-    return pa.Array.from_buffers(
-        pa.binary(), len(offsets) - 1, [None, pa.py_buffer(offsets.astype(np.int32, copy=False)), pa.py_buffer(data)]
-    )
-
-
-def _fixed(records: np.ndarray) -> pa.Array:
-    """Each record as one binary value."""
-    width = records.dtype.itemsize
-    return _binary(records.view(np.uint8).reshape(-1), np.arange(len(records) + 1, dtype=np.int32) * width)
-
-
-def _records(block: list[tuple[_Kind, pa.Array]], count: int, field_count: int | None) -> pa.Array:
-    """Adjacent fixed-width fields without nulls, each its length and value, as one record per row; a row's
-    first part starts with its field count."""
-    layout, template = _layout(tuple(kind.wire for kind, _ in block), field_count)
-    records = np.empty(count, dtype=layout)
-    records[:] = template  # the counts and lengths, the same in every row, in one pass
-    for i, (kind, values) in enumerate(block):
-        records[f"v{i}"] = _numbers(values, kind)
-    return _fixed(records)
-
-
-@functools.cache
-def _layout(wires: tuple[str, ...], field_count: int | None) -> tuple[np.dtype, np.ndarray]:
-    """The record type of fixed-width fields, and one record holding its field count and lengths."""
-    fields = [("count", ">i2")] if field_count is not None else []
-    for i, wire in enumerate(wires):
-        fields += [(f"n{i}", ">i4"), (f"v{i}", wire)]
-    layout = np.dtype(fields)
-    template = np.zeros((), dtype=layout)
-    if field_count is not None:
-        template["count"] = field_count
-    for i, wire in enumerate(wires):
-        template[f"n{i}"] = np.dtype(wire).itemsize
-    return layout, template
-
-
-def _text_cells(values: pa.Array) -> list[pa.Array]:
-    """Length (-1 for null), then the UTF-8 bytes, of each value."""
-    text = pc.fill_null(pc.cast(values, pa.string()), "")
-    lengths = pc.binary_length(text).to_numpy(zero_copy_only=False).astype(">i4")
-    if values.null_count:
-        lengths[pc.is_null(values).to_numpy(zero_copy_only=False)] = -1
-    return [_fixed(lengths), pc.cast(text, pa.binary())]
-
-
-def _nullable_cells(values: pa.Array, kind: _Kind) -> list[pa.Array]:
-    """Length (-1 for null), then the value's bytes, or nothing for a null."""
-    valid = pc.is_valid(values).to_numpy(zero_copy_only=False)
-    width = np.dtype(kind.wire).itemsize
-    lengths = np.where(valid, width, -1).astype(">i4")
-    data = _numbers(values, kind)[valid].astype(kind.wire)
-    offsets = np.zeros(len(values) + 1, np.int32)
-    np.cumsum(valid * width, out=offsets[1:])
-    return [_fixed(lengths), _binary(data.view(np.uint8), offsets)]
+def _pgpq_installed() -> bool:
+    return importlib.util.find_spec("pgpq") is not None
 
 
 def copy_parts(
@@ -197,15 +106,15 @@ def copy_parts(
     written: dict[str, int] = {}
     formats: dict[str, CopyFormat] = {}
 
-    def encoded(table: sa.Table, batch: pa.RecordBatch) -> tuple[sa.Table, int, CopyFormat, bytes | memoryview]:
-        form = formats.get(table.name) or formats.setdefault(table.name, CopyFormat.of(table, batch.schema.names))
+    def encoded(table: sa.Table, batch: pa.RecordBatch) -> tuple[sa.Table, int, CopyFormat, Payload]:
+        form = formats.get(table.name) or formats.setdefault(table.name, CopyFormat.of(table, batch.schema))
         return table, batch.num_rows, form, form.encode(batch)
 
     # Three threads in a pipeline: one reads and cleans, one derives the parts and encodes them, this one feeds
     # the server.
     for table, count, form, payload in prefetched(encoded(t, b) for t, b in prefetched(parts)):
         with raw.cursor() as cursor, cursor.copy(form.statement(table, table.name in frozen)) as copy:
-            for chunk in form.framed([payload]):
+            for chunk in form.framed(payload):
                 copy.write(chunk)
         written[table.name] = written.get(table.name, 0) + count
     return written
@@ -220,12 +129,12 @@ class CopyFormat:
         self.binary = binary
 
     @classmethod
-    def of(cls, table: sa.Table, names: list[str]) -> CopyFormat:
-        binary = binary_rows(table, names)
-        return cls(binary.columns if binary is not None else names, binary)
+    def of(cls, table: sa.Table, schema: pa.Schema) -> CopyFormat:
+        binary = binary_rows(table, schema)
+        return cls(schema.names, binary)
 
-    def encode(self, batch: pa.RecordBatch) -> bytes | memoryview:
-        payload = _csv(batch.select(self.columns)) if self.binary is None else memoryview(self.binary.encode(batch))
+    def encode(self, batch: pa.RecordBatch) -> Payload:
+        payload: Payload = [_csv(batch.select(self.columns))] if self.binary is None else self.binary.encode(batch)
         # The allocator keeps a thread's freed pages for its next allocations; across the pipeline's threads that
         # adds up to memory a streamed load does not need.
         pa.default_memory_pool().release_unused()
@@ -239,11 +148,11 @@ class CopyFormat:
             pg_sql.SQL(", FREEZE" if truncated else ""),
         )
 
-    def framed(self, payloads: Iterable[bytes | memoryview]) -> Iterator[bytes | memoryview]:
-        """The payloads as one COPY stream."""
+    def framed(self, pieces: Iterable[bytes | memoryview]) -> Iterator[bytes | memoryview]:
+        """The pieces of the batches' payloads as one COPY stream."""
         if self.binary is not None:
             yield HEADER
-        yield from payloads
+        yield from pieces
         if self.binary is not None:
             yield TRAILER
 
@@ -255,21 +164,21 @@ def copy_stream(conn: sa.Connection, table: sa.Table, batches: Iterable[pa.Recor
     if started is None:
         return 0
     first, source = started
-    form = CopyFormat.of(table, first.schema.names)
+    form = CopyFormat.of(table, first.schema)
     raw = conn.connection.driver_connection
     assert raw is not None
     # Three threads in a pipeline: one reads and cleans, one encodes, this one feeds the server.
     stream = prefetched((batch.num_rows, form.encode(batch)) for batch in itertools.chain([first], source))
     rows = 0
 
-    def payloads() -> Iterator[bytes | memoryview]:
+    def pieces() -> Iterator[bytes | memoryview]:
         nonlocal rows
         for count, payload in stream:
             rows += count
-            yield payload
+            yield from payload
 
     with raw.cursor() as cursor, cursor.copy(form.statement(table, truncated)) as copy:
-        for chunk in form.framed(payloads()):
+        for chunk in form.framed(pieces()):
             copy.write(chunk)
     return rows
 
