@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import fnmatch
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -34,9 +33,6 @@ from test_bad_inputs import DAY_1, FILE_CASES, KNOWN_BUGS, PERIODS, ROW_CASES, U
 
 pytestmark = pytest.mark.spark
 
-# A local session's Python workers run PYSPARK_PYTHON, else whatever `python3` the PATH finds, which need not have
-# callmart. It is read when the session starts, which is after the test modules are collected.
-os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 
 SCHEMA = Schema(MART)
 FACT = MART.facts[0]

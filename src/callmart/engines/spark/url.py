@@ -1,12 +1,18 @@
-"""What a Spark URL names: a local session with Delta, the session the process already has, or Spark Connect.
+"""What a Spark URL names: a session with Delta that callmart starts (local or on a standalone cluster), the
+session the process already has, or Spark Connect.
 
     spark://local[N]?warehouse=PATH   a local session of N threads, its tables and catalog kept in PATH
+    spark://HOST:PORT?warehouse=PATH  a session whose executors run on the standalone cluster of master
+                                      spark://HOST:PORT (HOST:PORT,HOST:PORT for standby masters); PATH is a folder
+                                      the driver and every worker see at the same path (a shared mount)
     spark://                          the session the process already has (a Databricks job's or notebook's)
     sc://HOST[:PORT][/;PARAMS]        a Spark Connect server (Databricks serverless, a Connect cluster)
 
-Every form takes `database` (the database, or schema, holding the mart; default callmart) and `catalog` (a Unity
-Catalog or other catalog of the session; default its current one). A local session also takes Spark settings by
-name (`spark.sql.shuffle.partitions=4`); the others are running already and keep their settings."""
+`local` never has a port and a standalone master always has one, so the two forms cannot be mistaken for each
+other. Every form takes `database` (the database, or schema, holding the mart; default callmart) and `catalog` (a
+Unity Catalog or other catalog of the session; default its current one). The sessions callmart starts also take
+Spark settings by name (`spark.sql.shuffle.partitions=4`); the others are running already and keep their
+settings."""
 
 from __future__ import annotations
 
@@ -22,11 +28,15 @@ __all__ = ["DEFAULT_DATABASE", "Kind", "SparkUrl"]
 
 DEFAULT_DATABASE = "callmart"
 SCHEMES = frozenset({"spark", "sc"})
-FORMS = "spark://local[N]?warehouse=PATH, spark:// (the session the process has) or sc://HOST:PORT (Spark Connect)"
+FORMS = (
+    "spark://local[N]?warehouse=PATH, spark://HOST:PORT?warehouse=PATH (a standalone cluster), spark:// (the "
+    "session the process has) or sc://HOST:PORT (Spark Connect)"
+)
 
 _URL = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://(?P<rest>[^?#]*)(?:\?(?P<query>[^#]*))?")
 _LOCAL = re.compile(r"local(\[(\d+|\*)(,\d+)?\])?")
 _CONNECT_HOST = re.compile(r"[A-Za-z0-9.\-]+|\[[0-9A-Fa-f:.]+\]")
+_MASTER = re.compile(r"(?:[A-Za-z0-9.\-]+|\[[0-9A-Fa-f:.]+\]):(?P<port>\d{1,5})")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 
 
@@ -34,6 +44,7 @@ class Kind(Enum):
     """How callmart reaches the session."""
 
     LOCAL = "local"
+    STANDALONE = "standalone"
     ACTIVE = "active"
     CONNECT = "connect"
 
@@ -46,13 +57,13 @@ class SparkUrl:
     database: str = DEFAULT_DATABASE
     catalog: str | None = None
     master: str | None = None
-    """The local master, local[N]."""
+    """The master of a session callmart starts, as Spark takes it: local[N], or spark://HOST:PORT."""
     warehouse: Path | None = None
-    """Where a local session keeps its tables and its catalog."""
+    """Where a session callmart starts keeps its tables and its catalog."""
     remote: str | None = None
     """The Spark Connect URL as Spark takes it (sc://HOST:PORT/;PARAMS), callmart's own parameters removed."""
     conf: dict[str, str] = field(default_factory=dict)
-    """Spark settings for a local session."""
+    """Spark settings for a session callmart starts."""
 
     @classmethod
     def parse(cls, text: str) -> SparkUrl:
@@ -79,22 +90,31 @@ class SparkUrl:
         if rest.strip("/") == "":
             _no_settings(params, "spark:// uses the session the process already has")
             return cls(Kind.ACTIVE, database, catalog)
-        master = rest.rstrip("/")
-        if _LOCAL.fullmatch(master) is None:
-            raise ConfigError(f"a Spark URL names a local session, spark://local[N], not a cluster: use {FORMS}")
+        return cls._started(rest.rstrip("/"), params, database, catalog)
+
+    @classmethod
+    def _started(cls, master: str, params: dict[str, str], database: str, catalog: str | None) -> SparkUrl:
+        """A session callmart starts: local[N], or on the standalone cluster of master(s) HOST:PORT."""
+        kind = Kind.LOCAL if _LOCAL.fullmatch(master) else _standalone(master)
+        if kind is Kind.STANDALONE and "warehouse" not in params:
+            raise ConfigError(
+                "a standalone cluster's Spark URL names its warehouse: spark://HOST:PORT?warehouse=PATH, a folder "
+                "the driver and every worker see at the same path"
+            )
         folder = params.pop("warehouse", "spark-warehouse")
         if not folder.strip():
             raise ConfigError("the Spark URL's warehouse is empty: name the folder for the mart's tables")
         warehouse = Path(folder).expanduser().absolute()
         if ";" in str(warehouse):
-            raise ConfigError("a local Spark warehouse path cannot hold ';' (it names the catalog's Derby database)")
+            raise ConfigError("a Spark warehouse path cannot hold ';' (it names the catalog's Derby database)")
         unknown = sorted(name for name in params if not name.startswith("spark."))
         if unknown:
             raise ConfigError(
-                f"unknown parameter(s) of a local Spark URL: {', '.join(unknown)} (it takes warehouse, database, "
-                "catalog and Spark settings spark.*)"
+                f"unknown parameter(s) of a {kind.value} Spark URL: {', '.join(unknown)} (it takes warehouse, "
+                "database, catalog and Spark settings spark.*)"
             )
-        return cls(Kind.LOCAL, database, catalog, master=master, warehouse=warehouse, conf=params)
+        spark_master = master if kind is Kind.LOCAL else f"spark://{master}"
+        return cls(kind, database, catalog, master=spark_master, warehouse=warehouse, conf=params)
 
     @classmethod
     def _connect(cls, rest: str, params: dict[str, str], database: str, catalog: str | None) -> SparkUrl:
@@ -112,10 +132,26 @@ class SparkUrl:
         """The URL as messages show it: no Connect parameters (a token), no settings."""
         if self.kind is Kind.LOCAL:
             return f"spark://{self.master}?warehouse={self.warehouse}"
+        if self.kind is Kind.STANDALONE:
+            return f"{self.master}?warehouse={self.warehouse}"
         if self.kind is Kind.ACTIVE:
             return "spark://"
         assert self.remote is not None
         return self.remote.split("/;", 1)[0].split(";", 1)[0]
+
+
+def _standalone(master: str) -> Kind:
+    """Kind.STANDALONE if `master` is HOST:PORT[,HOST:PORT…]; else an error that shows none of it (it may hold a
+    user and password)."""
+    if "@" in master:
+        raise ConfigError("a standalone master's Spark URL takes no user or password: spark://HOST:PORT")
+    found = [_MASTER.fullmatch(part) for part in master.split(",")]
+    if not all(found) or not all(0 < int(m.group("port")) < 65536 for m in found if m):
+        raise ConfigError(
+            "a Spark URL names a local session, spark://local[N], or a standalone cluster's master, "
+            f"spark://HOST:PORT: use {FORMS}"
+        )
+    return Kind.STANDALONE
 
 
 def _name(value: str, what: str) -> str:
