@@ -55,7 +55,7 @@ if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
     from pyspark.sql.types import DataType, StructType
 
-__all__ = ["arrow_frame", "duplicate_rows", "inferred_members", "period_rows"]
+__all__ = ["arrow_frame", "duplicate_rows", "inferred_members", "insert_inferred", "period_rows", "with_key"]
 
 _VALUE, _KEY, _PLACE = "callmart_value", "callmart_key", "callmart_place"
 """Working columns, named so that no declared column can clash with them."""
@@ -78,16 +78,14 @@ def inferred_members(
     for reference in fact.references:
         dimension = mart.dimension(reference.dimension)
         name = qualified(url.catalog, url.database, dimension.name)
-        insert = functools.partial(_insert_inferred, spark, dimension, reference, name, rows)
+        insert = functools.partial(insert_inferred, spark, dimension, reference, name, rows)
         count = with_retries(insert, f"inferred members of {dimension.name}")
         if count:
             inserted[dimension.name] = inserted.get(dimension.name, 0) + count
     return inserted
 
 
-def _insert_inferred(
-    spark: SparkSession, dimension: Dimension, reference: Reference, name: str, rows: DataFrame
-) -> int:
+def insert_inferred(spark: SparkSession, dimension: Dimension, reference: Reference, name: str, rows: DataFrame) -> int:
     """One MERGE of the members `rows` name by `reference` that the dimension lacks; how many it inserted."""
     from pyspark.sql import Window
     from pyspark.sql import functions as F
@@ -150,7 +148,7 @@ def period_rows(
     in its dimension by then (`inferred_members`): a row left without a key fails the write (NOT NULL)."""
     rows = _numbered(_in_period(staged, fact, start, end), fact)
     for reference in fact.references:
-        rows = _with_key(spark, mart, url, rows, reference)
+        rows = with_key(spark, mart, url, rows, reference)
     for metric in fact.metrics:
         rows = _with_metric(spark, mart, url, rows, fact, metric, start, end)
     return rows.select(*(_typed(c) for c in table.columns))
@@ -181,7 +179,7 @@ def _numbered(rows: DataFrame, fact: Fact) -> DataFrame:
     return rows.withColumn(fact.key, key.cast("bigint"))
 
 
-def _with_key(spark: SparkSession, mart: Mart, url: SparkUrl, rows: DataFrame, reference: Reference) -> DataFrame:
+def with_key(spark: SparkSession, mart: Mart, url: SparkUrl, rows: DataFrame, reference: Reference) -> DataFrame:
     """The rows with the reference's key column: the member whose business value is the row's (the version valid
     at the row's time where the dimension keeps history, the current one otherwise), the default member for none.
 
