@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -16,6 +17,7 @@ __all__ = [
     "WARNING",
     "concat",
     "make",
+    "of_step",
     "rows_rejected",
     "warnings",
 ]
@@ -83,3 +85,24 @@ def rows_rejected(table: pa.Table) -> int:
 def warnings(table: pa.Table) -> int:
     """Warning rows: doubts about rows that were loaded."""
     return int(pc.sum(pc.equal(table["severity"], WARNING)).as_py() or 0)
+
+
+def of_step(found: pa.Table, id_run: int, table: str, period: tuple[datetime, datetime] | None) -> pa.Table:
+    """A step's rejects as rows of the mart's rejects table (dm_rejects), in its columns' order."""
+    n = found.num_rows
+    start, end = period or (None, None)
+    return pa.table(
+        {
+            "id_run": pa.array([id_run] * n, pa.int32()),
+            "table_name": pa.array([table] * n, pa.string()),
+            "period_start": pa.array([start] * n, pa.timestamp("us")),
+            "period_end": pa.array([end] * n, pa.timestamp("us")),
+            "source_file": found[SOURCE_FILE],
+            "line_number": found[SOURCE_ROW],
+            "column_name": found["column_name"],
+            "raw_value": found["raw_value"],
+            "raw_line": found["raw_line"],
+            "reason": found["reason"],
+            "severity": found["severity"],
+        }
+    )

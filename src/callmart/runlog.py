@@ -106,29 +106,8 @@ def record_step(conn: sa.Connection, schema: Schema, id_run: int, step: int, res
     )
     found = result.rejects
     if found is not None and found.num_rows:
-        engines.of(conn).bulk_insert(conn, schema[REJECTS], _reject_batches(found, id_run, result))
-
-
-def _reject_batches(found: pa.Table, id_run: int, result: StepResult) -> list[pa.RecordBatch]:
-    n = found.num_rows
-    start, end = result.period or (None, None)
-    table = pa.table(
-        {
-            "id_run": pa.array([id_run] * n, pa.int32()),
-            "table_name": pa.array([result.table] * n, pa.string()),
-            "period_start": pa.array([start] * n, pa.timestamp("s")),
-            "period_end": pa.array([end] * n, pa.timestamp("s")),
-            "source_file": found[rejects.SOURCE_FILE],
-            "line_number": found[rejects.SOURCE_ROW],
-            "column_name": found["column_name"],
-            "raw_value": found["raw_value"],
-            "raw_line": found["raw_line"],
-            "reason": found["reason"],
-            "severity": found["severity"],
-        }
-    )
-    batches: list[pa.RecordBatch] = table.to_batches(max_chunksize=50_000)
-    return batches
+        rows = rejects.of_step(found, id_run, result.table, result.period)
+        engines.of(conn).bulk_insert(conn, schema[REJECTS], rows.to_batches(max_chunksize=50_000))
 
 
 def undated(table: str, results: list[StepResult]) -> StepResult | None:

@@ -33,7 +33,7 @@ from ..._errors import CommitConflicts
 from ...declare import Dimension
 from ...status import Status, queued_again
 from .replace import wall_clock
-from .sql import insert_clause, qualified, quote, sql, temporary_view
+from .sql import insert_clause, insert_missing, qualified, quote, sql, temporary_view
 from .tables import spark_schema, spark_type, spark_type_name
 
 if TYPE_CHECKING:
@@ -141,13 +141,8 @@ def _insert_default_member(spark: SparkSession, dimension: Dimension, table: sa.
     def insert() -> bool:
         if spark.table(name).filter(col(dimension.key) == lit(key)).limit(1).count():
             return False
-        with temporary_view(spark, rows_frame(spark, table, [row])) as source:
-            done = sql(
-                spark,
-                f"MERGE INTO {name} AS t USING {source} AS s ON t.{quote(dimension.key)} = s.{quote(dimension.key)} "
-                f"WHEN NOT MATCHED THEN INSERT {insert_clause(table.columns.keys())}",
-            ).first()
-        return bool(done and done["num_inserted_rows"])
+        frame = rows_frame(spark, table, [row])
+        return insert_missing(spark, name, frame, dimension.key, table.columns.keys()) > 0
 
     return with_retries(insert, f"the default member of {table.name}")
 

@@ -47,7 +47,7 @@ from ...declare import (
 from ...rejects import DUPLICATE_ROW, REJECT_SCHEMA, SOURCE_FILE, SOURCE_ROW, WARNING
 from .control import with_retries
 from .replace import wall_clock
-from .sql import insert_clause, qualified, quote, sql, temporary_view
+from .sql import insert_missing, qualified
 from .tables import spark_type, spark_type_name
 from .url import SparkUrl
 
@@ -100,13 +100,7 @@ def insert_inferred(spark: SparkSession, dimension: Dimension, reference: Refere
     place = F.row_number().over(Window.orderBy(F.col(reference.by)))
     numbered = missing.crossJoin(largest).select(reference.by, (F.col(_KEY) + place).alias(dimension.key))
     source = numbered.select(*_member_columns(dimension, reference, members.schema))
-    with temporary_view(spark, source) as view:
-        done = sql(
-            spark,
-            f"MERGE INTO {name} AS t USING {view} AS s ON t.{quote(reference.by)} = s.{quote(reference.by)} "
-            f"WHEN NOT MATCHED THEN INSERT {insert_clause(members.schema.fieldNames())}",
-        ).first()
-    return int(done["num_inserted_rows"]) if done else 0
+    return insert_missing(spark, name, source, reference.by, members.schema.fieldNames())
 
 
 def _member_columns(dimension: Dimension, reference: Reference, schema: StructType) -> list[Column]:

@@ -20,7 +20,6 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import pyarrow as pa
 import sqlalchemy as sa
 
 from ... import rejects
@@ -28,7 +27,7 @@ from ...progress import StepResult
 from ...status import Status
 from .control import HEARTBEAT, STALE_AFTER, lives, rows_frame, update_from, with_retries
 from .replace import wall_clock
-from .sql import insert_clause, quote, sql, temporary_view
+from .sql import insert_missing
 from .tables import spark_schema
 
 if TYPE_CHECKING:
@@ -65,13 +64,8 @@ def start_run(spark: SparkSession, table: sa.Table, name: str, started: datetime
             "source_dir": str(source_dir),
             HEARTBEAT: started,
         }
-        with temporary_view(spark, rows_frame(spark, table, [row])) as source:
-            done = sql(
-                spark,
-                f"MERGE INTO {name} AS t USING {source} AS s ON t.{quote('id_run')} = s.{quote('id_run')} "
-                f"WHEN NOT MATCHED THEN INSERT {insert_clause(table.columns.keys())}",
-            ).first()
-        return id_run if done and done["num_inserted_rows"] else None
+        inserted = insert_missing(spark, name, rows_frame(spark, table, [row]), "id_run", table.columns.keys())
+        return id_run if inserted else None
 
     while True:
         # None: a run that started meanwhile took the id; the next one is tried.
@@ -205,7 +199,9 @@ def record_step(
     where = _step_rejects(id_run, result)
     if not found.num_rows and not spark.table(name).filter(where).limit(1).count():
         return
-    rows = spark.createDataFrame(_reject_rows(found, id_run, result), schema=spark_schema(table, nullable=True))
+    rows = spark.createDataFrame(
+        rejects.of_step(found, id_run, result.table, result.period), schema=spark_schema(table, nullable=True)
+    )
     with_retries(lambda: rows.writeTo(name).overwrite(where), f"recording the rejects of step {step} of run {id_run}")
 
 
@@ -238,24 +234,3 @@ def _step_rejects(id_run: int, result: StepResult) -> Column:
     for column, moment in zip(("period_start", "period_end"), result.period or (None, None), strict=True):
         where &= col(column).isNull() if moment is None else col(column) == wall_clock(moment)
     return where
-
-
-def _reject_rows(found: pa.Table, id_run: int, result: StepResult) -> pa.Table:
-    """A step's rejects as rows of the rejects table, in its columns' order."""
-    n = found.num_rows
-    start, end = result.period or (None, None)
-    return pa.table(
-        {
-            "id_run": pa.array([id_run] * n, pa.int32()),
-            "table_name": pa.array([result.table] * n, pa.string()),
-            "period_start": pa.array([start] * n, pa.timestamp("us")),
-            "period_end": pa.array([end] * n, pa.timestamp("us")),
-            "source_file": found[rejects.SOURCE_FILE],
-            "line_number": found[rejects.SOURCE_ROW],
-            "column_name": found["column_name"],
-            "raw_value": found["raw_value"],
-            "raw_line": found["raw_line"],
-            "reason": found["reason"],
-            "severity": found["severity"],
-        }
-    )

@@ -23,7 +23,16 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
-__all__ = ["LEGACY_BINDING", "bind_values", "qualified", "quote", "insert_clause", "sql", "temporary_view"]
+__all__ = [
+    "LEGACY_BINDING",
+    "bind_values",
+    "qualified",
+    "quote",
+    "insert_clause",
+    "insert_missing",
+    "sql",
+    "temporary_view",
+]
 
 LEGACY_BINDING = "spark.sql.legacy.parameterSubstitution.constantsOnly"
 """Spark's setting for binding values during analysis (its behaviour before 4.1)."""
@@ -100,3 +109,15 @@ def insert_clause(columns: Iterable[str]) -> str:
     """The INSERT clause of a MERGE that inserts the columns from the source's same-named ones."""
     quoted = [quote(c) for c in columns]
     return f"({', '.join(quoted)}) VALUES ({', '.join('s.' + c for c in quoted)})"
+
+
+def insert_missing(spark: SparkSession, name: str, rows: DataFrame, on: str, columns: Iterable[str]) -> int:
+    """Insert the rows whose `on` the table lacks, by one insert-only MERGE (so two writers insert a row once);
+    how many went in."""
+    with temporary_view(spark, rows) as view:
+        done = sql(
+            spark,
+            f"MERGE INTO {name} AS t USING {view} AS s ON t.{quote(on)} = s.{quote(on)} "
+            f"WHEN NOT MATCHED THEN INSERT {insert_clause(columns)}",
+        ).first()
+    return int(done["num_inserted_rows"]) if done else 0
