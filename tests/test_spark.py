@@ -98,6 +98,15 @@ def test_urls_name_a_local_session_the_active_one_or_spark_connect(tmp_path: Pat
         ("sc://?token=s3cret", "names its server"),
         ("sc://host:port/;token=s3cret", "names its server"),
         ("duckdb:///x.duckdb", "not a Spark URL"),
+        # A standalone cluster's master.
+        ("spark://10.0.0.5:7077", "names its warehouse"),
+        ("spark://admin:s3cret@10.0.0.5:7077?warehouse=/w", "takes no user or password"),
+        ("spark://admin:s3cret@local[2]?warehouse=/w", "takes no user or password"),
+        ("spark://s3cret.example.com?warehouse=/w", "spark://HOST:PORT"),
+        ("spark://s3cret.example.com:99999?warehouse=/w", "standalone cluster's master"),
+        ("spark://s3cret.example.com:7077,?warehouse=/w", "standalone cluster's master"),
+        ("spark://s3cret.example.com:7077/s3cret?warehouse=/w", "standalone cluster's master"),
+        ("spark://10.0.0.5:7077?warehouse=/w&token=s3cret", "unknown parameter(s) of a standalone Spark URL: token"),
     ],
 )
 def test_a_bad_url_says_what_is_wrong_without_echoing_it(url: str, says: str) -> None:

@@ -23,7 +23,6 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from callmart._errors import ConfigError
 from callmart.engines.spark import Spark, SparkUrl
 from callmart.engines.spark.session import DRIVER_JAVA_OPTIONS, JARS, held_elsewhere, session_settings
 from callmart.engines.spark.url import Kind
@@ -67,26 +66,6 @@ def test_a_standalone_master_is_host_and_port(tmp_path: Path) -> None:
     assert SparkUrl.parse("spark://local:7077?warehouse=/w").master == "spark://local:7077"
     # Through SQLAlchemy's URL, as callmart's settings parse a database URL.
     assert ENGINE.url(sa.make_url("spark://10.0.0.5:7077?warehouse=/mnt/mart")).port == 7077
-
-
-@pytest.mark.parametrize(
-    ("url", "says"),
-    [
-        ("spark://10.0.0.5:7077", "names its warehouse"),
-        ("spark://admin:s3cret@10.0.0.5:7077?warehouse=/w", "takes no user or password"),
-        ("spark://admin:s3cret@local[2]?warehouse=/w", "takes no user or password"),
-        ("spark://s3cret.example.com?warehouse=/w", "spark://HOST:PORT"),
-        ("spark://s3cret.example.com:99999?warehouse=/w", "standalone cluster's master"),
-        ("spark://s3cret.example.com:7077,?warehouse=/w", "standalone cluster's master"),
-        ("spark://s3cret.example.com:7077/s3cret?warehouse=/w", "standalone cluster's master"),
-        ("spark://10.0.0.5:7077?warehouse=/w&token=s3cret", "unknown parameter(s) of a standalone Spark URL: token"),
-    ],
-)
-def test_a_bad_standalone_url_says_what_is_wrong_without_echoing_it(url: str, says: str) -> None:
-    with pytest.raises(ConfigError) as raised:
-        SparkUrl.parse(url)
-    assert says in str(raised.value)
-    assert "s3cret" not in str(raised.value)
 
 
 def test_jars_and_java_options_of_the_url_are_added_to_deltas(spark_url: SparkUrl, tmp_path: Path) -> None:
