@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from datetime import time as time_of_day
+from functools import partial
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -20,9 +21,11 @@ from . import (
     coverage,
     dictionary,
     engines,
+    extract,
     fingerprint,
     locking,
     runlog,
+    stage,
 )
 from ._errors import CallmartError, ConfigError, DatabaseError, MartNotReady, PeriodNotCovered
 from .config import create_engine, mask, parse_url, schema_setting, scrub, setting
@@ -36,7 +39,7 @@ from .progress import Reporter, SilentReporter, StepResult
 from .schema import SCHEMA_VERSION, Schema
 from .settings import find_config, load_mart
 from .status import Status
-from .stopping import RunStopped, StopRequest
+from .stopping import RunStopped, StopRequest, reason_of
 from .streamed_aggregates import StreamedAggregates
 
 __all__ = ["DEFAULT_MAX_WAIT", "Callmart", "RunSummary"]
@@ -101,7 +104,34 @@ class Callmart:
         self._mart = load_mart(mart, find_config(config))
         self._schema: Schema | None = None
         self._stop = StopRequest()
-        self.engine = create_engine(self.url)
+        host = engines.for_url(self.url)
+        # An engine that runs the mart's operations itself (Spark) gets them handed over; the others, SQL.
+        self._own = (
+            host.open_mart(
+                self.url, self.schema.tables, self._mart, (extract.find_files, extract.read_source, stage.doubts)
+            )
+            if host.OWN_OPERATIONS
+            else None
+        )
+        self._engine = None if self._own is not None else create_engine(self.url)
+
+    @contextmanager
+    def _own_errors(self) -> Iterator[None]:
+        """Within the block, an error of an engine that runs the operations itself becomes a one-line error, as
+        `_transaction` makes a database's."""
+        try:
+            yield
+        except CallmartError:
+            raise
+        except Exception as error:
+            raise DatabaseError(self._describe(error)) from error
+
+    @property
+    def engine(self) -> sa.Engine:
+        """The SQLAlchemy engine of the mart's database (not for an engine that runs the operations itself)."""
+        if self._engine is None:
+            raise ConfigError(f"{self.where} is not reached through SQLAlchemy")
+        return self._engine
 
     @property
     def schema(self) -> Schema:
@@ -113,7 +143,11 @@ class Callmart:
         return self._schema
 
     def _locate_schema(self) -> str | None:
-        dedicated = engines.for_dialect(self.engine.dialect).DEDICATED_SCHEMA
+        host = engines.for_url(self.url)
+        if host.OWN_OPERATIONS:
+            # Its URL names the database (Spark's ?database=); the tables' own names are all it needs.
+            return None
+        dedicated = host.DEDICATED_SCHEMA
         if self._schema_name is not None or dedicated is None:
             return self._schema_name
         with self._transaction() as conn:
@@ -154,14 +188,16 @@ class Callmart:
     def exposed_schema(self) -> str | None:
         """The schema of a mart left where an earlier callmart made it, the connection's default one rather than
         a schema of its own (Supabase's Data API serves `public`); None when the mart is where it belongs."""
-        dedicated = engines.for_dialect(self.engine.dialect).DEDICATED_SCHEMA
+        host = engines.for_url(self.url)
+        dedicated = None if host.OWN_OPERATIONS else host.DEDICATED_SCHEMA
         if self._schema_name is None and dedicated is not None and self.schema.name != dedicated:
             return self.schema.name
         return None
 
     def close(self) -> None:
         """Release the database connections."""
-        self.engine.dispose()
+        if self._engine is not None:
+            self._engine.dispose()
 
     def __enter__(self) -> Callmart:
         return self
@@ -195,6 +231,10 @@ class Callmart:
 
     def init(self) -> None:
         """Create the mart's tables and default members; running it again changes nothing."""
+        if self._own is not None:
+            with self._own_errors():
+                self._own.init(SCHEMA_VERSION)
+                return
         with self._transaction() as conn:
             self.schema.create(conn)
 
@@ -219,7 +259,7 @@ class Callmart:
     def move_schema(self, to: str | None = None) -> str:
         """Move the mart (its tables, day partitions and sequences) to schema `to`, by default the engine's own;
         return the schema it is in now."""
-        target = to or engines.for_dialect(self.engine.dialect).DEDICATED_SCHEMA
+        target = to or engines.for_url(self.url).DEDICATED_SCHEMA
         if target is None:
             raise ConfigError(f"name the schema to move {self.where} to")
         _, target = schema_setting(self.url, target)
@@ -245,10 +285,16 @@ class Callmart:
             p for fact in self.schema.mart.facts for p in engines.of(conn).day_partitions(conn, self.schema[fact.name])
         ]
 
-    def _check_ready(self, conn: sa.Connection) -> None:
-        if not self.schema.exists(conn):
+    def _check_ready(self, conn: sa.Connection | None = None) -> None:
+        if conn is None:
+            assert self._own is not None
+            version = self._own.version()
+        elif self.schema.exists(conn):
+            version = conn.execute(sa.select(self.schema["dm_schema"].c.version)).scalar()
+        else:
+            version = None
+        if version is None:
             raise MartNotReady(f"{self.where} holds no callmart mart yet; run `callmart init` first")
-        version = conn.execute(sa.select(self.schema["dm_schema"].c.version)).scalar()
         if version != SCHEMA_VERSION:
             raise MartNotReady(
                 f"the mart in {self.where} has schema version {version}, this callmart needs "
@@ -274,6 +320,10 @@ class Callmart:
         periods = control.daily_periods(first, last)
         table = fact_table or self.schema.mart.facts[0].name
         self.schema.mart.fact(table)
+        if self._own is not None:
+            with self._own_errors():
+                self._check_ready()
+                return self._own.enqueue(table, periods, force)
         with self._transaction() as conn:
             self._check_ready(conn)
             return control.enqueue(conn, self.schema, table, periods, force)
@@ -282,6 +332,11 @@ class Callmart:
         """Queue every day since the last loaded period up to the day before `as_of` (today by default)."""
         as_of = as_day(as_of)
         table = fact_table or self.schema.mart.facts[0].name
+        if self._own is not None:
+            with self._own_errors():
+                self._check_ready()
+                owed = control.owed_days(self._own.last_loaded_end(table), as_of or date.today())
+                return self._own.enqueue(table, owed, force=False)
         with self._transaction() as conn:
             self._check_ready(conn)
             periods = control.catch_up_periods(conn, self.schema, table, as_of or date.today())
@@ -289,6 +344,10 @@ class Callmart:
 
     def requeue_failed(self) -> int:
         """Queue every failed period again; return how many."""
+        if self._own is not None:
+            with self._own_errors():
+                self._check_ready()
+                return self._own.requeue_failed()
         with self._transaction() as conn:
             self._check_ready(conn)
             return control.requeue_failed(conn, self.schema)
@@ -298,31 +357,51 @@ class Callmart:
     ) -> list[dict[str, object]]:
         """The control table, oldest period first: of the given statuses (all by default), starting on or after
         `since`, the newest `limit` of them."""
+        if self._own is not None:
+            with self._own_errors():
+                self._check_ready()
+                return self._own.listing(statuses, as_day(since), limit)
         with self._transaction() as conn:
             self._check_ready(conn)
             return control.listing(conn, self.schema, statuses, as_day(since), limit)
 
     def status_counts(self) -> dict[str, int]:
         """How many periods each status holds."""
+        if self._own is not None:
+            with self._own_errors():
+                self._check_ready()
+                return self._own.counts()
         with self._transaction() as conn:
             self._check_ready(conn)
             return control.counts(conn, self.schema)
 
     def last_run(self) -> list[dict[str, object]]:
         """The steps of the latest run with their reconciliation (rows read, loaded, rejected, warned)."""
+        if self._own is not None:
+            with self._own_errors():
+                self._check_ready()
+                return self._own.last_run_steps()
         with self._transaction() as conn:
             self._check_ready(conn)
             return runlog.last_run_steps(conn, self.schema)
 
     def rejects(self, id_run: int | None = None, limit: int = 100) -> list[dict[str, object]]:
         """Rows of a run (the latest by default) that were rejected or loaded with a warning."""
+        if self._own is not None:
+            with self._own_errors():
+                self._check_ready()
+                if id_run is not None and not self._own.run_exists(id_run):
+                    raise self._no_run(id_run, self._own.latest_run())
+                return self._own.reject_rows(id_run, limit)
         with self._transaction() as conn:
             self._check_ready(conn)
             if id_run is not None and not runlog.run_exists(conn, self.schema, id_run):
-                latest = runlog.latest_run(conn, self.schema)
-                runs = f"the latest is {latest}" if latest is not None else "no run yet"
-                raise ConfigError(f"no run {id_run} in {self.where} ({runs})")
+                raise self._no_run(id_run, runlog.latest_run(conn, self.schema))
             return runlog.reject_rows(conn, self.schema, id_run, limit)
+
+    def _no_run(self, id_run: int, latest: int | None) -> ConfigError:
+        runs = f"the latest is {latest}" if latest is not None else "no run yet"
+        return ConfigError(f"no run {id_run} in {self.where} ({runs})")
 
     def run(
         self,
@@ -357,6 +436,11 @@ class Callmart:
         )
         began = time.perf_counter()
         summary = RunSummary(started=datetime.now().replace(microsecond=0))
+        if self._own is not None:
+            with self._own_errors():
+                self._run_own(summary, reload_dimensions)
+                summary.seconds = time.perf_counter() - began
+                return summary
         with self._transaction() as conn:
             self._check_ready(conn)
             summary.id_run = runlog.start_run(conn, self.schema, summary.started, self.source_dir)
@@ -369,7 +453,7 @@ class Callmart:
                     control.wake_waiting(conn, self.schema)
                 self._run_steps(summary, reload_dimensions)
             except (RunStopped, KeyboardInterrupt) as stopped:
-                reason = stopped.reason if isinstance(stopped, RunStopped) else "stopped by SIGINT"
+                reason = reason_of(stopped)
                 # A connection whose statement was interrupted in the driver is not to be used again.
                 self.engine.dispose()
                 with self._transaction() as conn:
@@ -386,6 +470,32 @@ class Callmart:
                 runlog.finish_run(conn, self.schema, summary.id_run, ok=summary.ok, error=None)
         summary.seconds = time.perf_counter() - began
         return summary
+
+    def _run_own(self, summary: RunSummary, reload_dimensions: bool) -> None:
+        """A run by an engine that runs the mart's operations itself, with this run's settings and checks."""
+        assert self._own is not None
+        self._check_ready()
+        done = self._own.run(
+            self.source_dir,
+            summary.started,
+            stop=self._stop,
+            reporter=self.reporter,
+            reload_dimensions=reload_dimensions,
+            fingerprint=partial(fingerprint.fingerprint, self.source_dir),
+            uncovered=self._uncovered,
+            undated=runlog.undated,
+        )
+        summary.id_run, summary.business_date = done.id_run, done.business_date
+        summary.abandoned, summary.freed, summary.steps = done.abandoned, done.freed, done.steps
+
+    def _uncovered(self, fact: Fact, start: datetime, end: datetime, latest: datetime | None) -> StepResult | None:
+        """The step of a period the extract does not cover yet (waiting, or failed once overdue); None if it does."""
+        period = control.Period(0, fact.name, start, end)
+        try:
+            self._check_covered(fact, period, latest)
+        except PeriodNotCovered as uncovered:
+            return self._waiting(period, str(uncovered))
+        return None
 
     def _run_steps(self, summary: RunSummary, reload_dimensions: bool) -> None:
         for dim in self.schema.mart.dimensions:
@@ -517,24 +627,26 @@ class Callmart:
 
     def _wait(self, period: control.Period, summary: RunSummary, step: int, reason: str, began: float) -> StepResult:
         """Leave a period its extract does not cover to a later run; fail it once it waited `max_wait`."""
-        overdue = self._max_wait is not None and datetime.now() - period.end > self._max_wait
-        status = Status.FAILED if overdue else Status.WAITING
-        message = (
-            f"{reason}; still so {_spoken(self._max_wait)} after the period ended (--max-wait)" if overdue else reason
-        )
-        result = StepResult(
-            table=period.fact_table,
-            period=(period.start, period.end),
-            status=status,
-            error=message if overdue else None,
-            note=None if overdue else reason,
-        )
+        result = self._waiting(period, reason)
         result.seconds = time.perf_counter() - began
         with self._transaction() as conn:
-            finished = datetime.now() if overdue else None
-            control.mark(conn, self.schema, period, status, error_message=message, finished_at=finished)
+            finished = datetime.now() if result.status == Status.FAILED else None
+            message = result.error or result.note
+            control.mark(conn, self.schema, period, result.status, error_message=message, finished_at=finished)
             runlog.record_step(conn, self.schema, summary.id_run, step, result)
         return result
+
+    def _waiting(self, period: control.Period, reason: str) -> StepResult:
+        """The step of a period its extract does not cover: waiting, or failed once it waited `max_wait`."""
+        overdue = self._max_wait is not None and datetime.now() - period.end > self._max_wait
+        late = f"{reason}; still so {_spoken(self._max_wait)} after the period ended (--max-wait)"
+        return StepResult(
+            table=period.fact_table,
+            period=(period.start, period.end),
+            status=Status.FAILED if overdue else Status.WAITING,
+            error=late if overdue else None,
+            note=None if overdue else reason,
+        )
 
     def _progress(self, name: str) -> Callable[[int], None]:
         def on_rows(rows: int) -> None:

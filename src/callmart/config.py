@@ -108,8 +108,12 @@ def schema_setting(url: sa.URL, given: str | None = None) -> tuple[sa.URL, str |
 
 
 def mask(url: sa.URL) -> str:
-    """The URL as text with its password hidden, and without its query (it may hold a password too)."""
-    return url.difference_update_query(list(url.query)).render_as_string(hide_password=True)
+    """The URL as text with its password hidden, and without its query (it may hold a password too); as its engine
+    shows it, where the URL holds secrets elsewhere (a Spark Connect token)."""
+    try:
+        return engines.for_url(url).shown(url)
+    except ConfigError:
+        return engines.Engine().shown(url)
 
 
 def scrub(message: str, url: sa.URL) -> str:

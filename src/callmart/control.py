@@ -20,6 +20,7 @@ __all__ = [
     "catch_up_periods",
     "claim_next",
     "daily_periods",
+    "owed_days",
     "enqueue",
     "free_abandoned",
     "counts",
@@ -227,6 +228,12 @@ def catch_up_periods(
     last_end = conn.execute(
         sa.select(sa.func.max(table.c.end_date)).where(table.c.fact_table == fact_table, table.c.status == Status.DONE)
     ).scalar()
+    return owed_days(last_end, as_of)
+
+
+def owed_days(last_end: datetime | None, as_of: date) -> list[tuple[datetime, datetime]]:
+    """The days from `last_end` (the end of the last loaded period) up to the day before `as_of`; with nothing
+    loaded yet, the day before `as_of`."""
     first = last_end.date() if last_end is not None else as_of - timedelta(days=1)
     return daily_periods(first, as_of) if first < as_of else []
 

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
 
-__all__ = ["RunStopped", "StopRequest", "on_signals"]
+__all__ = ["RunStopped", "StopRequest", "on_signals", "reason_of"]
 
 
 class RunStopped(BaseException):
@@ -24,6 +24,11 @@ class RunStopped(BaseException):
         super().__init__(reason)
         self.reason = reason
         self.signal_number = signal_number
+
+
+def reason_of(stopped: RunStopped | KeyboardInterrupt) -> str:
+    """Why a run stopped, as the run log and the control table say it."""
+    return stopped.reason if isinstance(stopped, RunStopped) else "stopped by SIGINT"
 
 
 class StopRequest:

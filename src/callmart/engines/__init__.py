@@ -11,10 +11,11 @@ from .._errors import ConfigError
 from .base import Engine
 from .duckdb import DuckDB
 from .postgres import PostgreSQL
+from .spark import Spark
 
 __all__ = ["DRIVER_ERRORS", "ENGINES", "Engine", "for_dialect", "for_url", "of"]
 
-ENGINES: tuple[Engine, ...] = (DuckDB(), PostgreSQL())
+ENGINES: tuple[Engine, ...] = (DuckDB(), PostgreSQL(), Spark())
 
 DRIVER_ERRORS: tuple[type[Exception], ...] = tuple(error for engine in ENGINES for error in engine.DRIVER_ERRORS)
 """Errors the drivers raise where callmart talks to them directly (bulk paths), not through SQLAlchemy."""

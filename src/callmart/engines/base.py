@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import datetime
-from typing import Any, ClassVar
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any, ClassVar, Protocol
 
 import pyarrow as pa
 import sqlalchemy as sa
@@ -15,7 +16,50 @@ from .._errors import ConfigError
 from .arrow import arrow_type
 from .sql.replace import DeleteInsert, PeriodReplace
 
-__all__ = ["Engine"]
+__all__ = ["Engine", "MartOperations"]
+
+
+class MartOperations(Protocol):
+    """The library API's operations on a mart, for an engine that runs them itself (Engine.OWN_OPERATIONS) rather
+    than through SQLAlchemy: the API keeps what surrounds them (settings, messages, the run's summary)."""
+
+    def init(self, version: int) -> None:
+        """Create the tables and fixed rows; running it again writes nothing."""
+
+    def version(self) -> int | None:
+        """The schema version of the mart, None when there is no mart yet."""
+
+    def run(self, source_dir: Path, started: datetime, **options: Any) -> Any:
+        """A whole run from the extracts of `source_dir`; its outcome (id_run, business_date, abandoned, freed,
+        steps). `options`: what the API decides around it (stop, reporter, reload_dimensions, fingerprint,
+        uncovered, undated: the fields of the engine's own run options)."""
+
+    def enqueue(self, fact_table: str, periods: Iterable[tuple[datetime, datetime]], force: bool) -> dict[str, int]:
+        """Queue the periods (control.enqueue's rules)."""
+
+    def last_loaded_end(self, fact_table: str) -> datetime | None:
+        """The end of the latest period of `fact_table` loaded, if any."""
+
+    def requeue_failed(self) -> int:
+        """Queue every failed period again; how many."""
+
+    def listing(self, statuses: Iterable[str], since: date | None, limit: int | None) -> list[dict[str, object]]:
+        """The control table's rows, oldest first: of `statuses`, from `since`, the newest `limit`."""
+
+    def counts(self) -> dict[str, int]:
+        """How many periods each status holds."""
+
+    def latest_run(self) -> int | None:
+        """The id of the latest run, if any."""
+
+    def run_exists(self, id_run: int) -> bool:
+        """Whether the run log holds that run."""
+
+    def last_run_steps(self) -> list[dict[str, object]]:
+        """The steps of the latest run, in order."""
+
+    def reject_rows(self, id_run: int | None, limit: int) -> list[dict[str, object]]:
+        """Reject and warning rows of a run (the latest by default), errors first."""
 
 
 class Engine:
@@ -44,10 +88,28 @@ class Engine:
     """Fact tables get their primary key."""
     DAY_PARTITIONS: ClassVar[bool] = False
     """Fact tables are partitioned by day, a period replaced by swapping partitions, its rows made in the client."""
+    OWN_OPERATIONS: ClassVar[bool] = False
+    """The engine runs the mart's operations itself (open_mart), not through a SQLAlchemy engine."""
+
+    def open_mart(
+        self,
+        url: sa.URL,
+        tables: Mapping[str, sa.Table],
+        mart: Any,
+        reading: tuple[Callable[..., Any], Callable[..., Any], Callable[..., Any]],
+    ) -> MartOperations:
+        """The mart's operations on the database of `url`, for an engine with OWN_OPERATIONS: `tables` by name, the
+        declared `mart`, and callmart's file listing, reader and doubts (extract.find_files, extract.read_source,
+        stage.doubts)."""
+        raise ConfigError(f"{self.NAME} is reached through SQLAlchemy: callmart runs the mart's operations itself")
 
     def url(self, url: sa.URL) -> sa.URL:
         """The URL as this engine's driver takes it; an error naming what is wrong, never echoing credentials."""
         return url
+
+    def shown(self, url: sa.URL) -> str:
+        """The URL as messages show it: no password, no query (it may hold a password too)."""
+        return url.difference_update_query(list(url.query)).render_as_string(hide_password=True)
 
     def create_engine(self, url: sa.URL) -> sa.Engine:
         """A SQLAlchemy engine for the URL."""

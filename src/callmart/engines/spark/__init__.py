@@ -1,20 +1,21 @@
 """Spark: the mart as Delta tables, loaded through a Spark session (local, a Databricks job's, or Spark Connect).
 
-So far the engine opens its session from a URL (url.py, session.py), fetches Delta's jars for a local session
-(jars.py), creates the declared mart as Delta tables (tables.py) and replaces a period of a fact table in one
-commit (replace.py). docs/spark.md says how the load steps will plug in. Importing this package does not import
-pyspark: its modules import it where they use it, so the core install stays free of Spark."""
+The engine opens its session from a URL (url.py, session.py), fetches Delta's jars for a local session (jars.py),
+creates the declared mart as Delta tables (tables.py), and runs the mart's operations itself (mart.py: the API
+hands them over, Engine.OWN_OPERATIONS): loads (load.py and the steps it composes), the control table and the run
+log. docs/spark.md tells the design. Importing this package does not import pyspark: its modules import it where
+they use it, so the core install stays free of Spark."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import sqlalchemy as sa
 
 from ..._errors import ConfigError
-from ..base import Engine
+from ..base import Engine, MartOperations
 from ..hints import PARTITIONED_BY_DAY
 from .replace import replace_period
 from .session import open_session
@@ -38,6 +39,7 @@ class Spark(Engine):
     SCHEMES: ClassVar[frozenset[str]] = SCHEMES
     # The database of the mart unless the URL names one (?database=…).
     DEDICATED_SCHEMA: ClassVar[str | None] = DEFAULT_DATABASE
+    OWN_OPERATIONS: ClassVar[bool] = True
 
     def parse(self, text: str) -> SparkUrl:
         """What a Spark URL names; an error naming what is wrong, never echoing the URL."""
@@ -47,8 +49,26 @@ class Spark(Engine):
         self.parse(url.render_as_string(hide_password=False))
         return url
 
+    def shown(self, url: sa.URL) -> str:
+        try:
+            parsed = self.parse(url.render_as_string(hide_password=False))
+            return f"{parsed.shown} (database {parsed.database})"
+        except ConfigError:
+            return f"{url.drivername}://…"
+
     def create_engine(self, url: sa.URL) -> sa.Engine:
         raise ConfigError(f"{self.NAME} is reached through a Spark session (open_session), not a SQLAlchemy engine")
+
+    def open_mart(
+        self,
+        url: sa.URL,
+        tables: Mapping[str, sa.Table],
+        mart: Any,
+        reading: tuple[Callable[..., Any], Callable[..., Any], Callable[..., Any]],
+    ) -> MartOperations:
+        from .mart import SparkMart
+
+        return SparkMart(self.parse(url.render_as_string(hide_password=False)), tables, mart, *reading)
 
     def open_session(self, url: SparkUrl | str) -> SparkSession:
         """The session the URL names, ready for callmart's statements."""

@@ -319,6 +319,8 @@ def free_abandoned(
                 lit(message).alias("error_message"),
             )
         )
+        if dead.isEmpty():
+            return 0
         match = {"id_process": "id_process", "id_run": "id_run", "status": "where_status"}
         return update_from(spark, name, dead, match, ["status", "error_message"])
 
@@ -345,7 +347,16 @@ def _set(
     spark: SparkSession, table: sa.Table, name: str, changes: Mapping[str, object], where: Mapping[str, object]
 ) -> int:
     """Set `changes` on the rows whose columns hold the values of `where`, as UPDATE … SET … WHERE would; how many
-    rows changed. The source of the MERGE is one row: the values of `where` in columns named `where_<column>`."""
+    rows changed. The source of the MERGE is one row: the values of `where` in columns named `where_<column>`.
+    When no row matches, nothing is written: a read costs less than a MERGE's commit, and most runs find no
+    waiting, failed or abandoned period."""
+    from pyspark.sql.functions import col, lit
+
+    matching = spark.table(name)
+    for column, value in where.items():
+        matching = matching.where(col(column).eqNullSafe(lit(value)))
+    if matching.isEmpty():
+        return 0
     row = {**changes, **{f"where_{c}": v for c, v in where.items()}}
     types = {f"where_{c}": spark_type_name(table.c[c].type) for c in where}
     frame = rows_frame(spark, table, [row], columns=list(changes), extra=types)

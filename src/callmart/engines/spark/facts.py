@@ -55,7 +55,15 @@ if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
     from pyspark.sql.types import DataType, StructType
 
-__all__ = ["arrow_frame", "duplicate_rows", "inferred_members", "insert_inferred", "period_rows", "with_key"]
+__all__ = [
+    "arrow_frame",
+    "duplicate_rows",
+    "inferred_members",
+    "insert_inferred",
+    "period_rows",
+    "with_key",
+    "with_metric",
+]
 
 _VALUE, _KEY, _PLACE = "callmart_value", "callmart_key", "callmart_place"
 """Working columns, named so that no declared column can clash with them."""
@@ -144,7 +152,7 @@ def period_rows(
     for reference in fact.references:
         rows = with_key(spark, mart, url, rows, reference)
     for metric in fact.metrics:
-        rows = _with_metric(spark, mart, url, rows, fact, metric, start, end)
+        rows = with_metric(spark, mart, url, rows, fact, metric, start, end)
     return rows.select(*(_typed(c) for c in table.columns))
 
 
@@ -211,7 +219,7 @@ def with_key(spark: SparkSession, mart: Mart, url: SparkUrl, rows: DataFrame, re
     return joined.withColumn(reference.column, key.cast("int")).drop(_KEY)
 
 
-def _with_metric(
+def with_metric(
     spark: SparkSession,
     mart: Mart,
     url: SparkUrl,

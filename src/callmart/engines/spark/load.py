@@ -6,18 +6,18 @@ inferred members, the period's rows (one replaceWhere), the step's run log lines
 status leaves the period running; a later run frees it and writes the same rows again.
 
 Engine code sits below the schema, staging and extract modules: the caller passes the tables (by name), callmart's
-file listing and reader (extract.find_files, read_source) and its doubts (stage.doubts).
+file listing and reader (extract.find_files, read_source) and its doubts (stage.doubts); and, for a run, what the
+operations around it decide (RunOptions): when to stop, whether a dimension's sources changed, whether the
+extract covers a period, the step of rows no period could place.
 
-Not here yet: the aggregates and lift of the periods loaded, the metric refresh after a dimension of events, the
-fingerprint that skips an unchanged dimension, the coverage check that leaves a period waiting, and the step of
-rows no period could place (runlog.undated)."""
+Not here yet: the aggregates and lift of the periods loaded."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from datetime import time as time_of_day
 from functools import partial
@@ -29,39 +29,49 @@ import sqlalchemy as sa
 
 from ... import rejects
 from ..._errors import CallmartError
-from ...declare import IS_CURRENT, Check, Column, Dimension, Fact, Mart, Reference, Source
-from ...progress import StepResult
+from ...declare import IS_CURRENT, Check, Column, Dimension, Fact, FirstEventWithin, Mart, Reference, Source
+from ...progress import Reporter, SilentReporter, StepResult
 from ...status import Status
+from ...stopping import RunStopped, StopRequest, reason_of
 from . import Spark
 from .control import (
     Claimed,
     claim_next,
     free_abandoned,
     mark,
+    requeue_running,
     wake_waiting,
     with_retries,
     write_fixed_rows,
 )
 from .dimensions import lookup_columns, merge_dimension
 from .facts import duplicate_rows, inferred_members, insert_inferred, period_rows, with_key
+from .metrics import changed_since, refresh_metric, table_version
 from .reading import Period, ReadSource, SourceReading, StagedFrames, read_staged, source_errors
 from .runs import abandon_dead_runs, finish_run, record_step, run_alive, start_run
+from .sources import is_current, remember
 from .sql import qualified
 from .url import SparkUrl
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
-__all__ = ["CheckDoubts", "FindFiles", "SparkLoad"]
+__all__ = ["CheckDoubts", "FindFiles", "RunOptions", "SparkLoad", "SparkRun"]
 
-PROCESSES, RUNS, RUN_STEPS, REJECTS, VERSION_TABLE = (
+PROCESSES, RUNS, RUN_STEPS, REJECTS, VERSION_TABLE, SOURCES = (
     "dm_processes",
     "dm_runs",
     "dm_run_steps",
     "dm_rejects",
     "dm_schema",
+    "dm_sources",
 )
-"""The control table, the run log's tables and the version table, as schema.py names them."""
+"""The control table, the run log's tables, the version table and the dimensions' sources, as schema.py names
+them."""
+
+Uncovered = Callable[[Fact, datetime, datetime, datetime | None], StepResult | None]
+"""Whether the extract covers a period of a fact, given the latest time it holds: None when it does, else the
+period's step, waiting or (waited too long) failed, its message in `note` or `error`."""
 
 FindFiles = Callable[[Path, Source], list[Path]]
 """`extract.find_files`: a source's files in the folder, in name order; none is a SourceError."""
@@ -87,6 +97,36 @@ class Extracts:
     find_files: FindFiles
     read: ReadSource
     doubts: CheckDoubts
+
+
+@dataclass
+class RunOptions:
+    """What the operations around a run decide (api.Callmart.run): a stop request checked between steps, where
+    progress goes, whether an unchanged dimension is merged anyway, the digest of a dimension's sources
+    (fingerprint.fingerprint; None merges every time), the coverage of a period, the undated rows' step."""
+
+    stop: StopRequest = field(default_factory=StopRequest)
+    reporter: Reporter = field(default_factory=SilentReporter)
+    reload_dimensions: bool = False
+    fingerprint: Callable[[Dimension], str] | None = None
+    uncovered: Uncovered | None = None
+    undated: Callable[[str, list[StepResult]], StepResult | None] | None = None
+
+
+@dataclass
+class SparkRun:
+    """A run's id, when its dimension changes took effect, what it found left by dead runs, and its steps."""
+
+    id_run: int
+    business_date: datetime
+    abandoned: int = 0
+    freed: int = 0
+    steps: list[StepResult] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """Whether no step failed."""
+        return all(step.status is not Status.FAILED for step in self.steps)
 
 
 class SparkLoad:
@@ -128,31 +168,58 @@ class SparkLoad:
 
     # --- the run ---------------------------------------------------------------------------------------------------
 
-    def run(self, business_date: datetime | None = None, now: datetime | None = None) -> list[StepResult]:
+    def run(
+        self, business_date: datetime | None = None, now: datetime | None = None, options: RunOptions | None = None
+    ) -> SparkRun:
         """Merge every dimension, then load every pending period oldest first; a failed period does not stop the
         rest, a failed dimension stops the run. New versions of members are valid from `business_date` (by
-        default the end of the latest queued period, else the run's day); `now`: the run's start."""
-        spark = self.spark
+        default the end of the latest queued period, else the run's day); `now`: the run's start.
+
+        A stop asked for (options.stop), or KeyboardInterrupt, ends the run between steps: the periods it holds are
+        queued again, it is recorded as interrupted, and the exception goes on."""
+        spark, options = self.spark, options or RunOptions()
         started = now or datetime.now().replace(microsecond=0)
         runs_table, runs = self._named(RUNS)
-        id_run = start_run(spark, runs_table, runs, started, self.extracts.folder)
-        steps: list[StepResult] = []
-        with run_alive(spark, runs, id_run):
+        done = SparkRun(start_run(spark, runs_table, runs, started, self.extracts.folder), started)
+        with run_alive(spark, runs, done.id_run):
             try:
-                abandon_dead_runs(spark, runs, id_run, started)
-                free_abandoned(spark, *self._named(PROCESSES), runs, started)
+                done.abandoned = abandon_dead_runs(spark, runs, done.id_run, started)
+                done.freed = free_abandoned(spark, *self._named(PROCESSES), runs, started)
                 wake_waiting(spark, *self._named(PROCESSES))
-                effective = business_date or self.business_date(started)
-                for dim in self.mart.dimensions:
-                    steps.append(self._dimension_step(dim, effective, id_run, len(steps) + 1))
-                while (claimed := claim_next(spark, *self._named(PROCESSES), id_run, started)) is not None:
-                    steps.append(self._period_step(claimed, id_run, len(steps) + 1))
-            except BaseException as error:
-                finish_run(spark, runs_table, runs, id_run, ok=False, error=describe(error))
+                done.business_date = business_date or self.business_date(started)
+                self._steps(done, started, options)
+            except (RunStopped, KeyboardInterrupt) as stopped:
+                reason = reason_of(stopped)
+                message = f"queued again: run {done.id_run} was {reason}"
+                requeue_running(spark, *self._named(PROCESSES), done.id_run, message)
+                finish_run(spark, runs_table, runs, done.id_run, ok=False, error=reason, stopped=True)
                 raise
-            ok = all(step.status is not Status.FAILED for step in steps)
-            finish_run(spark, runs_table, runs, id_run, ok=ok)
-        return steps
+            except BaseException as error:
+                finish_run(spark, runs_table, runs, done.id_run, ok=False, error=describe(error))
+                raise
+            finish_run(spark, runs_table, runs, done.id_run, ok=done.ok)
+        return done
+
+    def _steps(self, done: SparkRun, started: datetime, options: RunOptions) -> None:
+        steps = done.steps
+        for dim in self.mart.dimensions:
+            options.stop.check()
+            steps.append(self._dimension_step(dim, done, len(steps) + 1, options))
+        while True:
+            options.stop.check()
+            claimed = claim_next(self.spark, *self._named(PROCESSES), done.id_run, started)
+            if claimed is None:
+                break
+            steps.append(self._period_step(claimed, done.id_run, len(steps) + 1, options))
+        undated = options.undated
+        if undated is None:
+            return
+        for fact in self.mart.facts:
+            loaded = [s for s in steps if s.period is not None and s.table == fact.name]
+            extra = undated(fact.name, loaded)
+            if extra is not None:
+                self._record(done.id_run, len(steps) + 1, extra)
+                steps.append(extra)
 
     def business_date(self, started: datetime) -> datetime:
         """When the run's dimension changes take effect, as control.business_date says: the end of the latest
@@ -165,21 +232,40 @@ class SparkLoad:
 
     # --- a dimension -----------------------------------------------------------------------------------------------
 
-    def _dimension_step(self, dim: Dimension, business_date: datetime, id_run: int, step: int) -> StepResult:
-        """Stage the extract, make the members its references lack, fill their keys, merge; record the step."""
+    def _dimension_step(self, dim: Dimension, done: SparkRun, step: int, options: RunOptions) -> StepResult:
+        """Stage the extract, make the members its references lack, fill their keys, merge, refresh the metrics
+        whose events it holds; record the step. A dimension merged last from the same sources is skipped."""
+        options.reporter.step_started(dim.name)
         began = time.perf_counter()
+        # Hashed before the merge: a file replaced during it then differs from the digest kept, and loads next time.
+        digest = options.fingerprint(dim) if options.fingerprint is not None else None
+        sources = self.name(SOURCES)
+        if digest is not None and not options.reload_dimensions and is_current(self.spark, sources, dim.name, digest):
+            result = StepResult(table=dim.name, note="source unchanged since its last merge")
+        else:
+            result = self._merge(dim, done.business_date)
+        result.seconds = time.perf_counter() - began
+        self._record(done.id_run, step, result)
+        if digest is not None and result.note is None:
+            remember(self.spark, self.tables[SOURCES], sources, dim.name, digest, done.id_run)
+        options.reporter.step_finished(result)
+        return result
+
+    def _merge(self, dim: Dimension, business_date: datetime) -> StepResult:
+        """The dimension's extract merged, and the metrics of the events it changed refreshed; the step's counts."""
         frames = self._read(dim, None)
+        name = self.name(dim.name)
+        events_of = [(f, m) for f in self.mart.facts for m in f.metrics if m.events == dim.name]
+        version = table_version(self.spark, name) if events_of else None
         with persisted(frames.everything), source_errors():
             staged_rejects = arrow_rejects(frames.rejects)
             inferred = sum(self._infer(ref, frames.rows) for ref in dim.references)
             keyed = self._with_reference_keys(dim, frames.rows)
             staged = frames.rows.count()
-            merged = merge_dimension(
-                self.spark, dim, self.name(dim.name), keyed, business_date, lookup_columns(self.mart, dim)
-            )
+            merged = merge_dimension(self.spark, dim, name, keyed, business_date, lookup_columns(self.mart, dim))
             merge_rejects = arrow_rejects(merged.rejects)
         rejected = rejects.rows_rejected(staged_rejects)
-        result = StepResult(
+        return StepResult(
             table=dim.name,
             read=staged + rejected,
             loaded=staged - merged.superseded,
@@ -189,11 +275,20 @@ class SparkLoad:
             updated=merged.updated,
             inferred=inferred,
             completed=merged.completed,
+            metric_updated=self._refresh_metrics(dim, events_of, version) if version is not None else 0,
             rejects=rejects.concat([staged_rejects, merge_rejects]),
         )
-        result.seconds = time.perf_counter() - began
-        self._record(id_run, step, result)
-        return result
+
+    def _refresh_metrics(self, dim: Dimension, metrics: list[tuple[Fact, FirstEventWithin]], version: int) -> int:
+        """The metrics whose events `dim` holds, refreshed for the events its merge changed since `version`."""
+        name = self.name(dim.name)
+        if table_version(self.spark, name) == version:
+            return 0
+        changed = changed_since(self.spark, name, version, list(self.tables[dim.name].columns.keys()))
+        return sum(
+            refresh_metric(self.spark, self.mart, fact, self.url, self.name(fact.name), metric, changed)
+            for fact, metric in metrics
+        )
 
     def _infer(self, reference: Reference, rows: DataFrame) -> int:
         """Members of the referenced dimension for the values of `rows` it lacks; how many were made."""
@@ -228,28 +323,27 @@ class SparkLoad:
 
     # --- a period --------------------------------------------------------------------------------------------------
 
-    def _period_step(self, claimed: Claimed, id_run: int, step: int) -> StepResult:
-        """Load a claimed period and mark it done, its status the last commit; or mark it failed."""
+    def _period_step(self, claimed: Claimed, id_run: int, step: int, options: RunOptions) -> StepResult:
+        """Load a claimed period and mark it done, its status the last commit; leave it waiting when the extract
+        does not cover it yet; or mark it failed."""
         id_process, fact_name, start, end = claimed
+        options.reporter.step_started(f"{fact_name} {start:%Y-%m-%d}")
         began = time.perf_counter()
         table, name = self._named(PROCESSES)
         try:
             fact = self.mart.fact(fact_name)
-            result = self._load_period(fact, start, end)
+            result = self._load_period(fact, start, end, options)
+            status = result.status
+            message = result.error or result.note if status is not Status.DONE else None
+            finished = datetime.now() if status is not Status.WAITING else None
             result.seconds = time.perf_counter() - began
             self._record(id_run, step, result)
-            finished = datetime.now()
-            mark(
-                self.spark,
-                table,
-                name,
-                id_process,
-                id_run,
-                Status.DONE,
-                rows_loaded=result.inserted,
-                finished_at=finished,
-            )
+            counts = {"rows_loaded": result.inserted} if status is Status.DONE else {"error_message": message}
+            mark(self.spark, table, name, id_process, id_run, status, finished_at=finished, **counts)
         except Exception as error:  # noqa: BLE001 - any failure fails the period, and the run goes on
+            if options.stop.requested:
+                # The failure is the stop cutting the load short: the period is queued again, not failed.
+                raise RunStopped(options.stop.reason, options.stop.signal_number) from error
             message = describe(error)
             result = StepResult(table=fact_name, period=(start, end), status=Status.FAILED, error=message)
             result.seconds = time.perf_counter() - began
@@ -258,15 +352,22 @@ class SparkLoad:
                 self.spark, table, name, id_process, id_run, Status.FAILED, error_message=message, finished_at=finished
             )
             self._record(id_run, step, result)
+        options.reporter.step_finished(result)
         return result
 
-    def _load_period(self, fact: Fact, start: datetime, end: datetime) -> StepResult:
-        """Inferred members, then the period's rows in place of the old ones; the step's counts."""
+    def _load_period(self, fact: Fact, start: datetime, end: datetime, options: RunOptions) -> StepResult:
+        """Inferred members, then the period's rows in place of the old ones; the step's counts. A period the
+        extract does not cover gives the step options.uncovered says, and writes nothing."""
         spark, table = self.spark, self.tables[fact.name]
         frames = self._read(fact, Period(fact.time_column, start, end))
         with persisted(frames.everything), source_errors():
+            if options.uncovered is not None:
+                waiting = options.uncovered(fact, start, end, frames.latest_time(fact.time_column))
+                if waiting is not None:
+                    return waiting
             staged_rejects = arrow_rejects(frames.rejects)
             duplicates = arrow_rejects(duplicate_rows(frames.rows, fact, start, end))
+            unplaced = arrow_rejects(frames.unplaced)
             made = inferred_members(spark, self.mart, fact, self.url, frames.rows, start, end)
             # One fact row per staged row (each key join finds one member): the count written, without a recount.
             staged = frames.rows.count()
@@ -284,6 +385,7 @@ class SparkLoad:
             inserted=staged,
             inferred=sum(made.values()),
             rejects=found,
+            unplaced=unplaced,
         )
 
     # --- shared ----------------------------------------------------------------------------------------------------

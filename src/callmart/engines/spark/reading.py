@@ -49,7 +49,7 @@ Doubts = Callable[[pa.RecordBatch, pa.RecordBatch], list[pa.Table]]
 """Warnings for loadable rows (cleaned, and as read) that fail the table's checks."""
 
 KIND, ROW, REJECT = "kind", "row", "reject"
-ROWS, REJECTS, UNPLACED = "rows", "rejects", "unplaced"
+ROWS, REJECTS, UNPLACED, LATEST = "rows", "rejects", "unplaced", "latest"
 
 _ARROW = {
     "int": pa.int32(),
@@ -95,13 +95,23 @@ class SourceReading:
 @dataclass(frozen=True)
 class StagedFrames:
     """A source's cleaned rows, typed as the staging table has them; the rejects and doubts of its step; the bad
-    rows no period can claim (when reading for a period); and `everything`, the one tagged pass they select from
-    (persisted, the files are read once for all three)."""
+    rows no period can claim (when reading for a period); when reading for a period, a row of the latest time of
+    each batch read, whatever its period (the extract's reach: coverage.py); and `everything`, the one tagged pass
+    they select from (persisted, the files are read once for all of them)."""
 
     everything: DataFrame
     rows: DataFrame
     rejects: DataFrame
     unplaced: DataFrame
+    latest: DataFrame
+
+    def latest_time(self, column: str) -> datetime | None:
+        """The latest time of `column` among every row read, in the period or not."""
+        from pyspark.sql.functions import max as max_
+
+        found = self.latest.select(max_(column)).first()
+        value = found[0] if found is not None else None
+        return value if isinstance(value, datetime) else None
 
 
 def read_staged(
@@ -122,7 +132,13 @@ def read_staged(
     def tagged_as(kind: str, part: str) -> DataFrame:
         return everything.where(F.col(KIND) == F.lit(kind)).select(f"{part}.*")
 
-    return StagedFrames(everything, tagged_as(ROWS, ROW), tagged_as(REJECTS, REJECT), tagged_as(UNPLACED, REJECT))
+    return StagedFrames(
+        everything,
+        tagged_as(ROWS, ROW),
+        tagged_as(REJECTS, REJECT),
+        tagged_as(UNPLACED, REJECT),
+        tagged_as(LATEST, ROW),
+    )
 
 
 @contextmanager
@@ -209,6 +225,8 @@ def _staged(reading: SourceReading, folder: Path, source: Source) -> Iterator[tu
     problems: list[pa.Table] = []
     for raw in reading.read(folder, source, list(reading.fields), problems):
         cleaned = clean_batch(raw, reading.columns)
+        if reading.period is not None:
+            yield from _parts(LATEST, _latest_row(cleaned.rows, reading.period.column))
         scope = _scope(cleaned.rows, reading.period)
         in_scope = pc.fill_null(scope, False)
         yield from _parts(REJECTS, _rejects_of(cleaned, in_scope))
@@ -233,6 +251,15 @@ def _scope(rows: pa.RecordBatch, period: Period | None) -> pa.Array:
     return pc.and_(pc.greater_equal(time, lower), pc.less(time, upper))
 
 
+def _latest_row(rows: pa.RecordBatch, column: str) -> pa.RecordBatch:
+    """The first row of the batch's latest time (none when no row has a time): a batch's reach, in one row."""
+    time = rows.column(column)
+    latest = pc.max(time)
+    if not latest.is_valid:
+        return rows.slice(0, 0)
+    return rows.filter(pc.fill_null(pc.equal(time, latest), False)).slice(0, 1)
+
+
 def _rejects_of(cleaned: Cleaned, mask: pa.Array) -> pa.Table:
     """The rejects of the rows that `mask` selects."""
     found = cleaned.rejects
@@ -250,9 +277,10 @@ def _parts(kind: str, part: pa.Table | pa.RecordBatch) -> Iterator[tuple[str, pa
 
 def _tagged(kind: str, part: pa.RecordBatch, row_type: pa.StructType, reject_type: pa.StructType) -> pa.RecordBatch:
     """A part as a batch of the tagged schema: its kind, and its columns in the struct of that kind."""
-    typed = _struct(part, row_type if kind == ROWS else reject_type)
-    row = typed if kind == ROWS else pa.nulls(part.num_rows, row_type)
-    reject = pa.nulls(part.num_rows, reject_type) if kind == ROWS else typed
+    of_rows = kind in (ROWS, LATEST)
+    typed = _struct(part, row_type if of_rows else reject_type)
+    row = typed if of_rows else pa.nulls(part.num_rows, row_type)
+    reject = pa.nulls(part.num_rows, reject_type) if of_rows else typed
     kinds = pa.repeat(pa.scalar(kind, pa.string()), part.num_rows)
     return pa.RecordBatch.from_arrays([kinds, row, reject], names=[KIND, ROW, REJECT])
 

@@ -119,6 +119,8 @@ def abandon_dead_runs(
                 lit(message).alias("error_message"),
             )
         )
+        if dead.isEmpty():
+            return 0
         match = {"id_run": "id_run", "status": "where_status"}
         return update_from(spark, name, dead, match, ["status", "error_message"])
 

@@ -6,7 +6,10 @@ code runs on a local session, through Spark Connect and on Databricks serverless
 
 from __future__ import annotations
 
+import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -25,6 +28,9 @@ DELTA_CATALOG = "org.apache.spark.sql.delta.catalog.DeltaCatalog"
 WAREHOUSE = "spark.sql.warehouse.dir"
 JARS = "spark.jars"
 DRIVER_JAVA_OPTIONS = "spark.driver.extraJavaOptions"
+PYSPARK_PYTHON = "PYSPARK_PYTHON"
+DATABRICKS_RUNTIME = "DATABRICKS_RUNTIME_VERSION"
+"""Set in every process of a Databricks cluster."""
 METASTORE = "metastore_db"
 """The folder of the warehouse that holds its catalog, a Derby database."""
 
@@ -39,6 +45,9 @@ def open_session(url: SparkUrl) -> SparkSession:
         spark = _started(SparkSession, url)
     elif url.kind is Kind.ACTIVE:
         active = SparkSession.getActiveSession()
+        if active is None and os.environ.get(DATABRICKS_RUNTIME):
+            # A job's Python task on Databricks has the cluster's session to take, not always made active yet.
+            active = SparkSession.builder.getOrCreate()
         if active is None:
             raise ConfigError(
                 "spark:// uses the Spark session the process already has, and it has none: on Databricks run "
@@ -73,7 +82,8 @@ def _started(session: type[SparkSession], url: SparkUrl) -> SparkSession:
     for key, value in session_settings(url).items():
         builder = builder.config(key, value)
     warehouse.mkdir(parents=True, exist_ok=True)
-    spark = builder.getOrCreate()
+    with _python_workers(url):
+        spark = builder.getOrCreate()
     # A process runs one such session: asked for another warehouse or cluster, getOrCreate hands back the one it has.
     running = Path(str(spark.conf.get(WAREHOUSE, "")).removeprefix("file:"))
     master = str(spark.conf.get("spark.master", ""))
@@ -143,15 +153,24 @@ def session_settings(url: SparkUrl) -> dict[str, str]:
         DRIVER_JAVA_OPTIONS: " ".join([*java_options, *_given(conf.pop(DRIVER_JAVA_OPTIONS, ""), " ")]),
         # A library does not draw progress bars on the caller's terminal.
         "spark.ui.showConsoleProgress": "false",
-        **_python_workers(url),
         **conf,
     }
 
 
-def _python_workers(url: SparkUrl) -> dict[str, str]:
-    """A local session's Python workers run this interpreter, which has callmart, rather than the PATH's python3
-    (or PYSPARK_PYTHON's, a setting of the whole process); a cluster's workers keep their own."""
-    return {"spark.pyspark.python": sys.executable} if url.kind is Kind.LOCAL else {}
+@contextmanager
+def _python_workers(url: SparkUrl) -> Iterator[None]:
+    """While a local session starts, PYSPARK_PYTHON names this interpreter, which has callmart: pyspark reads it
+    once, when the session's context is made, as the command its Python workers run (else the PATH's python3).
+    The caller's own setting wins, and the process's environment is as it was afterwards. A cluster's workers keep
+    their own interpreter."""
+    if url.kind is not Kind.LOCAL or PYSPARK_PYTHON in os.environ:
+        yield
+        return
+    os.environ[PYSPARK_PYTHON] = sys.executable
+    try:
+        yield
+    finally:
+        os.environ.pop(PYSPARK_PYTHON, None)
 
 
 def _given(value: str, separator: str) -> list[str]:

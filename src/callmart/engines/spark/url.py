@@ -20,7 +20,7 @@ import re
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, unquote
 
 from ..._errors import ConfigError
 
@@ -125,7 +125,8 @@ class SparkUrl:
         if not host or _CONNECT_HOST.fullmatch(host) is None or (port and not port.isdigit()):
             raise ConfigError("a Spark Connect URL names its server: sc://HOST[:PORT][/;PARAMS]")
         _no_settings(params, "a Spark Connect server runs already")
-        return cls(Kind.CONNECT, database, catalog, remote=f"sc://{rest}")
+        # A URL written back by SQLAlchemy has its parameters' ';' and '=' percent-encoded.
+        return cls(Kind.CONNECT, database, catalog, remote=f"sc://{unquote(rest)}")
 
     @property
     def shown(self) -> str:
