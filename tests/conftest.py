@@ -8,6 +8,7 @@ import shutil
 import socket
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,10 @@ PG_POOLER_URL = os.environ.get("CALLMART_TEST_PG_POOLER_URL", "postgresql://post
 ENGINES = ["duckdb", "postgresql"]
 WITH_POOLER = [*ENGINES, "pooler"]
 """For `@pytest.mark.parametrize("new_database", WITH_POOLER, indirect=True)`: PostgreSQL also through the pooler."""
+ON_SPARK = pytest.param("spark", marks=pytest.mark.spark)
+"""A database of the Spark engine (Delta tables in the tests' local session), for the end-to-end tests that also
+run there: `@pytest.mark.parametrize("new_database", [*ENGINES, ON_SPARK], indirect=True)`."""
+WITH_SPARK = [*ENGINES, ON_SPARK]
 SEED = Path(os.environ.get("CALLMART_TEST_SEED_DIR") or Path(__file__).resolve().parents[2] / "shared" / "seed-sample")
 """The real extracts the data team shared, beside the repository (or where CALLMART_TEST_SEED_DIR says): the tests
 that need them are skipped without them, unless CALLMART_REQUIRE_SEED=1 (CI), where that fails."""
@@ -41,7 +46,8 @@ def historical_extracts(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture(params=ENGINES)
 def new_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[], str]]:
     """Makes URLs of empty databases of the parametrized engine; all are dropped after the test."""
-    yield from _databases(request.param, tmp_path)
+    spark = request.getfixturevalue("spark_database") if request.param == "spark" else None
+    yield from _databases(request.param, tmp_path, spark)
 
 
 @pytest.fixture(params=["postgresql"])
@@ -50,13 +56,16 @@ def new_postgres_database(request: pytest.FixtureRequest, tmp_path: Path) -> Ite
     yield from _databases(request.param, tmp_path)
 
 
-def _databases(engine: str, tmp_path: Path) -> Iterator[Callable[[], str]]:
+def _databases(engine: str, tmp_path: Path, spark: Any = None) -> Iterator[Callable[[], str]]:
     created: list[str] = []
 
     def make() -> str:
         name = f"callmart_test_{uuid.uuid4().hex[:12]}"
         if engine == "duckdb":
             return f"duckdb:///{tmp_path / name}.duckdb"
+        if engine == "spark":
+            created.append(name)
+            return f"{spark.text}&database={name}"
         # A missing server fails the test: the suite is only green when both engines ran.
         with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
             admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
@@ -68,7 +77,10 @@ def _databases(engine: str, tmp_path: Path) -> Iterator[Callable[[], str]]:
         return sa.make_url(server).set(database=name).render_as_string(hide_password=False)
 
     yield make
-    if created:
+    if created and engine == "spark":
+        for name in created:
+            spark.session.sql(f"DROP DATABASE IF EXISTS {name} CASCADE")
+    elif created:
         with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
             for name in created:
                 admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
@@ -155,3 +167,18 @@ def spark(spark_url: SparkUrl) -> Iterator[Any]:
     session = SPARK.open_session(spark_url)
     yield session
     session.stop()
+
+
+@dataclass(frozen=True)
+class SparkDatabases:
+    """The tests' session, and the text of its URL, to which a test adds `&database=NAME`."""
+
+    session: Any
+    text: str
+
+
+@pytest.fixture(scope="session")
+def spark_database(spark: Any, spark_url: SparkUrl) -> SparkDatabases:
+    """What new_database needs to make databases of the Spark engine in the tests' session."""
+    settings = "&".join(f"{key}={value}" for key, value in spark_url.conf.items())
+    return SparkDatabases(spark, f"spark://{spark_url.master}?warehouse={spark_url.warehouse}&{settings}")

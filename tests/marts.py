@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
+from datetime import time
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 
+from callmart.engines.spark import Spark, SparkUrl
 from callmart.mart import MART
 from callmart.schema import Schema
 
+TIME_OF_DAY = re.compile(r"\d{2}:\d{2}:\d{2}")
 CALL_HEADER = "Fecha,IDCliente,Campania,Telefono,Agente,Tiempohablado,Tiempototal"
 CUSTOMER_HEADER = "CustomerID,Gender,Type"
 AGENT_HEADER = "idagente,agente,nivelexpertise,nombre,apellido"
@@ -73,8 +78,36 @@ BUSINESS_QUERIES = {
 TABLES = ["dim_clientes", "dim_agentes", "dim_canales_digitales", "dim_logins", "fact_llamadas", "dm_processes"]
 
 
+def spark_session(url: str) -> Any | None:
+    """For a URL of the Spark engine, the tests' session with the URL's database as its current one; else None.
+    The helpers below read a Spark mart through it, by the same SQL where Spark takes it."""
+    if not url.startswith("spark://"):
+        return None
+    parsed = SparkUrl.parse(url)
+    session = Spark().open_session(parsed)
+    session.catalog.setCurrentDatabase(parsed.database)
+    return session
+
+
+def _plain(value: object) -> object:
+    """A value as the SQL engines give it: Delta keeps a time of day as its ISO text."""
+    if isinstance(value, str) and TIME_OF_DAY.fullmatch(value):
+        return time.fromisoformat(value)
+    return value
+
+
+def _spark_rows(session: Any, text: str, **params: object) -> list[tuple[object, ...]]:
+    frame = session.sql(text, args=params or None)
+    if text.lstrip().split(None, 1)[0].upper() != "SELECT":
+        return []
+    return [tuple(_plain(v) for v in row) for row in frame.collect()]
+
+
 def business_dump(url: str) -> dict[str, list[tuple[object, ...]]]:
     """Every table by business values (surrogate keys of dimensions resolved), sorted."""
+    session = spark_session(url)
+    if session is not None:
+        return {name: sorted(_spark_rows(session, text), key=repr) for name, text in BUSINESS_QUERIES.items()}
     engine = sa.create_engine(url)
     try:
         with engine.connect() as conn:
@@ -88,6 +121,16 @@ def business_dump(url: str) -> dict[str, list[tuple[object, ...]]]:
 
 def full_dump(url: str, tables: Sequence[str] = TABLES) -> dict[str, list[tuple[object, ...]]]:
     """Every column of every mart table, keys included, sorted."""
+    session = spark_session(url)
+    if session is not None:
+        schema = Schema(MART)
+        return {
+            name: sorted(
+                (tuple(_plain(v) for v in row) for row in session.table(name).select(*schema[name].c.keys()).collect()),
+                key=repr,
+            )
+            for name in tables
+        }
     engine = sa.create_engine(url)
     try:
         with engine.connect() as conn:
@@ -101,6 +144,9 @@ def full_dump(url: str, tables: Sequence[str] = TABLES) -> dict[str, list[tuple[
 
 def query(url: str, text: str, **params: object) -> list[tuple[object, ...]]:
     """Rows of one statement, committed."""
+    session = spark_session(url)
+    if session is not None:
+        return _spark_rows(session, text, **params)
     engine = sa.create_engine(url)
     try:
         with engine.begin() as conn:
@@ -112,6 +158,9 @@ def query(url: str, text: str, **params: object) -> list[tuple[object, ...]]:
 
 def count_rows(url: str, table: str) -> int:
     """How many rows a mart table holds."""
+    session = spark_session(url)
+    if session is not None:
+        return int(session.table(table).count())
     engine = sa.create_engine(url)
     try:
         with engine.connect() as conn:
@@ -122,6 +171,14 @@ def count_rows(url: str, table: str) -> int:
 
 def select(url: str, table: str, *columns: str, **equal: object) -> list[tuple[object, ...]]:
     """Some columns of a mart table, where the given columns equal the given values, sorted."""
+    session = spark_session(url)
+    if session is not None:
+        from pyspark.sql import functions as F
+
+        frame = session.table(table)
+        for column, value in equal.items():
+            frame = frame.where(F.col(column) == F.lit(value))
+        return sorted((tuple(_plain(v) for v in row) for row in frame.select(*columns).collect()), key=repr)
     engine = sa.create_engine(url)
     try:
         with engine.connect() as conn:

@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import pytest
-import sqlalchemy as sa
 from click.testing import CliRunner, Result
 
 from callmart import Callmart, RunSummary, SourceError
 from callmart.cli import cli
+from conftest import ON_SPARK
 from marts import AGENT_HEADER, CALL_HEADER, CHANNEL_HEADER, CUSTOMER_HEADER, full_dump, query
 
 FIRST, LAST = date(2024, 3, 4), date(2024, 3, 6)
@@ -675,12 +675,7 @@ def written_line(folder: Path, name: str, line: int) -> str:
 
 def mart_contents(url: str) -> dict[str, list[tuple[object, ...]]]:
     """Every table of the mart by business values, default members left out."""
-    engine = sa.create_engine(url)
-    try:
-        with engine.connect() as conn:
-            return {name: [tuple(r) for r in conn.execute(sa.text(q))] for name, q in MART_QUERIES.items()}
-    finally:
-        engine.dispose()
+    return {name: query(url, q) for name, q in MART_QUERIES.items()}
 
 
 def check_row_case(url: str, folder: Path, case: Case) -> None:
@@ -829,3 +824,20 @@ def test_last_run_is_the_run_that_failed(database_url: str, tmp_path: Path) -> N
         load(database_url, broken)
     with Callmart(database_url, broken) as mart:
         assert mart.last_run() == []
+
+
+SPARK_CASES = [
+    "date 13/45/2023",
+    "IDCliente abc",
+    "exact duplicate call row",
+    "logins with a null customerid and a bad logindate",
+    "no calls file",
+]
+"""The cases the Spark engine also runs (each takes it a few runs of a local session): a bad date and id, a
+duplicate, undated rows of an events dimension, a missing file."""
+
+
+@pytest.mark.parametrize("new_database", [ON_SPARK], indirect=True)
+@pytest.mark.parametrize("case", [pytest.param(c, id=c.name) for c in ROW_CASES + FILE_CASES if c.name in SPARK_CASES])
+def test_bad_input_on_spark(case: Case, database_url: str, tmp_path: Path) -> None:
+    test_bad_input(case, database_url, tmp_path)

@@ -8,6 +8,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from callmart.cli import cli
+from conftest import ON_SPARK, WITH_SPARK
 from marts import query
 
 
@@ -73,6 +74,7 @@ def test_enqueue_without_dates_queues_yesterday(database_url: str, seed_dir: Pat
     assert len(rows) == 1 and rows[0][1] is True
 
 
+@pytest.mark.parametrize("new_database", WITH_SPARK, indirect=True)
 def test_a_failed_period_exits_1_and_the_rest_still_load(database_url: str, seed_dir: Path, tmp_path: Path) -> None:
     folder = tmp_path / "src"
     folder.mkdir()
@@ -88,6 +90,21 @@ def test_a_failed_period_exits_1_and_the_rest_still_load(database_url: str, seed
     assert "no file matches Llamadas*.csv" in invoke("status", env=env).output
 
 
+@pytest.mark.parametrize("new_database", [ON_SPARK], indirect=True)
+def test_the_daily_commands_of_a_scheduled_job_load_a_spark_mart(database_url: str, seed_dir: Path) -> None:
+    # What the Databricks bundle's Spark variant runs: init, then run --daily (yesterday queued and loaded).
+    env = {"CALLMART_DATABASE_URL": database_url, "CALLMART_SOURCE_DIR": str(seed_dir)}
+    assert invoke("init", env=env).exit_code == 0
+    ran = invoke("run", "--daily", env=env)
+    assert ran.exit_code == 0, ran.output
+    assert "dim_clientes" in ran.output and "(database callmart_test_" in ran.output
+    shown = invoke("status", env=env)
+    assert shown.exit_code == 0 and shown.output.startswith("periods: 1 exitoso")
+    again = invoke("run", "--daily", env=env)
+    assert again.exit_code == 0 and "dim_clientes (source unchanged since its last merge)" in again.output
+
+
+@pytest.mark.parametrize("new_database", WITH_SPARK, indirect=True)
 def test_a_mart_not_initialized_is_a_one_line_error(database_url: str) -> None:
     result = invoke("--database-url", database_url, "status")
     assert result.exit_code == 2
@@ -290,7 +307,7 @@ def test_templates_are_copied_where_a_team_keeps_them(tmp_path: Path) -> None:
         ("airflow", ["callmart_dag.py"]),
         ("azure", ["function_app.py", "host.json", "requirements.txt"]),
         ("azure-pipelines", ["azure-pipelines.yml"]),
-        ("databricks", ["databricks.yml"]),
+        ("databricks", ["databricks-spark.yml", "databricks.yml"]),
         ("github", ["callmart-daily.yml", "callmart-deploy.yml"]),
     ]:
         result = invoke("templates", scheduler, str(tmp_path / scheduler))

@@ -12,6 +12,7 @@ from callmart import Callmart, ConfigError
 from callmart.keys import LookupCache
 from callmart.mart import MART
 from callmart.settings import apply_scd
+from conftest import WITH_SPARK
 from marts import drawn, query, write_extracts
 
 CONFIG = """
@@ -68,6 +69,7 @@ def config(tmp_path: Path) -> Path:
     return path
 
 
+@pytest.mark.parametrize("new_database", WITH_SPARK, indirect=True)
 def test_a_change_opens_a_version_and_facts_keep_theirs(database_url: str, tmp_path: Path, config: Path) -> None:
     folder = tmp_path / "src"
     day_run(database_url, folder, config, 4, [(101, "F", "REGULAR")])
@@ -109,6 +111,7 @@ def test_no_change_no_version_and_a_change_back_is_a_third(database_url: str, tm
     )
 
 
+@pytest.mark.parametrize("new_database", WITH_SPARK, indirect=True)
 def test_fixed_keeps_the_first_value_and_warns(database_url: str, tmp_path: Path, config: Path) -> None:
     folder = tmp_path / "src"
     day_run(database_url, folder, config, 4, [(101, "F", "REGULAR")])
@@ -150,6 +153,7 @@ def test_an_inferred_member_is_completed_in_place(database_url: str, tmp_path: P
     ]
 
 
+@pytest.mark.parametrize("new_database", WITH_SPARK, indirect=True)
 def test_reloading_an_old_period_picks_the_versions_valid_then(database_url: str, tmp_path: Path, config: Path) -> None:
     folder = tmp_path / "src"
     calls = [
@@ -164,6 +168,7 @@ def test_reloading_an_old_period_picks_the_versions_valid_then(database_url: str
     assert call_versions(database_url) == [("03-04", "1", "REGULAR"), ("03-08", "2", "GEM")]
 
 
+@pytest.mark.parametrize("new_database", WITH_SPARK, indirect=True)
 def test_the_metric_follows_the_customer_across_versions(database_url: str, tmp_path: Path, config: Path) -> None:
     folder = tmp_path / "src"
     calls = [("3/6/2024 23:00", 101, "CAMP", "5550000001", "ana.lopez", CALL, CALL)]

@@ -16,7 +16,7 @@ from callmart import Callmart, RunSummary, extract, fact
 from callmart.engines.postgres.partitions import PartitionSwap
 from callmart.engines.sql.replace import DeleteInsert
 from callmart.mart.sample import generate
-from conftest import WITH_POOLER
+from conftest import ON_SPARK, WITH_POOLER, WITH_SPARK
 from marts import business_dump, count_rows, drawn, full_dump, query, select, write_extracts
 
 
@@ -178,11 +178,13 @@ def metric_by_customer(url: str) -> list[tuple[str, str]]:
     return [("-1" if c == -999 else str(c), "" if login is None else str(login)) for c, login in rows]
 
 
+@pytest.mark.parametrize("new_database", WITH_SPARK, indirect=True)
 def test_metric_hand_worked_cases(database_url: str, tmp_path: Path) -> None:
     load(database_url, metric_extracts(tmp_path / "src"), date(2024, 3, 4), date(2024, 3, 5))
     assert metric_by_customer(database_url) == drawn(EXPECTED_METRIC)
 
 
+@pytest.mark.parametrize("new_database", WITH_SPARK, indirect=True)
 def test_logins_arriving_after_the_calls_update_the_metric(database_url: str, tmp_path: Path) -> None:
     folder = metric_extracts(tmp_path / "src")
     logins_file = folder / "logins_t.json"
@@ -199,6 +201,7 @@ def test_logins_arriving_after_the_calls_update_the_metric(database_url: str, tm
     assert metric_by_customer(database_url) == drawn(EXPECTED_METRIC)
 
 
+@pytest.mark.parametrize("new_database", WITH_SPARK, indirect=True)
 def test_a_changed_login_moves_the_metric(database_url: str, tmp_path: Path) -> None:
     folder = metric_extracts(tmp_path / "src")
     load(database_url, folder, date(2024, 3, 4), date(2024, 3, 5))
@@ -211,6 +214,7 @@ def test_a_changed_login_moves_the_metric(database_url: str, tmp_path: Path) -> 
     assert got["101"] == "" and got["106"] == "6"
 
 
+@pytest.mark.parametrize("new_database", WITH_SPARK, indirect=True)
 def test_inferred_members_are_completed_in_place(database_url: str, tmp_path: Path) -> None:
     calls = [
         ("3/4/2024 9:00", 500, "CAMP", "5550000000", "nuevo.agente", "0:00:40", "0:01:00"),
@@ -261,6 +265,7 @@ def test_inferred_members_are_completed_in_place(database_url: str, tmp_path: Pa
     assert full_dump(database_url, ["fact_llamadas"]) == facts_before
 
 
+@pytest.mark.parametrize("new_database", WITH_SPARK, indirect=True)
 def test_type_1_change_overwrites_in_place(database_url: str, tmp_path: Path) -> None:
     folder = write_extracts(tmp_path / "src", customers=[(101, "M", "REGULAR"), (102, "NA", "gem")])
     load(database_url, folder, date(2024, 3, 4), date(2024, 3, 5))
@@ -337,7 +342,7 @@ def test_incremental_equals_full(new_database: Callable[[], str], seed_dir: Path
     assert query(incremental_url, "SELECT count(*) FROM dim_clientes WHERE is_inferred") == [(0,)]
 
 
-@pytest.mark.parametrize("new_database", WITH_POOLER, indirect=True)
+@pytest.mark.parametrize("new_database", [*WITH_POOLER, ON_SPARK], indirect=True)
 def test_rerunning_a_period_leaves_the_mart_identical(database_url: str, seed_dir: Path) -> None:
     load(database_url, seed_dir, date(2023, 6, 27), date(2023, 6, 29))
     tables = ["dim_clientes", "dim_agentes", "dim_canales_digitales", "dim_logins", "fact_llamadas"]

@@ -25,6 +25,7 @@ import sqlalchemy as sa
 
 from callmart import dictionary
 from callmart._errors import CommitConflicts, ConfigError
+from callmart.config import mask, parse_url
 from callmart.control import Period, daily_periods
 from callmart.declare import BEGINNING, DEFAULT_MEMBER_ID, IS_CURRENT, VALID_FROM, VALID_TO, VERSION, Scd
 from callmart.engines import hints
@@ -81,6 +82,11 @@ def test_urls_name_a_local_session_the_active_one_or_spark_connect(tmp_path: Pat
     assert (remote.kind, remote.database) == (Kind.CONNECT, "mart")
     assert remote.remote == "sc://dbc.example.com:443/;token=s3cret;x-databricks-cluster-id=1"
     assert "s3cret" not in remote.shown
+    # Through callmart's settings and back (SQLAlchemy writes the parameters percent-encoded), the same server and
+    # parameters; messages show neither the token nor the parameters.
+    through = parse_url("sc://dbc.example.com:443/;token=s3cret;x-databricks-cluster-id=1?database=mart")
+    assert ENGINE.parse(through.render_as_string(hide_password=False)).remote == remote.remote
+    assert mask(through) == "sc://dbc.example.com:443 (database mart)"
     # Through SQLAlchemy's URL, as callmart's settings parse a database URL, the same forms hold.
     assert ENGINE.url(sa.make_url("spark://local[2]?warehouse=rel")).host == "local[2]"
     with pytest.raises(ConfigError, match="not a SQLAlchemy engine"):

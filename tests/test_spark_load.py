@@ -9,8 +9,6 @@ changes no row, and a change of changing (type 1) attributes in the customers' e
 from __future__ import annotations
 
 import csv
-import os
-import sys
 from dataclasses import dataclass, field
 from datetime import date, time, timedelta
 from pathlib import Path
@@ -31,12 +29,10 @@ from callmart.mart.sample import generate
 from callmart.progress import StepResult
 from callmart.schema import PROCESSES, REJECTS, RUN_STEPS, SCHEMA_VERSION, Schema
 from callmart.status import Status
+from marts import full_dump
 
 pytestmark = pytest.mark.spark
 
-# A local session's Python workers run PYSPARK_PYTHON, else whatever `python3` the PATH finds, which need not have
-# callmart. It is read when the session starts, which is after the test modules are collected.
-os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 
 ENGINE = Spark()
 FACT = MART.facts[0]
@@ -137,7 +133,7 @@ def first(spark: Any, spark_url: SparkUrl, tmp_path_factory: pytest.TempPathFact
     load.init(SCHEMA_VERSION)
     marts = Marts(spark, folder, duck_path, load, schema)
     queue(marts, FIRST, DAYS, force=False)
-    duck, delta = marts.duck_run(), load.run()
+    duck, delta = marts.duck_run(), load.run().steps
     return FirstLoad(marts, duck, delta, marts.mart_rows())
 
 
@@ -190,7 +186,7 @@ def test_the_control_table_and_the_run_log_agree(first: FirstLoad) -> None:
 def test_a_day_loaded_again_leaves_the_same_rows(first: FirstLoad) -> None:
     marts = first.marts
     assert queue(marts, FIRST + timedelta(days=1), 1, force=True) == {"added": 0, "requeued": 1, "skipped": 0}
-    steps = marts.load.run()
+    steps = marts.load.run().steps
     again = [s for s in steps if s.period is not None]
     before = next(s for s in first.delta if s.period == again[0].period)
     assert len(again) == 1 and again[0].status is Status.DONE and again[0].inferred == 0
@@ -215,7 +211,7 @@ def test_changed_customers_give_duckdbs_dimension(first: FirstLoad) -> None:
     path.write_text("\n".join([header, *changed, *rows[3:], *added]) + "\n", encoding="latin-1")
 
     duck = {s.table: s for s in marts.duck_run()}
-    delta = {s.table: s for s in marts.load.run()}
+    delta = {s.table: s for s in marts.load.run().steps}
     customers = MART.dimension("dim_clientes")
     assert counts(delta[customers.name]) == counts(duck[customers.name])
     assert delta[customers.name].updated >= 3 and delta[customers.name].inserted == 1
@@ -223,3 +219,30 @@ def test_changed_customers_give_duckdbs_dimension(first: FirstLoad) -> None:
     for dim in MART.dimensions:
         marts.agree(dim.name)
     marts.agree(FACT.name)
+
+
+SEED_DAYS = [date(2023, 6, 27), date(2023, 6, 28), date(2023, 7, 25), date(2023, 7, 27), date(2023, 8, 25)]
+"""Days of the real extracts with calls, some of them a day apart, some weeks."""
+
+
+def test_the_real_extracts_give_duckdbs_mart_through_the_api(
+    spark_database: Any, seed_dir: Path, tmp_path: Path
+) -> None:
+    duck = f"duckdb:///{tmp_path / 'seed.duckdb'}"
+    delta = f"{spark_database.text}&database=callmart_seed"
+    try:
+        for url in (duck, delta):
+            with Callmart(url, seed_dir) as api:
+                api.init()
+                for day in SEED_DAYS:
+                    api.enqueue(day, day + timedelta(days=1))
+                summary = api.run()
+            assert summary.ok and len(summary.loaded) == len(SEED_DAYS), [s.error for s in summary.failed]
+        tables = [*(d.name for d in MART.dimensions), FACT.name]
+        expected = full_dump(duck, tables)
+        assert full_dump(delta, tables) == expected
+        # The comparison means something: the days' calls, some of which met their first login.
+        assert len(expected[FACT.name]) > 100
+        assert sum(row[-1] is not None for row in expected[FACT.name]) > 10
+    finally:
+        spark_database.session.sql("DROP DATABASE IF EXISTS callmart_seed CASCADE")
