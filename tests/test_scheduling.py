@@ -7,6 +7,7 @@ import importlib.util
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -23,6 +24,8 @@ import yaml
 
 from callmart._errors import ConfigError
 from callmart.config import sample_dir
+from callmart.engines.spark import SparkUrl
+from callmart.engines.spark.url import Kind
 from callmart.scheduling import PeriodsFailed
 
 SCHEDULING = Path(__file__).resolve().parents[1] / "src" / "callmart" / "scheduling"
@@ -303,6 +306,59 @@ def test_the_databricks_job_runs_the_daily_command_on_a_schedule_with_the_url_fr
     # The entry point the wheel task names is callmart's console script.
     (script,) = metadata.entry_points(group="console_scripts", name="callmart")
     assert script.value == "callmart.cli:main"
+
+
+def bundle_file(name: str) -> dict[str, Any]:
+    bundle: dict[str, Any] = yaml.safe_load((SCHEDULING / "databricks" / name).read_text())
+    return bundle
+
+
+def with_defaults(text: str, variables: dict[str, Any]) -> str:
+    """The text with each ${var.NAME} replaced by the variable's default, as the prod target deploys it."""
+    return re.sub(r"\$\{var\.(\w+)\}", lambda m: str(variables[m.group(1)]["default"]), text)
+
+
+def runtime_spark_major(runtime: str) -> int:
+    """The Spark major of a Databricks Runtime: 17 is the first on Spark 4 (Python 3.12), 13 to 16 run Spark 3."""
+    return 4 if int(runtime.split(".")[0]) >= 17 else 3
+
+
+def test_the_databricks_spark_bundle_loads_unity_catalog_from_a_multi_node_cluster_without_a_secret() -> None:
+    bundle, plain = bundle_file("databricks-spark.yml"), bundle_file("databricks.yml")
+    variables = bundle["variables"]
+    # The PostgreSQL bundle's name and job key: deploying one after the other replaces the job, never adds one.
+    assert bundle["bundle"]["name"] == plain["bundle"]["name"]
+    assert list(bundle["resources"]["jobs"]) == list(plain["resources"]["jobs"]) == ["callmart_daily"]
+    job, plain_job = bundle["resources"]["jobs"]["callmart_daily"], plain["resources"]["jobs"]["callmart_daily"]
+    assert job["max_concurrent_runs"] == 1 and job["schedule"] == plain_job["schedule"]
+    (cluster,) = job["job_clusters"]
+    new = cluster["new_cluster"]
+    workers = new["autoscale"]["min_workers"] if "autoscale" in new else new["num_workers"]
+    assert workers >= 2 and "spark_conf" not in new
+    runtime = with_defaults(new["spark_version"], variables)
+    assert runtime_spark_major(runtime) >= 4 and runtime.endswith("-scala2.13")
+    assert new["data_security_mode"] in ("SINGLE_USER", "DATA_SECURITY_MODE_DEDICATED")
+    tasks = job["tasks"]
+    assert [t["python_wheel_task"] for t in tasks] == [
+        {"package_name": "callmart", "entry_point": "callmart", "parameters": ["init"]},
+        {"package_name": "callmart", "entry_point": "callmart", "parameters": ["run", "--daily"]},
+    ]
+    assert tasks[1]["depends_on"] == [{"task_key": tasks[0]["task_key"]}]
+    assert all(t["job_cluster_key"] == cluster["job_cluster_key"] for t in tasks)
+    # The wheel's plain install: pyspark and Delta are the runtime's.
+    assert all(t["libraries"] == [{"whl": "./dist/*.whl"}] for t in tasks)
+    retries = ("max_retries", "min_retry_interval_millis", "retry_on_timeout", "timeout_seconds")
+    (plain_load,) = [t for t in plain_job["tasks"] if t["task_key"] == "load"]
+    assert {k: tasks[1][k] for k in retries} == {k: plain_load[k] for k in retries}
+    env = {name: with_defaults(value, variables) for name, value in new["spark_env_vars"].items()}
+    url = SparkUrl.parse(env["CALLMART_DATABASE_URL"])
+    assert url.kind is Kind.ACTIVE
+    assert (url.catalog, url.database) == (variables["catalog"]["default"], variables["schema"]["default"])
+    assert env["CALLMART_SOURCE_DIR"].startswith("/Volumes/")
+    assert not any("secrets" in value for value in env.values())
+    assert "{{secrets/" not in (SCHEDULING / "databricks" / "databricks-spark.yml").read_text()
+    # A development deployment loads a schema of its own, never the production mart.
+    assert bundle["targets"]["dev"]["variables"]["schema"] != variables["schema"]["default"]
 
 
 def test_the_github_workflow_runs_the_daily_command_on_a_schedule_with_the_url_from_a_secret() -> None:
