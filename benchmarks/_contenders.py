@@ -14,21 +14,24 @@ import sys
 import time
 import traceback
 from collections import Counter, defaultdict
-from collections.abc import Callable
-from dataclasses import asdict, fields
-from datetime import timedelta
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, fields, replace
+from datetime import date, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import psycopg
-from _measure import CALLS_FILE, FACT, TARGET_ENV, Job, Meter, Timed, fact_census
+from _measure import CALLS_FILE, DEFAULT_KEY, FACT, TARGET_ENV, Job, Meter, Timed, fact_census, lap
 from _notebook import phase_pandas_load
 from psycopg import sql
 
 if TYPE_CHECKING:
     import sqlalchemy as sa
+    from pyspark.sql import SparkSession
 
     from callmart import RunSummary
+    from callmart.engines.spark import SparkUrl
     from callmart.progress import StepResult
 
 __all__ = ["PHASES", "main"]
@@ -334,6 +337,195 @@ def is_partitioned(conn: psycopg.Connection[Any], table: str) -> bool:
     return found is not None
 
 
+SPARK_LAPPED = (
+    "start_run",
+    "abandon_dead_runs",
+    "free_abandoned",
+    "wake_waiting",
+    "read_staged",
+    "arrow_rejects",
+    "insert_inferred",
+    "merge_dimension",
+    "claim_next",
+    "duplicate_rows",
+    "inferred_members",
+    "period_rows",
+    "record_step",
+    "mark",
+    "finish_run",
+    "is_current",
+    "remember",
+    "refresh_metric",
+)
+"""The functions engines/spark/load.py calls for a run's steps (those it has), timed one by one in the callmart
+contenders: Spark
+is lazy, so a step's time lands in the call that runs its first action (arrow_rejects: reading and caching the
+extract; replace_period: building and writing the fact rows)."""
+
+
+def open_spark(job: Job) -> tuple[SparkSession, SparkUrl]:
+    """The session of the job's Spark URL, started before any timing (the JVM's start is no contender's)."""
+    from callmart.engines.spark import Spark, SparkUrl
+
+    url = SparkUrl.parse(job.database)
+    return Spark().open_session(url), url
+
+
+def spark_timed(timed: Timed, spark: SparkSession) -> Timed:
+    """A Spark contender's measurement: its work runs in JVMs, so the Python process's memory says nothing."""
+    conf = {key: spark.conf.get(key, None) for key in ("spark.master", "spark.sql.shuffle.partitions")}
+    return replace(timed, peak_rss_mb=None, base_rss_mb=None, details={**timed.details, "spark": conf})
+
+
+def phase_spark_csv(job: Job) -> Timed:
+    """The Spark floor: the calls file read by spark.read.csv (latin-1, header) and written unchanged, all text, as
+    a Delta table of the same warehouse."""
+    spark, _ = open_spark(job)
+    try:
+        with Meter() as meter:
+            frame = spark.read.csv(str(job.source / CALLS_FILE), header=True, encoding="ISO-8859-1")
+            frame.write.format("delta").mode("overwrite").saveAsTable(RAW_TABLE)
+        rows = spark.table(RAW_TABLE).count()
+        return spark_timed(meter.result(rows, {}), spark)
+    finally:
+        spark.stop()
+
+
+def spark_callmart(
+    spark: SparkSession, url: SparkUrl, source: Path, period: tuple[date, date] | None, force: bool, init: bool
+) -> list[StepResult]:
+    """callmart on Spark: init the mart if asked, queue the period's days if any, and run. The one place that drives
+    the Spark run (SparkLoad, until Callmart reaches it: then this becomes Callmart's init, enqueue and run)."""
+    from callmart import stage
+    from callmart.control import daily_periods
+    from callmart.engines.spark.control import enqueue
+    from callmart.engines.spark.load import SparkLoad
+    from callmart.engines.spark.sql import qualified
+    from callmart.extract import find_files, read_source
+    from callmart.mart import MART
+    from callmart.schema import SCHEMA_VERSION, Schema
+
+    schema = Schema(MART)
+    load = SparkLoad(spark, url, schema.tables, MART, source, find_files, read_source, stage.doubts)
+    if init:
+        load.init(SCHEMA_VERSION)
+    if period is not None:
+        processes = schema.processes
+        name = qualified(url.catalog, url.database, processes.name)
+        enqueue(spark, processes, name, FACT, daily_periods(*period), force)
+    options = run_options(source)
+    done: Any = load.run() if options is None else load.run(options=options)
+    # A SparkRun where the run takes options, else the list of its steps.
+    return list(getattr(done, "steps", done))
+
+
+def run_options(source: Path) -> Any:
+    """What Callmart.run decides around a Spark run, where this SparkLoad takes it: dimensions whose extracts are
+    unchanged since their last merge are skipped (their sources' digests), as on the SQL engines. None where the
+    run takes no options (every dimension is merged)."""
+    from functools import partial
+
+    from callmart import fingerprint
+    from callmart.engines.spark import load
+
+    options = getattr(load, "RunOptions", None)
+    return None if options is None else options(fingerprint=partial(fingerprint.fingerprint, source))
+
+
+def phase_spark_setup(job: Job) -> Timed:
+    """Untimed preparation on Spark: the mart's tables, its fixed rows and the dimensions, in one run."""
+    spark, url = open_spark(job)
+    try:
+        began = time.perf_counter()
+        steps = spark_callmart(spark, url, job.source, None, force=False, init=True)
+        check_steps(steps)
+        return spark_timed(Timed(time.perf_counter() - began, details={"steps": step_rows(steps)}), spark)
+    finally:
+        spark.stop()
+
+
+def check_steps(steps: list[StepResult]) -> None:
+    """Raise if a step of a Spark run did not load."""
+    from callmart.status import Status
+
+    for step in steps:
+        if step.status is not Status.DONE:
+            raise RuntimeError(f"callmart step {step.table} {step.status}: {step.error or step.note}")
+
+
+def spark_load(job: Job, force: bool) -> Timed:
+    """Time enqueue + run on Spark: every dimension merged (the Spark run does not skip unchanged ones yet), then
+    the period; each of the run's functions timed on the side."""
+    spark, url = open_spark(job)
+    try:
+        laps: dict[str, float] = {}
+        with lapping(laps), Meter() as meter:
+            steps = spark_callmart(spark, url, job.source, (job.first.date(), job.last.date()), force, False)
+        check_steps(steps)
+        rows = sum(s.inserted for s in steps if s.period is not None)
+        details = {"steps": step_rows(steps), "laps": laps, "census": spark_census(spark, url, job)}
+        return spark_timed(meter.result(rows, details), spark)
+    finally:
+        spark.stop()
+
+
+@contextmanager
+def lapping(laps: dict[str, float]) -> Iterator[None]:
+    """Within the block, each of SPARK_LAPPED (and Spark.replace_period) adds its seconds to laps[its name]."""
+    from callmart.engines.spark import Spark, load
+
+    originals = {name: getattr(load, name) for name in SPARK_LAPPED if hasattr(load, name)}
+    replace_period = Spark.replace_period
+    try:
+        for name, function in originals.items():
+            setattr(load, name, timing(function, name, laps))
+        Spark.replace_period = timing(replace_period, "replace_period", laps)  # type: ignore[method-assign]
+        yield
+    finally:
+        for name, function in originals.items():
+            setattr(load, name, function)
+        Spark.replace_period = replace_period  # type: ignore[method-assign]
+
+
+def timing(function: Callable[..., Any], name: str, laps: dict[str, float]) -> Callable[..., Any]:
+    """`function`, adding the seconds of each call to laps[name]."""
+
+    def timed(*args: Any, **kwargs: Any) -> Any:
+        with lap(laps, name):
+            return function(*args, **kwargs)
+
+    return timed
+
+
+def spark_census(spark: SparkSession, url: SparkUrl, job: Job) -> dict[str, int]:
+    """What the Spark load left in the period of fact_llamadas, as fact_census counts it on SQL engines."""
+    from pyspark.sql import functions as F
+
+    from callmart.engines.spark.replace import wall_clock
+    from callmart.engines.spark.sql import qualified
+
+    moment = F.col("fecha_llamada")
+    fact = spark.table(qualified(url.catalog, url.database, FACT))
+    in_period = fact.where((moment >= wall_clock(job.first)) & (moment < wall_clock(job.last)))
+    found = in_period.agg(
+        F.count(F.lit(1)),
+        F.count("key_login_post_llamada"),
+        F.count(F.when(F.col("key_cliente_llamada") == F.lit(DEFAULT_KEY), 1)),
+    ).first()
+    rows, with_login, unknown = (int(v) for v in found) if found else (0, 0, 0)
+    return {"rows": rows, "with_login_after": with_login, "default_customer": unknown}
+
+
+def phase_spark_load(job: Job) -> Timed:
+    """First load of the period on Spark."""
+    return spark_load(job, force=False)
+
+
+def phase_spark_reload(job: Job) -> Timed:
+    """Reload of the same period on Spark (enqueue with force=True)."""
+    return spark_load(job, force=True)
+
+
 PHASES: dict[str, Callable[[Job], Timed]] = {
     "pg-copy": phase_pg_copy,
     "duckdb-read-csv": phase_duckdb_read_csv,
@@ -344,6 +536,10 @@ PHASES: dict[str, Callable[[Job], Timed]] = {
     "duckdb-stored-rows": phase_duckdb_stored_rows,
     "pandas-setup": phase_pandas_setup,
     "pandas-load": phase_pandas_load,
+    "spark-csv": phase_spark_csv,
+    "spark-setup": phase_spark_setup,
+    "spark-load": phase_spark_load,
+    "spark-reload": phase_spark_reload,
 }
 
 

@@ -1,6 +1,7 @@
 """Time callmart's load of a day of calls against each engine's bulk-load floor and the usual pandas notebook.
 
     python benchmarks/bench_load.py --calls 1000000 [--backend postgresql|duckdb|both] [--days 1] [--skip-pandas]
+    python benchmarks/bench_load.py --calls 1000000 --backend spark [--spark-master local[2]|cluster]
 
 One extract is generated; every contender then loads that same file in a child process of its own
 (_contenders.py), so that its wall time and peak resident memory are its own. benchmarks/README.md says what each
@@ -30,13 +31,20 @@ from typing import Any
 
 import psycopg
 import sqlalchemy as sa
+from _cluster import LOOPBACK, spark_environment, standalone_cluster
 from _measure import CALLS_FILE, FACT, START, TARGET_ENV, proc_meminfo_kb
 from _notebook import NOTES as PANDAS_NOTES
 from psycopg import sql
 
 PG_URL_ENV = "CALLMART_BENCH_PG_URL"
 DEFAULT_PG_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
-POSTGRESQL, DUCKDB = "postgresql", "duckdb"
+POSTGRESQL, DUCKDB, SPARK = "postgresql", "duckdb", "spark"
+BACKENDS = (POSTGRESQL, DUCKDB, SPARK)
+LOCAL_MASTER, CLUSTER = "local[2]", "cluster"
+CLUSTER_WORKERS = 2
+"""Workers of the standalone cluster the benchmark starts on 127.0.0.1, one core each."""
+WORKER_MEMORY, EXECUTOR_MEMORY, LOCAL_DRIVER_MEMORY = "2g", "1536m", "3g"
+"""A cluster worker's memory and its executor's share of it; a local session's one JVM (driver and executors)."""
 SEED = 7
 HERE = Path(__file__).resolve().parent
 CHILD = HERE / "_contenders.py"
@@ -50,6 +58,8 @@ TABLE_COLUMNS = (  # heading, result key, width, number format ('' for text)
     ("at start MB", "base_rss_mb", 12, ".0f"),
     ("ratio", "ratio_to_floor", 7, ".2f"),
 )
+PER_CORE_COLUMN = ("rows/s/core", "rows_per_s_per_core", 12, ",d")
+"""Shown when a Spark contender ran: its rows/s over the cores its executors had."""
 NOTES = {
     "callmart timing": (
         "enqueue + run(), as a scheduled run does: each dimension's extract is checked first, and skipped since it "
@@ -62,6 +72,17 @@ NOTES = {
     "postgresql memory": "PostgreSQL contenders' RSS is the client's only; the server works in its own processes",
     "peak RSS": "VmHWM reset at the start of the timed part (/proc/self/clear_refs), read at its end",
 }
+SPARK_NOTES = {
+    "spark timing": (
+        "each Spark contender opens its session first (JVM start, catalog, Delta's classes; on the cluster, its two "
+        "executors registered), then is timed; the session's start is in neither timing. callmart on Spark: "
+        "SparkLoad's init and a run (untimed) for the dimensions, then enqueue + run timed, as on the SQL engines; "
+        "its dimensions are skipped when unchanged where the run takes their digests (RunOptions), its executors "
+        "start Python workers for the reader, and it writes no aggregates (not on Spark yet)"
+    ),
+    "spark memory": "Spark works in JVMs (the driver's, the executors'): the Python client's peak RSS says nothing",
+    "spark cores": "rows/s per core: over the executors' cores, local[N]: N; cluster: workers x 1 core",
+}
 
 
 @dataclass(frozen=True)
@@ -73,7 +94,7 @@ class Scenario:
     phases: tuple[tuple[str, str | None], ...]
 
 
-FLOORS = {POSTGRESQL: "raw COPY", DUCKDB: "DuckDB read_csv"}
+FLOORS = {POSTGRESQL: "raw COPY", DUCKDB: "DuckDB read_csv", SPARK: "Spark CSV → Delta"}
 STORED = "stored rows"
 """Storing the rows a load leaves (staging, the period's fact rows, its key) without computing them: the floor of
 the mart's design. The staging table holds the last period only, so it runs with one-day periods."""
@@ -105,6 +126,13 @@ SCENARIOS = (
         ),
     ),
     Scenario(DUCKDB, "read_csv-after", (("duckdb-read-csv", "DuckDB read_csv"),)),
+    Scenario(SPARK, "csv", (("spark-csv", FLOORS[SPARK]),)),
+    Scenario(
+        SPARK,
+        "callmart",
+        (("spark-setup", None), ("spark-load", "callmart"), ("spark-reload", "callmart reload")),
+    ),
+    Scenario(SPARK, "csv-after", (("spark-csv", FLOORS[SPARK]),)),
 )
 
 
@@ -126,18 +154,22 @@ class Outcome:
         """Median wall seconds of the successful runs."""
         return statistics.median(r["seconds"] for r in self.ok) if self.ok else None
 
-    def summary(self, floor: Outcome | None) -> dict[str, Any]:
-        """The contender's row of the results table."""
+    def summary(self, floor: Outcome | None, cores: int | None) -> dict[str, Any]:
+        """The contender's row of the results table; rows/s per core where its backend's cores are counted."""
         seconds, rows = self.seconds, max((r["rows"] for r in self.ok), default=0)
         floor_seconds = floor.seconds if floor else None
+        peaks = [r["peak_rss_mb"] for r in self.ok if r["peak_rss_mb"] is not None]
+        per_second = round(rows / seconds) if seconds else None
         return {
             "contender": self.label,
             "backend": self.backend,
             "seconds": round(seconds, 3) if seconds is not None else None,
             "rows": rows,
-            "rows_per_s": round(rows / seconds) if seconds else None,
-            "peak_rss_mb": round(max(r["peak_rss_mb"] for r in self.ok), 1) if self.ok else None,
-            "base_rss_mb": round(max(r["base_rss_mb"] or 0 for r in self.ok), 1) if self.ok else None,
+            "rows_per_s": per_second,
+            "cores": cores,
+            "rows_per_s_per_core": round(per_second / cores) if per_second and cores else None,
+            "peak_rss_mb": round(max(peaks), 1) if peaks else None,
+            "base_rss_mb": round(max(r["base_rss_mb"] or 0 for r in self.ok), 1) if peaks else None,
             "ratio_to_floor": round(seconds / floor_seconds, 2) if seconds and floor_seconds else None,
             "errors": [r["error"] for r in self.runs if "error" in r],
         }
@@ -147,12 +179,27 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """The command line."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--calls", type=positive, required=True, help="calls in the generated extract")
-    parser.add_argument("--backend", choices=(POSTGRESQL, DUCKDB, "both"), default="both")
+    parser.add_argument(
+        "--backend", choices=(*BACKENDS, "both"), default="both", help="both: postgresql and duckdb (default)"
+    )
+    parser.add_argument(
+        "--spark-master",
+        choices=(LOCAL_MASTER, CLUSTER),
+        default=LOCAL_MASTER,
+        help=f"Spark: a local session, or a standalone cluster of {CLUSTER_WORKERS} one-core workers on {LOOPBACK} "
+        "that the benchmark starts and stops",
+    )
     parser.add_argument("--days", type=positive, default=1, help="days the calls span, one period each (default 1)")
     parser.add_argument("--out", type=Path, help="JSON results file (default benchmarks/results/bench_<calls>.json)")
     parser.add_argument("--skip-pandas", action="store_true", help="skip the pandas notebook (slow at 1M calls)")
     parser.add_argument("--repeat", type=positive, default=1, help="rounds of every contender; medians reported")
     parser.add_argument("--workdir", type=Path, help="where the extract and DuckDB files go (default: temp dir)")
+    parser.add_argument(
+        "--extract",
+        type=Path,
+        help="keep the extract in this folder and reuse it on the next run (same --calls and --days): generated "
+        "once when the folder holds none",
+    )
     return parser.parse_args(argv)
 
 
@@ -175,9 +222,17 @@ def masked(url: str) -> str:
 
 
 @contextmanager
-def scratch_database(scenario: Scenario, workdir: Path) -> Iterator[str]:
-    """A new empty database for the scenario, dropped (or deleted) afterwards."""
+def scratch_database(scenario: Scenario, workdir: Path, spark_master: str | None) -> Iterator[str]:
+    """A new empty database for the scenario (a warehouse folder on Spark), dropped (or deleted) afterwards."""
     name = f"callmart_bench_{os.getpid()}_{scenario.name.replace('-', '_')}"
+    if scenario.backend == SPARK:
+        assert spark_master is not None
+        warehouse = workdir / f"{name}_warehouse"
+        try:
+            yield spark_url(spark_master, warehouse)
+        finally:
+            shutil.rmtree(warehouse, ignore_errors=True)
+        return
     if scenario.backend == DUCKDB:
         path = workdir / f"{name}.duckdb"
         try:
@@ -197,10 +252,42 @@ def scratch_database(scenario: Scenario, workdir: Path) -> Iterator[str]:
             admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
+def spark_url(master: str, warehouse: Path) -> str:
+    """The URL of a session on `master` (local[N], or a standalone master's HOST:PORT) with its tables in
+    `warehouse`: shuffles in as many partitions as there are cores (Spark's 200 only cost time at this size)."""
+    cores = spark_cores(master)
+    settings = {
+        "spark.ui.enabled": "false",
+        "spark.sql.shuffle.partitions": str(cores),
+        "spark.databricks.delta.snapshotPartitions": str(cores),
+    }
+    if master.startswith("local"):
+        settings["spark.driver.memory"] = LOCAL_DRIVER_MEMORY
+    else:
+        settings |= {
+            "spark.driver.host": LOOPBACK,
+            "spark.driver.bindAddress": LOOPBACK,
+            "spark.cores.max": str(cores),
+            "spark.executor.memory": EXECUTOR_MEMORY,
+            # The session waits for every executor before its first job, so that its start is not timed.
+            "spark.scheduler.minRegisteredResourcesRatio": "1.0",
+            "spark.scheduler.maxRegisteredResourcesWaitingTime": "120s",
+        }
+    query = "&".join(f"{key}={value}" for key, value in settings.items())
+    return f"spark://{master}?warehouse={warehouse}&{query}"
+
+
+def spark_cores(master: str) -> int:
+    """The cores a session's executors have: local[N]'s N, or the cluster's one-core workers."""
+    if master.startswith("local["):
+        return int(master.removeprefix("local[").removesuffix("]"))
+    return CLUSTER_WORKERS
+
+
 def run_child(phase: str, database: str, source: Path, days: int) -> dict[str, Any]:
     """Run one phase in a fresh Python process; return its measurement or its error."""
     command = [sys.executable, str(CHILD), phase, "--source", str(source), "--days", str(days)]
-    env = {**os.environ, TARGET_ENV: database}
+    env = {**(spark_environment() if phase.startswith("spark") else os.environ), TARGET_ENV: database}
     done = subprocess.run(command, stdout=subprocess.PIPE, text=True, env=env, check=False)
     lines = done.stdout.strip().splitlines()
     try:
@@ -210,13 +297,15 @@ def run_child(phase: str, database: str, source: Path, days: int) -> dict[str, A
     return result
 
 
-def run_round(scenarios: list[Scenario], work: Path, days: int, outcomes: dict[str, Outcome]) -> None:
-    """Every scenario once, one after the other, each on its own scratch database."""
+def run_round(
+    scenarios: list[Scenario], work: Path, source: Path, days: int, master: str | None, outcomes: dict[str, Outcome]
+) -> None:
+    """Every scenario once, one after the other, each on its own scratch database (master: Spark's, if any)."""
     for scenario in scenarios:
-        with scratch_database(scenario, work) as database:
+        with scratch_database(scenario, work, master) as database:
             for phase, label in scenario.phases:
                 say(f"  {scenario.backend} {phase} …")
-                result = run_child(phase, database, work / "extract", days)
+                result = run_child(phase, database, source, days)
                 say(f"    {describe(result)}")
                 if label is not None:
                     key = f"{scenario.backend}/{label}"
@@ -265,7 +354,7 @@ def machine(backends: list[str]) -> dict[str, Any]:
         "python": platform.python_version(),
         "platform": platform.platform(),
     }
-    for package in ("callmart", "duckdb", "pyarrow", "sqlalchemy", "psycopg", "pandas"):
+    for package in ("callmart", "duckdb", "pyarrow", "sqlalchemy", "psycopg", "pandas", "pyspark", "delta-spark"):
         info[package] = package_version(package)
     info["callmart_commit"] = source_commit()
     if POSTGRESQL in backends:
@@ -296,19 +385,19 @@ def package_version(name: str) -> str | None:
         return None
 
 
-def summarize(outcomes: dict[str, Outcome]) -> list[dict[str, Any]]:
-    """One row per contender, ratios against its backend's floor."""
+def summarize(outcomes: dict[str, Outcome], cores: dict[str, int]) -> list[dict[str, Any]]:
+    """One row per contender, ratios against its backend's floor; rows/s per core where the cores are known."""
     rows = []
     for outcome in outcomes.values():
         floor = outcomes.get(f"{outcome.backend}/{FLOORS[outcome.backend]}")
-        rows.append(outcome.summary(floor))
+        rows.append(outcome.summary(floor, cores.get(outcome.backend)))
     return rows
 
 
 def reload_ratios(outcomes: dict[str, Outcome]) -> dict[str, float]:
     """Per backend: callmart's reload time over its first load time."""
     ratios = {}
-    for backend in (POSTGRESQL, DUCKDB):
+    for backend in BACKENDS:
         first = outcomes.get(f"{backend}/callmart")
         again = outcomes.get(f"{backend}/callmart reload")
         if first and again and first.seconds and again.seconds:
@@ -320,7 +409,7 @@ def period_ratios(outcomes: dict[str, Outcome]) -> dict[str, float]:
     """Per backend: callmart's period steps alone (extract to metric, without the run's other steps: dimension
     checks, run log, aggregates) over the backend's floor, medians over the rounds."""
     ratios = {}
-    for backend in (POSTGRESQL, DUCKDB):
+    for backend in BACKENDS:
         load, floor = outcomes.get(f"{backend}/callmart"), outcomes.get(f"{backend}/{FLOORS[backend]}")
         if not (load and load.ok and floor and floor.seconds):
             continue
@@ -336,7 +425,7 @@ def over_stored_rows(outcomes: dict[str, Outcome]) -> dict[str, float]:
     """Per backend: callmart's load over storing its rows alone, medians over the rounds: what computing the rows
     (reading, cleaning, keys, checks, statistics, metric, aggregates) adds to the design's floor."""
     ratios = {}
-    for backend in (POSTGRESQL, DUCKDB):
+    for backend in BACKENDS:
         load, stored = outcomes.get(f"{backend}/callmart"), outcomes.get(f"{backend}/{STORED}")
         if load and stored and load.seconds and stored.seconds:
             ratios[backend] = round(load.seconds / stored.seconds, 2)
@@ -371,25 +460,33 @@ def cell(value: Any, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
-def table_line(cells: list[str]) -> str:
+def table_line(cells: list[str], columns: tuple[tuple[str, str, int, str], ...] = TABLE_COLUMNS) -> str:
     """One line of the results table: text columns left-aligned, numbers right-aligned."""
     return " ".join(
         f"{text:<{width}}" if not spec else f"{text:>{width}}"
-        for text, (_, _, width, spec) in zip(cells, TABLE_COLUMNS, strict=True)
+        for text, (_, _, width, spec) in zip(cells, columns, strict=True)
     )
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:
-    """The results table."""
-    head = table_line([heading for heading, _, _, _ in TABLE_COLUMNS])
+    """The results table (with rows/s per core when a Spark contender ran)."""
+    columns = table_columns(rows)
+    head = table_line([heading for heading, _, _, _ in columns], columns)
     print(head)
     print("-" * len(head))
     for row in rows:
-        print(table_line([cell(row[key], spec) for _, key, _, spec in TABLE_COLUMNS]))
+        print(table_line([cell(row[key], spec) for _, key, _, spec in columns], columns))
         for error in row["errors"]:
             print(f"    failed: {error}")
-    print("ratio: seconds over the backend's floor (PostgreSQL: raw COPY; DuckDB: DuckDB read_csv)")
+    print("ratio: seconds over the backend's floor (PostgreSQL: raw COPY; DuckDB: DuckDB read_csv; Spark: CSV → Delta)")
     print("peak RSS: the client process during the timed part; at start: its RSS when the timed part began")
+
+
+def table_columns(rows: list[dict[str, Any]]) -> tuple[tuple[str, str, int, str], ...]:
+    """The table's columns: rows/s per core after rows/s when any row has it."""
+    if not any(row.get("rows_per_s_per_core") for row in rows):
+        return TABLE_COLUMNS
+    return (*TABLE_COLUMNS[:4], PER_CORE_COLUMN, *TABLE_COLUMNS[4:])
 
 
 def print_breakdown(outcomes: dict[str, Outcome]) -> None:
@@ -489,6 +586,8 @@ def selected(args: argparse.Namespace) -> list[Scenario]:
 
 def check_ready(scenarios: list[Scenario]) -> str | None:
     """Why the benchmark cannot run, if it cannot."""
+    if any(s.backend == SPARK for s in scenarios) and find_spec("pyspark") is None:
+        return "the Spark contenders need callmart's Spark extra: pip install -e '.[spark]'"
     if any(s.name == "pandas" for s in scenarios) and find_spec("pandas") is None:
         return "the pandas contender needs pandas: pip install pandas (or pass --skip-pandas)"
     if any(s.backend == POSTGRESQL for s in scenarios):
@@ -507,17 +606,24 @@ def write_json(report: dict[str, Any], out: Path) -> None:
 
 
 def benchmark(args: argparse.Namespace, scenarios: list[Scenario], work: Path) -> dict[str, Any]:
-    """Generate the extract, run every round, and gather the report."""
+    """Generate the extract (or reuse a kept one), run every round, and gather the report."""
     backends = sorted({s.backend for s in scenarios})
     info = machine(backends)
-    source = work / "extract"
-    say(f"generating {args.calls:,} calls over {args.days} day(s) in {source} …")
-    extract = make_extract(args, source)
+    source = args.extract.resolve() if args.extract else work / "extract"
+    extract = reused_extract(args, source) or generated_extract(args, source)
     outcomes: dict[str, Outcome] = {}
-    for number in range(1, args.repeat + 1):
-        say(f"round {number} of {args.repeat}")
-        run_round(scenarios, work, args.days, outcomes)
-    results = summarize(outcomes)
+    with spark_master(args, work, backends) as master:
+        for number in range(1, args.repeat + 1):
+            say(f"round {number} of {args.repeat}")
+            run_round(scenarios, work, source, args.days, master, outcomes)
+    cores = {SPARK: spark_cores(args.spark_master)} if SPARK in backends else {}
+    results = summarize(outcomes, cores)
+    if SPARK in backends:
+        info["spark_master"] = args.spark_master
+        info["spark_cores"] = cores[SPARK]
+    sql_notes = NOTES if {POSTGRESQL, DUCKDB} & set(backends) else {}
+    spark_notes = SPARK_NOTES if SPARK in backends else {}
+    pandas_notes = PANDAS_NOTES if any(s.name == "pandas" for s in scenarios) else {}
     return {
         "when": datetime.now().isoformat(timespec="seconds"),
         "command": sys.argv,
@@ -529,9 +635,46 @@ def benchmark(args: argparse.Namespace, scenarios: list[Scenario], work: Path) -
         "period_ratios": period_ratios(outcomes),
         "over_stored_rows": over_stored_rows(outcomes),
         "last_day_ratios": last_day_ratios(outcomes),
-        "notes": {**NOTES, **PANDAS_NOTES} if any(s.name == "pandas" for s in scenarios) else NOTES,
+        "notes": {**sql_notes, **pandas_notes, **spark_notes},
         "outcomes": outcomes,
     }
+
+
+EXTRACT_NOTE = "extract.json"
+"""What a kept extract holds, beside it, so a later run reuses it only for the same --calls and --days."""
+
+
+def reused_extract(args: argparse.Namespace, source: Path) -> dict[str, Any] | None:
+    """The description of an extract kept by an earlier run with the same --calls and --days, if any."""
+    note = source / EXTRACT_NOTE
+    if not note.exists():
+        return None
+    extract: dict[str, Any] = json.loads(note.read_text())
+    if (extract["calls"], extract["days"]) != (args.calls, args.days):
+        raise SystemExit(f"error: {source} holds {extract['calls']:,} calls over {extract['days']} day(s)")
+    say(f"reusing the extract in {source}")
+    return extract
+
+
+def generated_extract(args: argparse.Namespace, source: Path) -> dict[str, Any]:
+    """Generate the extract, noting what it holds beside it."""
+    say(f"generating {args.calls:,} calls over {args.days} day(s) in {source} …")
+    extract = make_extract(args, source)
+    (source / EXTRACT_NOTE).write_text(json.dumps(extract) + "\n")
+    return extract
+
+
+@contextmanager
+def spark_master(args: argparse.Namespace, work: Path, backends: list[str]) -> Iterator[str | None]:
+    """The Spark master the Spark contenders use: local[N], or a standalone cluster started here and stopped after."""
+    if SPARK not in backends:
+        yield None
+    elif args.spark_master != CLUSTER:
+        yield args.spark_master
+    else:
+        say(f"starting a Spark master and {CLUSTER_WORKERS} workers of one core on {LOOPBACK} …")
+        with standalone_cluster(work / "cluster", CLUSTER_WORKERS, WORKER_MEMORY) as master:
+            yield master
 
 
 @contextmanager
