@@ -85,8 +85,16 @@ def spark_session(url: str) -> Any | None:
         return None
     parsed = SparkUrl.parse(url)
     session = Spark().open_session(parsed)
+    # The helpers' SQL names tables alone; the database it reads is put back to the session's default once they
+    # are done (a test drops its databases, and the next one must not find a dropped one current).
     session.catalog.setCurrentDatabase(parsed.database)
     return session
+
+
+def _restored(session: Any, found: Any) -> Any:
+    """What a helper read, the session's current database put back to `default`."""
+    session.catalog.setCurrentDatabase("default")
+    return found
 
 
 def _plain(value: object) -> object:
@@ -107,7 +115,9 @@ def business_dump(url: str) -> dict[str, list[tuple[object, ...]]]:
     """Every table by business values (surrogate keys of dimensions resolved), sorted."""
     session = spark_session(url)
     if session is not None:
-        return {name: sorted(_spark_rows(session, text), key=repr) for name, text in BUSINESS_QUERIES.items()}
+        return _restored(
+            session, {name: sorted(_spark_rows(session, text), key=repr) for name, text in BUSINESS_QUERIES.items()}
+        )
     engine = sa.create_engine(url)
     try:
         with engine.connect() as conn:
@@ -124,13 +134,19 @@ def full_dump(url: str, tables: Sequence[str] = TABLES) -> dict[str, list[tuple[
     session = spark_session(url)
     if session is not None:
         schema = Schema(MART)
-        return {
-            name: sorted(
-                (tuple(_plain(v) for v in row) for row in session.table(name).select(*schema[name].c.keys()).collect()),
-                key=repr,
-            )
-            for name in tables
-        }
+        return _restored(
+            session,
+            {
+                name: sorted(
+                    (
+                        tuple(_plain(v) for v in row)
+                        for row in session.table(name).select(*schema[name].c.keys()).collect()
+                    ),
+                    key=repr,
+                )
+                for name in tables
+            },
+        )
     engine = sa.create_engine(url)
     try:
         with engine.connect() as conn:
@@ -146,7 +162,7 @@ def query(url: str, text: str, **params: object) -> list[tuple[object, ...]]:
     """Rows of one statement, committed."""
     session = spark_session(url)
     if session is not None:
-        return _spark_rows(session, text, **params)
+        return _restored(session, _spark_rows(session, text, **params))
     engine = sa.create_engine(url)
     try:
         with engine.begin() as conn:
@@ -160,7 +176,7 @@ def count_rows(url: str, table: str) -> int:
     """How many rows a mart table holds."""
     session = spark_session(url)
     if session is not None:
-        return int(session.table(table).count())
+        return _restored(session, int(session.table(table).count()))
     engine = sa.create_engine(url)
     try:
         with engine.connect() as conn:
@@ -178,7 +194,9 @@ def select(url: str, table: str, *columns: str, **equal: object) -> list[tuple[o
         frame = session.table(table)
         for column, value in equal.items():
             frame = frame.where(F.col(column) == F.lit(value))
-        return sorted((tuple(_plain(v) for v in row) for row in frame.select(*columns).collect()), key=repr)
+        return _restored(
+            session, sorted((tuple(_plain(v) for v in row) for row in frame.select(*columns).collect()), key=repr)
+        )
     engine = sa.create_engine(url)
     try:
         with engine.connect() as conn:
