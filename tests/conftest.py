@@ -150,6 +150,10 @@ def spark_url(tmp_path_factory: pytest.TempPathFactory, connect_port: int) -> Sp
     warehouse = tmp_path_factory.mktemp("warehouse")
     settings = {
         "spark.ui.enabled": "false",
+        # One session runs every Spark test: Delta's cached table states and the plans Spark keeps of its last
+        # queries outgrow the default 1 GB heap over a hundred tests, and a broadcast join then fails for memory.
+        "spark.driver.memory": "3g",
+        "spark.sql.ui.retainedExecutions": "20",
         # A laptop's worth of data: Spark's 200 shuffle partitions and Delta's 50 snapshot ones only cost time.
         "spark.sql.shuffle.partitions": "2",
         "spark.databricks.delta.snapshotPartitions": "2",
