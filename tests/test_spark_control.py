@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pytest
 import sqlalchemy as sa
 
@@ -336,13 +337,18 @@ def test_a_step_recorded_again_replaces_its_rows(
         2: _step("dim_clientes", None, [(7, warning)], read=5, loaded=5, warned=1, inserted=5, seconds=0.25),
         3: _step(FACT, 5, [], read=3, loaded=0, seconds=0.5, status=Status.FAILED, error="boom"),
     }
+    # None found, as a Spark step gives them: two reject frames' batches of no rows.
+    none = pa.Table.from_batches([pa.RecordBatch.from_pylist([], schema=rejects.REJECT_SCHEMA)])
+    last[3].rejects = rejects.concat([none, none])
     for step, result in last.items():
         runlog.record_step(duck, schema, 1, step, result)
     _put(spark, delta, RUN_STEPS, [])
     _put(spark, delta, REJECTS, [])
     tables = delta[RUN_STEPS], delta[REJECTS]
-    for step, result in [(1, first[1]), (2, last[2]), (3, first[3]), (1, last[1]), (3, last[3])]:
-        spark_runs.record_step(spark, *tables, 1, step, result)
+    # As a run writes them: several steps at once (a period's, with the dimensions' before it), or one; the last
+    # write's first step has no rejects, its second some.
+    for results in ([(1, first[1]), (2, last[2])], [(3, first[3])], [(3, last[3]), (1, last[1])]):
+        spark_runs.record_steps(spark, *tables, 1, results)
     assert _got(spark, delta, RUN_STEPS) == _got_duck(duck, schema[RUN_STEPS])
     assert _got(spark, delta, REJECTS) == _got_duck(duck, schema[REJECTS])
     assert len(_got(spark, delta, REJECTS)) == 3

@@ -16,8 +16,10 @@ from typing import Any
 
 import duckdb
 import pytest
+import sqlalchemy as sa
 
 from callmart import Callmart, stage
+from callmart.aggregates import AGG_DAILY, COMPUTED_AT, aggregate_tables
 from callmart.control import daily_periods
 from callmart.engines.spark import Spark, SparkUrl
 from callmart.engines.spark.control import enqueue
@@ -29,7 +31,7 @@ from callmart.mart.sample import generate
 from callmart.progress import StepResult
 from callmart.schema import PROCESSES, REJECTS, RUN_STEPS, SCHEMA_VERSION, Schema
 from callmart.status import Status
-from marts import full_dump
+from marts import full_dump, select
 
 pytestmark = pytest.mark.spark
 
@@ -244,5 +246,11 @@ def test_the_real_extracts_give_duckdbs_mart_through_the_api(
         # The comparison means something: the days' calls, some of which met their first login.
         assert len(expected[FACT.name]) > 100
         assert sum(row[-1] is not None for row in expected[FACT.name]) > 10
+        # The conversion aggregates of those days, all but when each row was computed.
+        for table in aggregate_tables(sa.MetaData()):
+            columns = [c.name for c in table.columns if c.name != COMPUTED_AT]
+            assert select(delta, table.name, *columns) == select(duck, table.name, *columns), table.name
+        conversions = select(duck, AGG_DAILY, "conversiones")
+        assert len(conversions) > 10 and sum(row[0] for row in conversions) > 10
     finally:
         spark_database.session.sql("DROP DATABASE IF EXISTS callmart_seed CASCADE")

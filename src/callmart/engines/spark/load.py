@@ -10,15 +10,17 @@ file listing and reader (extract.find_files, read_source) and its doubts (stage.
 operations around it decide (RunOptions): when to stop, whether a dimension's sources changed, whether the
 extract covers a period, the step of rows no period could place.
 
-Not here yet: the aggregates and lift of the periods loaded."""
+At its end the run writes the conversion aggregates of the days it touched (aggregates.py). Not here yet: the
+lift."""
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from datetime import time as time_of_day
 from functools import partial
 from pathlib import Path
@@ -29,11 +31,13 @@ import sqlalchemy as sa
 
 from ... import rejects
 from ..._errors import CallmartError
+from ...aggregates import AGG_DAILY, conversion_fact, conversion_metric, settings_of
 from ...declare import IS_CURRENT, Check, Column, Dimension, Fact, FirstEventWithin, Mart, Reference, Source
 from ...progress import Reporter, SilentReporter, StepResult
 from ...status import Status
 from ...stopping import RunStopped, StopRequest, reason_of
 from . import Spark
+from .aggregates import AggregateDays, refresh_aggregates
 from .control import (
     Claimed,
     claim_next,
@@ -46,17 +50,20 @@ from .control import (
 )
 from .dimensions import lookup_columns, merge_dimension
 from .facts import duplicate_rows, inferred_members, insert_inferred, period_rows, with_key
-from .metrics import changed_since, refresh_metric, table_version
+from .metrics import changed_since, event_span, refresh_metric, table_version
 from .reading import Period, ReadSource, SourceReading, StagedFrames, read_staged, source_errors
-from .runs import abandon_dead_runs, finish_run, record_step, run_alive, start_run
+from .runs import abandon_dead_runs, finish_run, record_steps, run_alive, start_run
 from .sources import is_current, remember
 from .sql import qualified
+from .tables import day_column
 from .url import SparkUrl
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
 __all__ = ["CheckDoubts", "FindFiles", "RunOptions", "SparkLoad", "SparkRun"]
+
+log = logging.getLogger(__name__)
 
 PROCESSES, RUNS, RUN_STEPS, REJECTS, VERSION_TABLE, SOURCES = (
     "dm_processes",
@@ -122,6 +129,12 @@ class SparkRun:
     abandoned: int = 0
     freed: int = 0
     steps: list[StepResult] = field(default_factory=list)
+    events: list[tuple[FirstEventWithin, datetime, datetime]] = field(default_factory=list)
+    """The span of the events that changed, by metric: the days whose aggregates they touch."""
+    settled: set[date] = field(default_factory=set)
+    """The days whose aggregates a period's load wrote."""
+    unrecorded: list[tuple[int, StepResult]] = field(default_factory=list)
+    """Steps not yet written to the run log: a dimension's wait for the next period's, or the run's end."""
 
     @property
     def ok(self) -> bool:
@@ -181,23 +194,27 @@ class SparkLoad:
         started = now or datetime.now().replace(microsecond=0)
         runs_table, runs = self._named(RUNS)
         done = SparkRun(start_run(spark, runs_table, runs, started, self.extracts.folder), started)
-        with run_alive(spark, runs, done.id_run):
-            try:
-                done.abandoned = abandon_dead_runs(spark, runs, done.id_run, started)
-                done.freed = free_abandoned(spark, *self._named(PROCESSES), runs, started)
-                wake_waiting(spark, *self._named(PROCESSES))
+        try:
+            # Before the heartbeat's thread starts: its commits would conflict with these reads' writes.
+            done.abandoned = abandon_dead_runs(spark, runs, done.id_run, started)
+            done.freed = free_abandoned(spark, *self._named(PROCESSES), runs, started)
+            wake_waiting(spark, *self._named(PROCESSES))
+            with run_alive(spark, runs, done.id_run, just_started=True):
                 done.business_date = business_date or self.business_date(started)
                 self._steps(done, started, options)
-            except (RunStopped, KeyboardInterrupt) as stopped:
-                reason = reason_of(stopped)
-                message = f"queued again: run {done.id_run} was {reason}"
-                requeue_running(spark, *self._named(PROCESSES), done.id_run, message)
-                finish_run(spark, runs_table, runs, done.id_run, ok=False, error=reason, stopped=True)
-                raise
-            except BaseException as error:
-                finish_run(spark, runs_table, runs, done.id_run, ok=False, error=describe(error))
-                raise
-            finish_run(spark, runs_table, runs, done.id_run, ok=done.ok)
+                self._flush(done)
+        except (RunStopped, KeyboardInterrupt) as stopped:
+            reason = reason_of(stopped)
+            message = f"queued again: run {done.id_run} was {reason}"
+            self._flush_after_failure(done)
+            requeue_running(spark, *self._named(PROCESSES), done.id_run, message)
+            finish_run(spark, runs_table, runs, done.id_run, ok=False, error=reason, stopped=True)
+            raise
+        except BaseException as error:
+            self._flush_after_failure(done)
+            finish_run(spark, runs_table, runs, done.id_run, ok=False, error=describe(error))
+            raise
+        finish_run(spark, runs_table, runs, done.id_run, ok=done.ok)
         return done
 
     def _steps(self, done: SparkRun, started: datetime, options: RunOptions) -> None:
@@ -210,16 +227,16 @@ class SparkLoad:
             claimed = claim_next(self.spark, *self._named(PROCESSES), done.id_run, started)
             if claimed is None:
                 break
-            steps.append(self._period_step(claimed, done.id_run, len(steps) + 1, options))
+            steps.append(self._period_step(claimed, done, len(steps) + 1, options))
         undated = options.undated
-        if undated is None:
-            return
         for fact in self.mart.facts:
             loaded = [s for s in steps if s.period is not None and s.table == fact.name]
-            extra = undated(fact.name, loaded)
+            extra = undated(fact.name, loaded) if undated is not None else None
             if extra is not None:
-                self._record(done.id_run, len(steps) + 1, extra)
+                done.unrecorded.append((len(steps) + 1, extra))
                 steps.append(extra)
+        options.stop.check()
+        self._aggregates(done)
 
     def business_date(self, started: datetime) -> datetime:
         """When the run's dimension changes take effect, as control.business_date says: the end of the latest
@@ -243,15 +260,16 @@ class SparkLoad:
         if digest is not None and not options.reload_dimensions and is_current(self.spark, sources, dim.name, digest):
             result = StepResult(table=dim.name, note="source unchanged since its last merge")
         else:
-            result = self._merge(dim, done.business_date)
+            result = self._merge(dim, done)
         result.seconds = time.perf_counter() - began
-        self._record(done.id_run, step, result)
+        # Written with the next period's step (or at the run's end): one commit of the run log, not one a dimension.
+        done.unrecorded.append((step, result))
         if digest is not None and result.note is None:
             remember(self.spark, self.tables[SOURCES], sources, dim.name, digest, done.id_run)
         options.reporter.step_finished(result)
         return result
 
-    def _merge(self, dim: Dimension, business_date: datetime) -> StepResult:
+    def _merge(self, dim: Dimension, done: SparkRun) -> StepResult:
         """The dimension's extract merged, and the metrics of the events it changed refreshed; the step's counts."""
         frames = self._read(dim, None)
         name = self.name(dim.name)
@@ -262,7 +280,7 @@ class SparkLoad:
             inferred = sum(self._infer(ref, frames.rows) for ref in dim.references)
             keyed = self._with_reference_keys(dim, frames.rows)
             staged = frames.rows.count()
-            merged = merge_dimension(self.spark, dim, name, keyed, business_date, lookup_columns(self.mart, dim))
+            merged = merge_dimension(self.spark, dim, name, keyed, done.business_date, lookup_columns(self.mart, dim))
             merge_rejects = arrow_rejects(merged.rejects)
         rejected = rejects.rows_rejected(staged_rejects)
         return StepResult(
@@ -275,20 +293,51 @@ class SparkLoad:
             updated=merged.updated,
             inferred=inferred,
             completed=merged.completed,
-            metric_updated=self._refresh_metrics(dim, events_of, version) if version is not None else 0,
+            metric_updated=self._refresh_metrics(dim, events_of, version, done) if version is not None else 0,
             rejects=rejects.concat([staged_rejects, merge_rejects]),
         )
 
-    def _refresh_metrics(self, dim: Dimension, metrics: list[tuple[Fact, FirstEventWithin]], version: int) -> int:
-        """The metrics whose events `dim` holds, refreshed for the events its merge changed since `version`."""
+    def _refresh_metrics(
+        self, dim: Dimension, metrics: list[tuple[Fact, FirstEventWithin]], version: int, done: SparkRun
+    ) -> int:
+        """The metrics whose events `dim` holds, refreshed for the events its merge changed since `version`; the
+        span of those events kept in `done` for the aggregates."""
         name = self.name(dim.name)
         if table_version(self.spark, name) == version:
             return 0
         changed = changed_since(self.spark, name, version, list(self.tables[dim.name].columns.keys()))
-        return sum(
-            refresh_metric(self.spark, self.mart, fact, self.url, self.name(fact.name), metric, changed)
-            for fact, metric in metrics
-        )
+        updated = 0
+        for fact, metric in metrics:
+            found = event_span(changed, metric.event_time)
+            if found is None:
+                continue
+            done.events.append((metric, *found))
+            updated += refresh_metric(self.spark, self.mart, fact, self.url, self._fact_days(fact), metric, *found)
+        return updated
+
+    def _aggregates(
+        self, done: SparkRun, fact: Fact | None = None, period: tuple[datetime, datetime] | None = None
+    ) -> None:
+        """The aggregates of the days of a period of `fact` just loaded, written before its status; or, at the
+        run's end, of the days the changed events touched that no period of the run wrote since (the dimensions
+        merge first). A mart declared without aggregate tables has none."""
+        if AGG_DAILY not in self.tables or (fact is not None and fact != conversion_fact(self.mart)):
+            return
+        settings = settings_of(self.mart)
+        touched = AggregateDays(settings.window)
+        if period is not None:
+            touched.add_period(*period)
+        else:
+            for metric, first, last in done.events:
+                if metric == conversion_metric(self.mart):
+                    touched.add_events(first, last)
+            touched.days -= done.settled
+        if not touched.days:
+            return
+        at = datetime.now().replace(microsecond=0)
+        written = refresh_aggregates(self.spark, self.mart, self.url, self.tables, settings, touched, at)
+        if period is not None:
+            done.settled.update(written)
 
     def _infer(self, reference: Reference, rows: DataFrame) -> int:
         """Members of the referenced dimension for the values of `rows` it lacks; how many were made."""
@@ -323,7 +372,7 @@ class SparkLoad:
 
     # --- a period --------------------------------------------------------------------------------------------------
 
-    def _period_step(self, claimed: Claimed, id_run: int, step: int, options: RunOptions) -> StepResult:
+    def _period_step(self, claimed: Claimed, done: SparkRun, step: int, options: RunOptions) -> StepResult:
         """Load a claimed period and mark it done, its status the last commit; leave it waiting when the extract
         does not cover it yet; or mark it failed."""
         id_process, fact_name, start, end = claimed
@@ -334,12 +383,14 @@ class SparkLoad:
             fact = self.mart.fact(fact_name)
             result = self._load_period(fact, start, end, options)
             status = result.status
+            if status is Status.DONE:
+                self._aggregates(done, fact, (start, end))
             message = result.error or result.note if status is not Status.DONE else None
             finished = datetime.now() if status is not Status.WAITING else None
             result.seconds = time.perf_counter() - began
-            self._record(id_run, step, result)
+            self._record(done, step, result)
             counts = {"rows_loaded": result.inserted} if status is Status.DONE else {"error_message": message}
-            mark(self.spark, table, name, id_process, id_run, status, finished_at=finished, **counts)
+            mark(self.spark, table, name, id_process, done.id_run, status, finished_at=finished, **counts)
         except Exception as error:  # noqa: BLE001 - any failure fails the period, and the run goes on
             if options.stop.requested:
                 # The failure is the stop cutting the load short: the period is queued again, not failed.
@@ -349,9 +400,16 @@ class SparkLoad:
             result.seconds = time.perf_counter() - began
             finished = datetime.now()
             mark(
-                self.spark, table, name, id_process, id_run, Status.FAILED, error_message=message, finished_at=finished
+                self.spark,
+                table,
+                name,
+                id_process,
+                done.id_run,
+                Status.FAILED,
+                error_message=message,
+                finished_at=finished,
             )
-            self._record(id_run, step, result)
+            self._record(done, step, result)
         options.reporter.step_finished(result)
         return result
 
@@ -402,8 +460,29 @@ class SparkLoad:
         files = extracts.find_files(extracts.folder, table.source)
         return read_staged(self.spark, files, reading, self.tables[table.staging])
 
-    def _record(self, id_run: int, step: int, result: StepResult) -> None:
-        record_step(self.spark, self._named(RUN_STEPS), self._named(REJECTS), id_run, step, result)
+    def _fact_days(self, fact: Fact) -> tuple[str, str]:
+        """A fact table's qualified name and its day column."""
+        day = day_column(self.tables[fact.name])
+        assert day is not None, f"{fact.name} is a fact table: it has a day column"
+        return self.name(fact.name), day
+
+    def _record(self, done: SparkRun, step: int, result: StepResult) -> None:
+        """Write a step to the run log, with those waiting for a write."""
+        done.unrecorded.append((step, result))
+        self._flush(done)
+
+    def _flush(self, done: SparkRun) -> None:
+        """Write the steps waiting for a write to the run log, in one commit to each of its tables."""
+        record_steps(self.spark, self._named(RUN_STEPS), self._named(REJECTS), done.id_run, done.unrecorded)
+        done.unrecorded.clear()
+
+    def _flush_after_failure(self, done: SparkRun) -> None:
+        """Write the steps waiting for a write, if the failure that ends the run leaves it possible: the run's
+        outcome is recorded either way."""
+        try:
+            self._flush(done)
+        except Exception:  # noqa: BLE001 - the run's own error is the one to raise
+            log.warning("run %d could not record its last steps", done.id_run, exc_info=True)
 
 
 def staged_columns(table: Dimension | Fact) -> tuple[Column, ...]:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame
 
-__all__ = ["replace_period", "wall_clock"]
+__all__ = ["replace_period", "span", "wall_clock"]
 
 
 def replace_period(
@@ -23,11 +23,17 @@ def replace_period(
     The predicate names the days as well as the times: Delta derives no partition filter from a TIMESTAMP_NTZ
     column, and without one it would read every file of the table, and conflict with a concurrent load of another
     day (ConcurrentAppendException). Its bounds are typed literals of Spark expressions: no text of it is SQL."""
+    rows.writeTo(table).overwrite(span(time_column, day_column, start, end))
+
+
+def span(time_column: str, day_column: str, start: datetime, end: datetime) -> Column:
+    """The rows of a fact table whose time is in [start, end), their days named too, so that Delta reads only
+    the files of those days."""
     from pyspark.sql.functions import col, lit
 
     time, day = col(time_column), col(day_column)
     days = (day >= lit(start.date())) & (day <= lit(_last_day(start, end)))
-    rows.writeTo(table).overwrite(days & (time >= wall_clock(start)) & (time < wall_clock(end)))
+    return days & (time >= wall_clock(start)) & (time < wall_clock(end))
 
 
 def _last_day(start: datetime, end: datetime) -> date:

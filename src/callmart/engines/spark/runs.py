@@ -4,7 +4,8 @@ runs that died found by their heartbeat, under Delta's optimistic concurrency as
 A run's id is the largest one + 1 with no sequence: an insert MERGE keyed on the id, so of two runs that read the
 same largest id, one inserts it and the other finds it taken (or conflicts) and reads again. A step's row and its
 reject rows replace those an earlier try of the same step wrote (Delta's replaceWhere), so a retried step leaves
-one set of rows.
+one set of rows; several steps go in one write (a run's dimension steps with its first period's), since each write
+is a commit of its own.
 
 A run shows that it lives by beating: a thread of its own sets `heartbeat_at` on its row every minute
 (`run_alive`), where PostgreSQL holds an advisory lock; a run whose heartbeat is older than `stale_after` is dead
@@ -12,9 +13,11 @@ A run shows that it lives by beating: a thread of its own sets `heartbeat_at` on
 
 from __future__ import annotations
 
+import functools
 import logging
+import operator
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -39,7 +42,7 @@ __all__ = [
     "alive",
     "beat",
     "finish_run",
-    "record_step",
+    "record_steps",
     "run_alive",
     "start_run",
 ]
@@ -102,29 +105,30 @@ def abandon_dead_runs(
 ) -> int:
     """Mark abandoned the runs other than `id_run` still recorded as running whose heartbeat is older than
     `stale_after` at `now`; return how many. One MERGE, matched again on the status: a run that finished since
-    keeps its outcome."""
+    keeps its outcome; none when no run is dead (most runs find none, and a read costs less than a commit)."""
     from pyspark.sql.functions import col, lit
 
     message = f"stopped without finishing; found by run {id_run}"
-
-    def attempt() -> int:
-        dead = (
-            spark.table(name)
-            .filter((col("status") == lit(Status.RUNNING.value)) & (col("id_run") != lit(id_run)))
-            .filter(~lives(now, stale_after))
-            .select(
-                "id_run",
-                lit(Status.RUNNING.value).alias("where_status"),
-                lit(Status.ABANDONED.value).alias("status"),
-                lit(message).alias("error_message"),
-            )
-        )
-        # No read first to skip an empty MERGE: the run's own heartbeat commits to this table every minute, and
-        # the longer the time between reading and committing, the likelier a conflict with it.
-        match = {"id_run": "id_run", "status": "where_status"}
-        return update_from(spark, name, dead, match, ["status", "error_message"])
-
-    return with_retries(attempt, f"abandoning the runs that died, for run {id_run}")
+    dead = (
+        spark.table(name)
+        .filter((col("status") == lit(Status.RUNNING.value)) & (col("id_run") != lit(id_run)))
+        .filter(~lives(now, stale_after))
+    )
+    if dead.isEmpty():
+        return 0
+    changes = dead.select(
+        "id_run",
+        lit(Status.RUNNING.value).alias("where_status"),
+        lit(Status.ABANDONED.value).alias("status"),
+        lit(message).alias("error_message"),
+    )
+    # The read above is not repeated before each try: the run's own heartbeat commits to this table, and the
+    # longer the time between reading and committing, the likelier a conflict with it.
+    match = {"id_run": "id_run", "status": "where_status"}
+    return with_retries(
+        lambda: update_from(spark, name, changes, match, ["status", "error_message"]),
+        f"abandoning the runs that died, for run {id_run}",
+    )
 
 
 # --- liveness ------------------------------------------------------------------------------------------------------
@@ -154,10 +158,13 @@ def run_alive(
     id_run: int,
     every: float = BEAT_EVERY,
     clock: Callable[[], datetime] = datetime.now,
+    just_started: bool = False,
 ) -> Iterator[None]:
-    """Within the block, run `id_run` beats: once on entry, then every `every` seconds from a daemon thread, which
-    stops on exit. A beat that fails is logged and the next one tried: a run is only found dead after several."""
-    beat(spark, name, id_run, clock())
+    """Within the block, run `id_run` beats: once on entry (not when it `just_started`: start_run's row holds its
+    heartbeat), then every `every` seconds from a daemon thread, which stops on exit. A beat that fails is logged
+    and the next one tried: a run is only found dead after several."""
+    if not just_started:
+        beat(spark, name, id_run, clock())
     stop = threading.Event()
 
     def beating() -> None:
@@ -179,32 +186,44 @@ def run_alive(
 # --- steps ---------------------------------------------------------------------------------------------------------
 
 
-def record_step(
+def record_steps(
     spark: SparkSession,
     steps: tuple[sa.Table, str],
     rejected: tuple[sa.Table, str],
     id_run: int,
-    step: int,
-    result: StepResult,
+    results: Sequence[tuple[int, StepResult]],
 ) -> None:
-    """Store a step's counts in the steps table and its reject rows in the rejects table (each a table and its
-    qualified name), in place of those an earlier try of the same step stored: its row is replaced by (id_run,
-    step); its reject rows, which name no step, by (id_run, table, period), which only that step writes."""
+    """Store steps' counts in the steps table and their reject rows in the rejects table (each a table and its
+    qualified name), one write to each, in place of those an earlier try of the same steps stored: a step's row is
+    replaced by (id_run, step); its reject rows, which name no step, by (id_run, table, period), which only that
+    step writes."""
     from pyspark.sql.functions import col, lit
 
+    if not results:
+        return
+    numbers = [step for step, _ in results]
     table, name = steps
-    frame = rows_frame(spark, table, [_step_row(id_run, step, result)])
-    this_step = (col("id_run") == lit(id_run)) & (col("step") == lit(step))
-    with_retries(lambda: frame.writeTo(name).overwrite(this_step), f"recording step {step} of run {id_run}")
+    frame = rows_frame(spark, table, [_step_row(id_run, step, result) for step, result in results])
+    these = (col("id_run") == lit(id_run)) & col("step").isin(numbers)
+    with_retries(lambda: frame.writeTo(name).overwrite(these), f"recording steps {numbers} of run {id_run}")
     table, name = rejected
-    found = result.rejects if result.rejects is not None else rejects.REJECT_SCHEMA.empty_table()
-    where = _step_rejects(id_run, result)
+    found = rejects.concat(
+        [
+            rejects.of_step(
+                result.rejects if result.rejects is not None else rejects.REJECT_SCHEMA.empty_table(),
+                id_run,
+                result.table,
+                result.period,
+            )
+            for _, result in results
+        ]
+    ).combine_chunks()  # one batch: pyspark made no rows of a table starting with empty batches
+    where = functools.reduce(operator.or_, (_step_rejects(id_run, result) for _, result in results))
     if not found.num_rows and not spark.table(name).filter(where).limit(1).count():
         return
-    rows = spark.createDataFrame(
-        rejects.of_step(found, id_run, result.table, result.period), schema=spark_schema(table, nullable=True)
-    )
-    with_retries(lambda: rows.writeTo(name).overwrite(where), f"recording the rejects of step {step} of run {id_run}")
+    rows = spark.createDataFrame(found, schema=spark_schema(table, nullable=True))
+    what = f"recording the rejects of steps {numbers} of run {id_run}"
+    with_retries(lambda: rows.writeTo(name).overwrite(where), what)
 
 
 def _step_row(id_run: int, step: int, result: StepResult) -> dict[str, object]:
