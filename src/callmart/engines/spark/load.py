@@ -2,7 +2,8 @@
 loaded, each step recorded in the run log, as api.Callmart.run does on SQL engines.
 
 A step is a chain of idempotent Delta commits, the period's status last (docs/spark.md, "How the loads plug in"):
-inferred members, the period's rows (one replaceWhere), the step's run log lines, then `done`. A crash before the
+inferred members, the period's rows (one replaceWhere), the conversion aggregates of its days, the step's run log
+lines (with those of the run's dimension steps, written once), then `done`. A crash before the
 status leaves the period running; a later run frees it and writes the same rows again.
 
 Engine code sits below the schema, staging and extract modules: the caller passes the tables (by name), callmart's
@@ -10,8 +11,8 @@ file listing and reader (extract.find_files, read_source) and its doubts (stage.
 operations around it decide (RunOptions): when to stop, whether a dimension's sources changed, whether the
 extract covers a period, the step of rows no period could place.
 
-At its end the run writes the conversion aggregates of the days it touched (aggregates.py). Not here yet: the
-lift."""
+At its end the run writes the aggregates of the days the changed logins reach that no period rewrote
+(aggregates.py). Not here yet: the lift."""
 
 from __future__ import annotations
 
