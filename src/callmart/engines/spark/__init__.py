@@ -20,7 +20,7 @@ from ..hints import PARTITIONED_BY_DAY
 from .replace import replace_period
 from .session import open_session
 from .sql import qualified
-from .tables import Changes, create_tables, day_column
+from .tables import Changes, create_tables, fact_day_column
 from .url import DEFAULT_DATABASE, SCHEMES, SparkUrl
 
 if TYPE_CHECKING:
@@ -80,8 +80,6 @@ class Spark(Engine):
 
     def replace_period(self, rows: DataFrame, table: sa.Table, url: SparkUrl, start: datetime, end: datetime) -> None:
         """Put `rows` in place of the rows of [start, end) of a fact table, in one Delta commit."""
-        day = day_column(table)
-        if day is None:
-            raise ValueError(f"{table.name} is not a fact table: its info names no {PARTITIONED_BY_DAY} column")
+        day = fact_day_column(table)
         name = qualified(url.catalog, url.database, table.name)
         replace_period(rows, name, table.info[PARTITIONED_BY_DAY], day, start, end)

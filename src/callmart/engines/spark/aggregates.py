@@ -37,9 +37,9 @@ from ...aggregates import (
 )
 from ...declare import UNKNOWN, Mart
 from .control import rows_frame, with_retries
-from .replace import span
+from .replace import span, wall_clock
 from .sql import qualified
-from .tables import day_column
+from .tables import fact_day_column
 from .url import SparkUrl
 
 if TYPE_CHECKING:
@@ -118,9 +118,9 @@ def _every_day(spark: SparkSession, mart: Mart, url: SparkUrl, tables: Mapping[s
     """The days of the fact table's calls."""
 
     fact = conversion_fact(mart)
-    day = day_column(tables[fact.name])
+    day = fact_day_column(tables[fact.name])
     found = spark.table(qualified(url.catalog, url.database, fact.name)).select(day).distinct().collect()
-    return sorted(row[0] for row in found if row[0] is not None) if day else []
+    return sorted(row[0] for row in found if row[0] is not None)
 
 
 def _calls(
@@ -132,8 +132,7 @@ def _calls(
     metric = conversion_metric(mart)
     fact = conversion_fact(mart)
     logins = mart.dimension(metric.events)
-    day = day_column(tables[fact.name])
-    assert day is not None, f"{fact.name} is a fact table: it has a day column"
+    day = fact_day_column(tables[fact.name])
     ranges = list(ranges)
     in_days = functools.reduce(
         operator.or_, (span(metric.fact_time, day, midnight(start), midnight(end)) for start, end in ranges)
@@ -142,7 +141,7 @@ def _calls(
     # A call's login is at or after the call: no login before the first day can be one.
     first = midnight(min(start for start, _ in ranges))
     events = spark.table(qualified(url.catalog, url.database, logins.name))
-    events = events.where(F.col(metric.event_time) >= F.lit(first)).alias("e")
+    events = events.where(F.col(metric.event_time) >= wall_clock(first)).alias("e")
     call_time, login_time = F.col(f"c.{metric.fact_time}"), F.col(f"e.{metric.event_time}")
     joined = calls.join(events, F.col(f"c.{metric.column}") == F.col(f"e.{logins.key}"), "left")
     return joined.select(

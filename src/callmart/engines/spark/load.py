@@ -56,7 +56,7 @@ from .reading import Period, ReadSource, SourceReading, StagedFrames, read_stage
 from .runs import abandon_dead_runs, finish_run, record_steps, run_alive, start_run
 from .sources import is_current, remember
 from .sql import qualified
-from .tables import day_column
+from .tables import fact_day_column
 from .url import SparkUrl
 
 if TYPE_CHECKING:
@@ -463,9 +463,7 @@ class SparkLoad:
 
     def _fact_days(self, fact: Fact) -> tuple[str, str]:
         """A fact table's qualified name and its day column."""
-        day = day_column(self.tables[fact.name])
-        assert day is not None, f"{fact.name} is a fact table: it has a day column"
-        return self.name(fact.name), day
+        return self.name(fact.name), fact_day_column(self.tables[fact.name])
 
     def _record(self, done: SparkRun, step: int, result: StepResult) -> None:
         """Write a step to the run log, with those waiting for a write."""

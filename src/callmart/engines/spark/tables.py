@@ -39,6 +39,7 @@ __all__ = [
     "Changes",
     "create_tables",
     "day_column",
+    "fact_day_column",
     "spark_schema",
     "spark_type",
     "spark_type_name",
@@ -103,6 +104,14 @@ def day_column(table: sa.Table) -> str | None:
     """The generated day column of a fact table, None for other tables."""
     time = table.info.get(PARTITIONED_BY_DAY)
     return f"{time}{DAY_SUFFIX}" if time else None
+
+
+def fact_day_column(table: sa.Table) -> str:
+    """The day column of a fact table; a ValueError for another table."""
+    day = day_column(table)
+    if day is None:
+        raise ValueError(f"{table.name} is not a fact table: its info names no {PARTITIONED_BY_DAY} column")
+    return day
 
 
 def spark_schema(table: sa.Table, nullable: bool = False) -> StructType:
