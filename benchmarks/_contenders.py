@@ -352,6 +352,8 @@ SPARK_LAPPED = (
     "period_rows",
     "record_steps",
     "refresh_aggregates",
+    "refresh_lift",
+    "rebase_lift",
     "mark",
     "finish_run",
     "is_current",

@@ -78,8 +78,8 @@ SPARK_NOTES = {
         "executors registered), then is timed; the session's start is in neither timing. callmart on Spark: "
         "SparkLoad's init and a run (untimed) for the dimensions, then enqueue + run timed, as on the SQL engines; "
         "its dimensions are skipped when unchanged where the run takes their digests (RunOptions), its executors "
-        "start Python workers for the reader, and it writes the day's conversion aggregates before its status (no "
-        "lift: not on Spark yet)"
+        "start Python workers for the reader, and it writes the day's conversion aggregates and lift before its "
+        "status"
     ),
     "spark memory": "Spark works in JVMs (the driver's, the executors'): the Python client's peak RSS says nothing",
     "spark cores": "rows/s per core: over the executors' cores, local[N]: N; cluster: workers x 1 core",

@@ -20,8 +20,16 @@ from callmart import Callmart
 from callmart.aggregates import COMPUTED_AT
 from callmart.analytics import Touched, rebuild_aggregates
 from callmart.declare import Mart
-from callmart.lift import AGG_LIFT_AGENT, AGG_LIFT_CAMPAIGN, AGG_LIFT_DAILY, LIFTS, lift_tables, lift_values
-from callmart.lift_analytics import affected_days, lift_tables_of
+from callmart.lift import (
+    AGG_LIFT_AGENT,
+    AGG_LIFT_CAMPAIGN,
+    AGG_LIFT_DAILY,
+    LIFTS,
+    affected_days,
+    lift_tables,
+    lift_values,
+)
+from callmart.lift_analytics import lift_tables_of
 from callmart.mart import MART
 from callmart.mart.sample import generate
 from callmart.schema import Schema

@@ -26,6 +26,8 @@ from callmart.engines.spark.control import enqueue
 from callmart.engines.spark.load import SparkLoad
 from callmart.engines.spark.sql import qualified
 from callmart.extract import find_files, read_source
+from callmart.lift import AGG_LIFT_DAILY, EFFECTIVE_CALLS, SHORT_CALLS, lift_tables
+from callmart.lift import CUSTOMERS as CUSTOMERS_COUNTED
 from callmart.mart import MART
 from callmart.mart.sample import generate
 from callmart.progress import StepResult
@@ -185,6 +187,18 @@ def test_the_control_table_and_the_run_log_agree(first: FirstLoad) -> None:
     assert marts.agree(REJECTS, rejected.split())
 
 
+def test_the_aggregates_and_the_lift_are_duckdbs(first: FirstLoad) -> None:
+    marts = first.marts
+    for table in [*aggregate_tables(sa.MetaData()), *lift_tables(sa.MetaData())]:
+        marts.agree(table.name, [c.name for c in table.columns if c.name != COMPUTED_AT])
+    # Each day's lift was written by its period's load, among the customers then known; later periods inferred
+    # more: every day counts among the customers the mart holds at the end.
+    customers = marts.delta_rows("dim_clientes", ["key_cliente"])
+    lift = marts.delta_rows(AGG_LIFT_DAILY, ["dia", CUSTOMERS_COUNTED, SHORT_CALLS.share.counted])
+    assert len(lift) == DAYS and {row[1] for row in lift} == {len(customers) - 1}
+    assert sum(row[2] for row in lift) > 0
+
+
 def test_a_day_loaded_again_leaves_the_same_rows(first: FirstLoad) -> None:
     marts = first.marts
     assert queue(marts, FIRST + timedelta(days=1), 1, force=True) == {"added": 0, "requeued": 1, "skipped": 0}
@@ -246,11 +260,16 @@ def test_the_real_extracts_give_duckdbs_mart_through_the_api(
         # The comparison means something: the days' calls, some of which met their first login.
         assert len(expected[FACT.name]) > 100
         assert sum(row[-1] is not None for row in expected[FACT.name]) > 10
-        # The conversion aggregates of those days, all but when each row was computed.
-        for table in aggregate_tables(sa.MetaData()):
+        # The conversion aggregates and the lift of those days, all but when each row was computed: the lift's
+        # customers are those after the last period's inferred members, every day's brought to them at the end.
+        for table in [*aggregate_tables(sa.MetaData()), *lift_tables(sa.MetaData())]:
             columns = [c.name for c in table.columns if c.name != COMPUTED_AT]
             assert select(delta, table.name, *columns) == select(duck, table.name, *columns), table.name
         conversions = select(duck, AGG_DAILY, "conversiones")
         assert len(conversions) > 10 and sum(row[0] for row in conversions) > 10
+        counts = (EFFECTIVE_CALLS.converted, SHORT_CALLS.share.counted, CUSTOMERS_COUNTED)
+        lift = select(duck, AGG_LIFT_DAILY, "dia", *counts)
+        assert len(lift) >= len(SEED_DAYS) and sum(row[1] for row in lift) > 10 and sum(row[2] for row in lift) > 10
+        assert len({row[3] for row in lift}) == 1 and lift[0][3] > 100
     finally:
         spark_database.session.sql("DROP DATABASE IF EXISTS callmart_seed CASCADE")

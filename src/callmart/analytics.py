@@ -41,7 +41,8 @@ from .aggregates import (
 )
 from .declare import Dimension
 from .dimension import CHANGED, NEW, NEW_VERSION
-from .lift_analytics import affected_days, lift_of_days, lift_rebased, lift_tables_of
+from .lift import affected_days
+from .lift_analytics import lift_of_days, lift_rebased, lift_tables_of
 from .schema import Schema
 
 __all__ = [

@@ -1,19 +1,30 @@
 """The lift aggregates' declarations: the conversion of effective calls set against two baselines (calls that
 reached the customer but were short, customers not called), by day, by day and campaign, by day and agent, with
-the interval of each difference."""
+the interval of each difference; and how every engine makes the tables' rows from the counts it made."""
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import sqlalchemy as sa
 
-from .aggregates import AGENT, CAMPAIGN, GRAIN, Aggregate, Measure, Settings, aggregate_rows, aggregate_table
+from .aggregates import (
+    AGENT,
+    CAMPAIGN,
+    GRAIN,
+    Aggregate,
+    Measure,
+    Settings,
+    aggregate_rows,
+    aggregate_table,
+    day_ranges,
+)
 from .declare import FirstEventWithin
 from .stats import newcombe, proportion
 
@@ -22,19 +33,26 @@ __all__ = [
     "AGG_LIFT_CAMPAIGN",
     "AGG_LIFT_DAILY",
     "BASELINES",
+    "COUNTED",
     "COUNTS",
     "CUSTOMERS",
     "EFFECTIVE_CALLS",
+    "FINEST_GRAIN",
     "LIFTS",
     "NOT_CALLED",
     "SHORT_CALLS",
     "TOO_FEW",
+    "affected_days",
     "Baseline",
-    "Share",
+    "days_spanned",
+    "groups_table",
+    "lift_rebased_days",
     "lift_rows",
+    "lift_rows_of",
     "lift_tables",
     "lift_values",
     "rebased",
+    "Share",
     "short_call_metric",
 ]
 
@@ -263,3 +281,81 @@ def lift_rows(
 ) -> list[dict[str, Any]]:
     """The lift table's rows of groups given by their grain and COUNTS."""
     return aggregate_rows(aggregate, settings, lift_values(groups), at)
+
+
+FINEST_GRAIN = ("dia", CAMPAIGN, AGENT)
+"""The finest grain counted in the database; the lift tables' grains are summed from it."""
+_CALL_COUNTS = (EFFECTIVE_CALLS, SHORT_CALLS.share)
+COUNTED = (*FINEST_GRAIN, *(name for s in _CALL_COUNTS for name in (s.counted, s.converted)))
+"""What the database counts per day, campaign and agent."""
+_OF_DAY = (CUSTOMERS, NOT_CALLED.share.counted, NOT_CALLED.share.converted)
+"""The day's counts, the same on each of its rows."""
+
+
+def affected_days(start: datetime, end: datetime, window: timedelta) -> list[date]:
+    """The days whose lift calls of [start, end) count in: their own days (effective and short calls), and the days
+    whose midnight falls within the window after one of them (customers not called)."""
+    last = end - timedelta(microseconds=1) + window
+    return [start.date() + timedelta(days=n) for n in range((last.date() - start.date()).days + 1)]
+
+
+def days_spanned(window: timedelta) -> int:
+    """The most midnights a window can hold: its length in days, rounded up."""
+    return -(-window // timedelta(days=1))
+
+
+def groups_table(
+    counted: Sequence[Mapping[Any, Any]], present: int, per_day: Mapping[date, tuple[int, int]]
+) -> pa.Table:
+    """The finest grain's rows as the lift tables are summed from: the calls counted per day, campaign and agent
+    (COUNTED's columns), each with its day's customers among the `present` ones, not called and converted
+    (`per_day`: the customers called in the window before the day's midnight, and the conversions of those not
+    called; a day missing from it has none)."""
+    columns: dict[str, list[Any]] = {name: [row[name] for row in counted] for name in COUNTED}
+    days = [per_day.get(row["dia"], (0, 0)) for row in counted]
+    columns[CUSTOMERS] = [present] * len(counted)
+    columns[NOT_CALLED.share.counted] = [present - called for called, _ in days]
+    columns[NOT_CALLED.share.converted] = [converted for _, converted in days]
+    return _table(columns, len(counted))
+
+
+def _table(columns: dict[str, list[Any]], rows: int) -> pa.Table:
+    """The counts as an Arrow table of the finest grain (no rows when `columns` is empty)."""
+    types = {"dia": pa.date32(), CAMPAIGN: pa.string(), AGENT: pa.int32()}
+    return pa.table(
+        {n: pa.array(columns.get(n, [None] * rows), types.get(n, pa.int64())) for n in (*COUNTED, *_OF_DAY)}
+    )
+
+
+def _summed(groups: pa.Table, grain: Iterable[str]) -> list[dict[str, Any]]:
+    """The groups' counts summed to a coarser grain; the day's customers not called stay the day's."""
+    keys = list(grain)
+    summed = [(n, "sum") for s in _CALL_COUNTS for n in (s.counted, s.converted)]
+    # The day's figure is on each of its rows: any of them is it.
+    kept = [(n, "max") for n in _OF_DAY]
+    table = groups.group_by(keys, use_threads=False).aggregate([*summed, *kept])
+    rows: list[dict[str, Any]] = table.rename_columns(
+        [n.removesuffix("_sum").removesuffix("_max") for n in table.column_names]
+    ).to_pylist()
+    return rows
+
+
+def lift_rows_of(groups: pa.Table, settings: Settings, at: datetime) -> list[list[dict[str, Any]]]:
+    """The rows of each lift table, in LIFTS order, from the finest grain's counts (groups_table)."""
+    return [
+        lift_rows(aggregate, settings, _summed(groups, (g.name for g in aggregate.grain)), at) for aggregate in LIFTS
+    ]
+
+
+def lift_rebased_days(
+    name: str, settings: Settings, stale: Sequence[Mapping[Any, Any]], present: int, at: datetime
+) -> list[tuple[date, date, list[dict[str, Any]]]]:
+    """The stored rows of the lift table `name` counted among another number of customers, counted again among
+    `present`, as (first day, day after the last, rows) for each run of consecutive days."""
+    aggregate = next(a for a in LIFTS if a.name == name)
+    rows = rebased(stale, present)
+    found = []
+    for start, end in day_ranges(row["dia"] for row in rows):
+        of_days = [row for row in rows if start <= row["dia"] < end]
+        found.append((start, end, lift_rows(aggregate, settings, of_days, at)))
+    return found

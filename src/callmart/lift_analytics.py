@@ -4,7 +4,6 @@ per day, campaign and agent, and the customers not called per day; the rates and
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
 from datetime import date, datetime, timedelta
 from typing import Any
 
@@ -12,14 +11,11 @@ import pyarrow as pa
 import sqlalchemy as sa
 
 from .aggregates import (
-    AGENT,
-    CAMPAIGN,
     THRESHOLD,
     WINDOW,
     Settings,
     conversion_fact,
     conversion_metric,
-    day_ranges,
     grain_values,
     midnight,
 )
@@ -28,26 +24,20 @@ from .lift import (
     AGG_LIFT_DAILY,
     CUSTOMERS,
     EFFECTIVE_CALLS,
+    FINEST_GRAIN,
     LIFTS,
-    NOT_CALLED,
     SHORT_CALLS,
-    lift_rows,
+    days_spanned,
+    groups_table,
+    lift_rebased_days,
+    lift_rows_of,
     lift_tables,
-    rebased,
     short_call_metric,
 )
 from .metric import entities, entity_events, fact_entities, first_events
 from .schema import Schema
 
-__all__ = ["affected_days", "customers", "lift_groups", "lift_of_days", "lift_rebased", "lift_tables_of"]
-
-_GRAIN = ("dia", CAMPAIGN, AGENT)
-"""The finest grain counted in the database; the lift tables' grains are summed from it."""
-_CALL_COUNTS = (EFFECTIVE_CALLS, SHORT_CALLS.share)
-_COUNTED = (*_GRAIN, *(name for s in _CALL_COUNTS for name in (s.counted, s.converted)))
-"""What the database counts per day, campaign and agent."""
-_OF_DAY = (CUSTOMERS, NOT_CALLED.share.counted, NOT_CALLED.share.converted)
-"""The day's counts, the same on each of its rows."""
+__all__ = ["customers", "lift_groups", "lift_of_days", "lift_rebased", "lift_tables_of"]
 
 
 def lift_tables_of(schema: Schema) -> list[sa.Table]:
@@ -55,13 +45,6 @@ def lift_tables_of(schema: Schema) -> list[sa.Table]:
     if AGG_LIFT_DAILY in schema.tables:
         return [schema[aggregate.name] for aggregate in LIFTS]
     return lift_tables(sa.MetaData(schema=schema.name))
-
-
-def affected_days(start: datetime, end: datetime, window: timedelta) -> list[date]:
-    """The days whose lift calls of [start, end) count in: their own days (effective and short calls), and the days
-    whose midnight falls within the window after one of them (customers not called)."""
-    last = end - timedelta(microseconds=1) + window
-    return [start.date() + timedelta(days=n) for n in range((last.date() - start.date()).days + 1)]
 
 
 def _metric(schema: Schema, settings: Settings) -> FirstEventWithin:
@@ -98,7 +81,7 @@ def _call_counts(schema: Schema, settings: Settings, start: date, end: date) -> 
     grain = grain_values(fact, metric.fact_time)
     return (
         sa.select(
-            *(grain[name].label(name) for name in _GRAIN),
+            *(grain[name].label(name) for name in FINEST_GRAIN),
             _count_if(effective).label(EFFECTIVE_CALLS.counted),
             _count_if(sa.and_(effective, fact.c[metric.column].is_not(None))).label(EFFECTIVE_CALLS.converted),
             _count_if(short).label(SHORT_CALLS.share.counted),
@@ -106,13 +89,8 @@ def _call_counts(schema: Schema, settings: Settings, start: date, end: date) -> 
         )
         .select_from(fact.outerjoin(firsts, firsts.c.fact_key == fact.c[declared.key]))
         .where(*in_days)
-        .group_by(*(grain[name] for name in _GRAIN))
+        .group_by(*(grain[name] for name in FINEST_GRAIN))
     )
-
-
-def _days_spanned(window: timedelta) -> int:
-    """The most midnights a window can hold: its length in days, rounded up."""
-    return -(-window // timedelta(days=1))
 
 
 def _offsets(first: int, last: int) -> sa.Values:
@@ -130,7 +108,7 @@ def _not_called(schema: Schema, settings: Settings, start: date, end: date) -> s
     # d from the day after t's to the day of t + window. Each call is paired with those few days by an offset, not
     # compared with every day: one pass over the calls, however many days. The constant bounds on the times let the
     # database read only the days before the span's last (PostgreSQL: their partitions).
-    after = _offsets(1, _days_spanned(window))
+    after = _offsets(1, days_spanned(window))
     calls, called_entity = fact_entities(schema, metric, fact)
     called_day = sa.cast(when, sa.Date) + after.c.days
     called = (
@@ -148,7 +126,7 @@ def _not_called(schema: Schema, settings: Settings, start: date, end: date) -> s
         .cte("called")
     )
     # A login at t is within the window after day d's midnight when d is from the day after t - window's to t's.
-    before = _offsets(0, _days_spanned(window) - 1)
+    before = _offsets(0, days_spanned(window) - 1)
     events = entity_events(schema, metric)
     login = events.c[metric.event_time]
     logged_day = sa.cast(login, sa.Date) - before.c.days
@@ -192,50 +170,21 @@ def lift_groups(conn: sa.Connection, schema: Schema, settings: Settings, start: 
     customers not called."""
     counted = conn.execute(_call_counts(schema, settings, start, end)).mappings().all()
     if not counted:
-        return _table({}, 0)
+        return groups_table(counted, 0, {})
     present = conn.execute(sa.select(customers(schema, settings))).scalar_one()
     # Only the days with calls have rows: a load's last days usually have none yet.
     days_with_calls = [row["dia"] for row in counted]
     not_called = _not_called(schema, settings, min(days_with_calls), max(days_with_calls) + timedelta(days=1))
     per_day = {dia: (int(called), int(converted)) for dia, called, converted in conn.execute(not_called)}
-    columns: dict[str, list[Any]] = {name: [row[name] for row in counted] for name in _COUNTED}
-    days = [per_day.get(row["dia"], (0, 0)) for row in counted]
-    columns[CUSTOMERS] = [present] * len(counted)
-    columns[NOT_CALLED.share.counted] = [present - called for called, _ in days]
-    columns[NOT_CALLED.share.converted] = [converted for _, converted in days]
-    return _table(columns, len(counted))
-
-
-def _table(columns: dict[str, list[Any]], rows: int) -> pa.Table:
-    """The counts as an Arrow table of the finest grain (no rows when `columns` is empty)."""
-    types = {"dia": pa.date32(), CAMPAIGN: pa.string(), AGENT: pa.int32()}
-    return pa.table(
-        {n: pa.array(columns.get(n, [None] * rows), types.get(n, pa.int64())) for n in (*_COUNTED, *_OF_DAY)}
-    )
-
-
-def _summed(groups: pa.Table, grain: Iterable[str]) -> list[dict[str, Any]]:
-    """The groups' counts summed to a coarser grain; the day's customers not called stay the day's."""
-    keys = list(grain)
-    summed = [(n, "sum") for s in _CALL_COUNTS for n in (s.counted, s.converted)]
-    # The day's figure is on each of its rows: any of them is it.
-    kept = [(n, "max") for n in _OF_DAY]
-    table = groups.group_by(keys, use_threads=False).aggregate([*summed, *kept])
-    rows: list[dict[str, Any]] = table.rename_columns(
-        [n.removesuffix("_sum").removesuffix("_max") for n in table.column_names]
-    ).to_pylist()
-    return rows
+    return groups_table(counted, present, per_day)
 
 
 def lift_of_days(
     conn: sa.Connection, schema: Schema, settings: Settings, start: date, end: date, at: datetime
 ) -> list[tuple[sa.Table, list[dict[str, Any]]]]:
     """Each lift table and its rows for the days [start, end) that have calls."""
-    groups = lift_groups(conn, schema, settings, start, end)
-    return [
-        (table, lift_rows(aggregate, settings, _summed(groups, (g.name for g in aggregate.grain)), at))
-        for aggregate, table in zip(LIFTS, lift_tables_of(schema), strict=True)
-    ]
+    rows = lift_rows_of(lift_groups(conn, schema, settings, start, end), settings, at)
+    return list(zip(lift_tables_of(schema), rows, strict=True))
 
 
 def lift_rebased(
@@ -246,7 +195,7 @@ def lift_rebased(
     without reading calls or logins."""
     present = conn.execute(sa.select(customers(schema, settings))).scalar_one()
     found = []
-    for aggregate, table in zip(LIFTS, lift_tables_of(schema), strict=True):
+    for table in lift_tables_of(schema):
         stale = conn.execute(
             sa.select(table)
             .where(
@@ -256,8 +205,5 @@ def lift_rebased(
             )
             .order_by(table.c.dia)
         ).mappings()
-        rows = rebased(stale.all(), present)
-        for start, end in day_ranges(row["dia"] for row in rows):
-            of_days = [row for row in rows if start <= row["dia"] < end]
-            found.append((table, start, end, lift_rows(aggregate, settings, of_days, at)))
+        found += [(table, *of_days) for of_days in lift_rebased_days(table.name, settings, stale.all(), present, at)]
     return found

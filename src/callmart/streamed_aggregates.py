@@ -33,7 +33,7 @@ from .aggregates import (
 )
 from .analytics import aggregates_of, has_aggregates, has_lift, midnight, write_days, write_lift
 from .declare import UNKNOWN, Fact, FirstEventWithin
-from .lift_analytics import affected_days
+from .lift import affected_days
 from .metric import SECONDS_TO_EVENT
 from .schema import Schema
 

@@ -36,6 +36,7 @@ from ...aggregates import (
     midnight,
 )
 from ...declare import UNKNOWN, Mart
+from ...lift import affected_days
 from .control import rows_frame, with_retries
 from .replace import span, wall_clock
 from .sql import qualified
@@ -45,29 +46,36 @@ from .url import SparkUrl
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
 
-__all__ = ["AggregateDays", "refresh_aggregates"]
+__all__ = ["AggregateDays", "fact_days", "of_settings", "refresh_aggregates", "replace_days"]
 
 _MICROS = 1_000_000
 
 
 class AggregateDays:
-    """The days whose aggregates a run may have changed: those of the periods it loaded, and those whose calls
-    could meet the events (logins) that changed."""
+    """The days whose aggregates, and whose lift, a run may have changed: those of the periods it loaded (and, for
+    the lift, the days their calls count in), and those whose calls could meet the events (logins) that changed."""
 
     def __init__(self, window: timedelta) -> None:
         self.window = window
         self.days: set[date] = set()
+        self.lift_days: set[date] = set()
 
     def add_period(self, start: datetime, end: datetime) -> None:
         """A loaded period [start, end)."""
-        self._add(start.date(), (end - timedelta(microseconds=1)).date())
+        self.days.update(_days(start.date(), (end - timedelta(microseconds=1)).date()))
+        self.lift_days.update(affected_days(start, end, self.window))
 
     def add_events(self, first: datetime, last: datetime) -> None:
-        """Events of [first, last] that changed: a call meets an event in [its time, its time + window)."""
-        self._add((first - self.window).date(), last.date())
+        """Events of [first, last] that changed: a call meets an event in [its time, its time + window), and a
+        day's customers not called meet one in [its midnight, midnight + window): the same days."""
+        reached = _days((first - self.window).date(), last.date())
+        self.days.update(reached)
+        self.lift_days.update(reached)
 
-    def _add(self, first: date, last: date) -> None:
-        self.days.update(first + timedelta(days=n) for n in range((last - first).days + 1))
+
+def _days(first: date, last: date) -> list[date]:
+    """Every day from first to last, both included."""
+    return [first + timedelta(days=n) for n in range((last - first).days + 1)]
 
 
 def refresh_aggregates(
@@ -84,8 +92,8 @@ def refresh_aggregates(
     from pyspark.sql import functions as F
 
     daily = qualified(url.catalog, url.database, AGG_DAILY)
-    stored = spark.table(daily).where(_of_settings(settings))
-    days = sorted(touched.days) if not stored.isEmpty() else _every_day(spark, mart, url, tables)
+    stored = spark.table(daily).where(of_settings(settings))
+    days = sorted(touched.days) if not stored.isEmpty() else fact_days(spark, mart, url, tables)
     if not days:
         return days
     ranges = day_ranges(days)
@@ -96,25 +104,25 @@ def refresh_aggregates(
         table = tables[aggregate.name]
         name = qualified(url.catalog, url.database, aggregate.name)
         frame = rows_frame(spark, table, rows)
-        these = _of_settings(settings) & functools.reduce(
+        these = of_settings(settings) & functools.reduce(
             operator.or_, ((F.col("dia") >= F.lit(start)) & (F.col("dia") < F.lit(end)) for start, end in ranges)
         )
-        with_retries(functools.partial(_replace_days, frame, name, these), f"writing {aggregate.name}")
+        with_retries(functools.partial(replace_days, frame, name, these), f"writing {aggregate.name}")
     return days
 
 
-def _replace_days(rows: DataFrame, name: str, days: Column) -> None:
+def replace_days(rows: DataFrame, name: str, days: Column) -> None:
     """The rows in place of the table's rows of those days, in one commit."""
     rows.writeTo(name).overwrite(days)
 
 
-def _of_settings(settings: Settings) -> Column:
+def of_settings(settings: Settings) -> Column:
     from pyspark.sql import functions as F
 
     return (F.col(THRESHOLD) == F.lit(settings.threshold)) & (F.col(WINDOW) == F.lit(settings.window_seconds))
 
 
-def _every_day(spark: SparkSession, mart: Mart, url: SparkUrl, tables: Mapping[str, sa.Table]) -> list[date]:
+def fact_days(spark: SparkSession, mart: Mart, url: SparkUrl, tables: Mapping[str, sa.Table]) -> list[date]:
     """The days of the fact table's calls."""
 
     fact = conversion_fact(mart)

@@ -58,8 +58,12 @@ if TYPE_CHECKING:
 __all__ = [
     "arrow_frame",
     "duplicate_rows",
+    "entity_dimension",
+    "entity_events",
+    "fact_entities",
     "inferred_members",
     "insert_inferred",
+    "later",
     "period_rows",
     "with_key",
     "with_metric",
@@ -239,14 +243,14 @@ def with_metric(
     events = mart.dimension(metric.events)
     window = int(metric.window.total_seconds() * 1_000_000)
     event_time = F.col(metric.event_time)
-    found = _entity_events(spark, mart, url, metric).where(
-        (event_time >= wall_clock(start)) & (event_time < _plus(wall_clock(end), window))
+    found = entity_events(spark, mart, url, metric).where(
+        (event_time >= wall_clock(start)) & (event_time < later(wall_clock(end), window))
     )
     qualifying = rows.where(
         (F.col(metric.threshold_column) >= F.lit(metric.threshold))
         & (F.col(metric.fact_entity) != F.lit(DEFAULT_MEMBER_ID))
     )
-    facts = _fact_entities(spark, mart, url, metric, qualifying).select(
+    facts = fact_entities(spark, mart, url, metric, qualifying).select(
         F.col(fact.key).alias("callmart_fact_key"), F.col(metric.fact_time).alias("callmart_fact_time"), "entity"
     )
     fact_time = F.col("callmart_fact_time")
@@ -254,7 +258,7 @@ def with_metric(
         found,
         (F.col("callmart_entity") == F.col("entity"))
         & (event_time >= fact_time)
-        & (event_time < _plus(fact_time, window)),
+        & (event_time < later(fact_time, window)),
     )
     order = Window.partitionBy("callmart_fact_key").orderBy(event_time, F.col(events.business_key))
     firsts = (
@@ -265,21 +269,21 @@ def with_metric(
     return rows.join(firsts, on=fact.key, how="left")
 
 
-def _plus(time: Column, microseconds: int) -> Column:
+def later(time: Column, microseconds: int) -> Column:
     """A time that many microseconds later."""
     from pyspark.sql.functions import lit, timestamp_add
 
     return timestamp_add("MICROSECOND", lit(microseconds), time)
 
 
-def _entity_dimension(mart: Mart, metric: FirstEventWithin) -> Dimension:
+def entity_dimension(mart: Mart, metric: FirstEventWithin) -> Dimension:
     """The dimension both sides' entity keys point at (customers, for calls and logins)."""
     events = mart.dimension(metric.events)
     reference = next(r for r in events.references if r.column == metric.event_entity)
     return mart.dimension(reference.dimension)
 
 
-def _entity_events(spark: SparkSession, mart: Mart, url: SparkUrl, metric: FirstEventWithin) -> DataFrame:
+def entity_events(spark: SparkSession, mart: Mart, url: SparkUrl, metric: FirstEventWithin) -> DataFrame:
     """The events (key, business id, time) with `callmart_entity`, the same for every version of a member: the
     surrogate key when the entity dimension keeps no history, else its business id."""
     from pyspark.sql import functions as F
@@ -287,7 +291,7 @@ def _entity_events(spark: SparkSession, mart: Mart, url: SparkUrl, metric: First
     events = mart.dimension(metric.events)
     table = spark.table(qualified(url.catalog, url.database, events.name))
     columns = [F.col(events.key), F.col(events.business_key), F.col(metric.event_time)]
-    entity = _entity_dimension(mart, metric)
+    entity = entity_dimension(mart, metric)
     if not entity.keeps_history:
         return table.select(*columns, F.col(metric.event_entity).alias("callmart_entity"))
     members = spark.table(qualified(url.catalog, url.database, entity.name)).select(
@@ -296,13 +300,13 @@ def _entity_events(spark: SparkSession, mart: Mart, url: SparkUrl, metric: First
     return table.join(members, F.col(metric.event_entity) == F.col(_KEY)).select(*columns, "callmart_entity")
 
 
-def _fact_entities(
+def fact_entities(
     spark: SparkSession, mart: Mart, url: SparkUrl, metric: FirstEventWithin, rows: DataFrame
 ) -> DataFrame:
     """The rows with `entity`, comparable with the events' `callmart_entity`."""
     from pyspark.sql import functions as F
 
-    entity = _entity_dimension(mart, metric)
+    entity = entity_dimension(mart, metric)
     if not entity.keeps_history:
         return rows.withColumn("entity", F.col(metric.fact_entity))
     members = spark.table(qualified(url.catalog, url.database, entity.name)).select(

@@ -2,8 +2,8 @@
 loaded, each step recorded in the run log, as api.Callmart.run does on SQL engines.
 
 A step is a chain of idempotent Delta commits, the period's status last (docs/spark.md, "How the loads plug in"):
-inferred members, the period's rows (one replaceWhere), the conversion aggregates of its days, the step's run log
-lines (with those of the run's dimension steps, written once), then `done`. A crash before the
+inferred members, the period's rows (one replaceWhere), the conversion aggregates and the lift of its days, the
+step's run log lines (with those of the run's dimension steps, written once), then `done`. A crash before the
 status leaves the period running; a later run frees it and writes the same rows again.
 
 Engine code sits below the schema, staging and extract modules: the caller passes the tables (by name), callmart's
@@ -12,7 +12,7 @@ operations around it decide (RunOptions): when to stop, whether a dimension's so
 extract covers a period, the step of rows no period could place.
 
 At its end the run writes the aggregates of the days the changed logins reach that no period rewrote
-(aggregates.py). Not here yet: the lift."""
+(aggregates.py), and the lift likewise (lift.py), every day's brought to the customers the mart then holds."""
 
 from __future__ import annotations
 
@@ -34,6 +34,7 @@ from ... import rejects
 from ..._errors import CallmartError
 from ...aggregates import AGG_DAILY, conversion_fact, conversion_metric, settings_of
 from ...declare import IS_CURRENT, Check, Column, Dimension, Fact, FirstEventWithin, Mart, Reference, Source
+from ...lift import AGG_LIFT_DAILY
 from ...progress import Reporter, SilentReporter, StepResult
 from ...status import Status
 from ...stopping import RunStopped, StopRequest, reason_of
@@ -51,6 +52,7 @@ from .control import (
 )
 from .dimensions import lookup_columns, merge_dimension
 from .facts import duplicate_rows, inferred_members, insert_inferred, period_rows, with_key
+from .lift import rebase_lift, refresh_lift
 from .metrics import changed_since, event_span, refresh_metric, table_version
 from .reading import Period, ReadSource, SourceReading, StagedFrames, read_staged, source_errors
 from .runs import abandon_dead_runs, finish_run, record_steps, run_alive, start_run
@@ -134,6 +136,8 @@ class SparkRun:
     """The span of the events that changed, by metric: the days whose aggregates they touch."""
     settled: set[date] = field(default_factory=set)
     """The days whose aggregates a period's load wrote."""
+    lift_settled: set[date] = field(default_factory=set)
+    """The days whose lift a period's load wrote."""
     unrecorded: list[tuple[int, StepResult]] = field(default_factory=list)
     """Steps not yet written to the run log: a dimension's wait for the next period's, or the run's end."""
 
@@ -319,9 +323,10 @@ class SparkLoad:
     def _aggregates(
         self, done: SparkRun, fact: Fact | None = None, period: tuple[datetime, datetime] | None = None
     ) -> None:
-        """The aggregates of the days of a period of `fact` just loaded, written before its status; or, at the
-        run's end, of the days the changed events touched that no period of the run wrote since (the dimensions
-        merge first). A mart declared without aggregate tables has none."""
+        """The aggregates and the lift of the days of a period of `fact` just loaded, written before its status; or,
+        at the run's end, of the days the changed events touched that no period of the run wrote since (the
+        dimensions merge first), and the lift of every day brought to the customers the mart now holds. A mart
+        declared without aggregate tables has none."""
         if AGG_DAILY not in self.tables or (fact is not None and fact != conversion_fact(self.mart)):
             return
         settings = settings_of(self.mart)
@@ -333,12 +338,23 @@ class SparkLoad:
                 if metric == conversion_metric(self.mart):
                     touched.add_events(first, last)
             touched.days -= done.settled
-        if not touched.days:
-            return
+            touched.lift_days -= done.lift_settled
         at = datetime.now().replace(microsecond=0)
-        written = refresh_aggregates(self.spark, self.mart, self.url, self.tables, settings, touched, at)
-        if period is not None:
-            done.settled.update(written)
+        if touched.days:
+            written = refresh_aggregates(self.spark, self.mart, self.url, self.tables, settings, touched, at)
+            if period is not None:
+                done.settled.update(written)
+        if AGG_LIFT_DAILY not in self.tables:
+            return
+        # Every period's load writes the lift of the days its calls count in, after the run's events landed: a
+        # later period's load writes again the days it shares with an earlier one.
+        if touched.lift_days:
+            lifted = refresh_lift(self.spark, self.mart, self.url, self.tables, settings, touched.lift_days, at)
+            if period is not None:
+                done.lift_settled.update(lifted)
+        if period is None:
+            # The customers the run added (inferred members among them) count among every day's customers not called.
+            rebase_lift(self.spark, self.mart, self.url, self.tables, settings, at)
 
     def _infer(self, reference: Reference, rows: DataFrame) -> int:
         """Members of the referenced dimension for the values of `rows` it lacks; how many were made."""
