@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 __all__ = ["rebase_lift", "refresh_lift"]
 
 _SHORT_KEY, _SHORT_LOGIN = "callmart_short_key", "callmart_short_login"
-_DAYS = "callmart_days"
+_DAYS, _CALLED, _LOGGED = "callmart_days", "callmart_called", "callmart_logged"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -201,8 +201,7 @@ def _not_called(lift: _Lift, start: date, end: date) -> dict[date, tuple[int, in
         .where(
             (called_day <= F.to_date(later(when, micros))) & (called_day >= F.lit(start)) & (called_day < F.lit(end))
         )
-        .select(called_day.alias("dia"), "entity")
-        .distinct()
+        .select(called_day.alias("dia"), "entity", F.lit(1).alias(_CALLED), F.lit(0).alias(_LOGGED))
     )
     # A login at t is within the window after day d's midnight when d is from the day after t - window's to t's.
     login = F.col(metric.event_time)
@@ -219,9 +218,16 @@ def _not_called(lift: _Lift, start: date, end: date) -> dict[date, tuple[int, in
             (logged_day > F.to_date(later(login, -micros))) & (logged_day >= F.lit(start)) & (logged_day < F.lit(end))
         )
         .select(logged_day.alias("dia"), F.col("callmart_entity").alias("entity"))
-        .distinct()
+        .select("dia", "entity", F.lit(0).alias(_CALLED), F.lit(1).alias(_LOGGED))
     )
-    per_day = {row["dia"]: int(row["count"]) for row in called.groupBy("dia").count().collect()}
-    converted = logged.join(called, ["dia", "entity"], "left_anti").groupBy("dia").count().collect()
-    found = {row["dia"]: (per_day.get(row["dia"], 0), int(row["count"])) for row in converted}
-    return {**{dia: (n, 0) for dia, n in per_day.items()}, **found}
+    # Each customer once a day, whether called and whether logged in; then the day's counts, in one job.
+    customers = (
+        called.unionByName(logged)
+        .groupBy("dia", "entity")
+        .agg(F.max(_CALLED).alias(_CALLED), F.max(_LOGGED).alias(_LOGGED))
+    )
+    not_called_logged = (F.col(_LOGGED) == F.lit(1)) & (F.col(_CALLED) == F.lit(0))
+    per_day = customers.groupBy("dia").agg(
+        F.sum(_CALLED).alias("called"), F.sum(F.when(not_called_logged, 1).otherwise(0)).alias("converted")
+    )
+    return {row["dia"]: (int(row["called"]), int(row["converted"])) for row in per_day.collect()}

@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -340,21 +341,31 @@ class SparkLoad:
             touched.days -= done.settled
             touched.lift_days -= done.lift_settled
         at = datetime.now().replace(microsecond=0)
+        chains: list[Callable[[], None]] = []
         if touched.days:
-            written = refresh_aggregates(self.spark, self.mart, self.url, self.tables, settings, touched, at)
-            if period is not None:
-                done.settled.update(written)
-        if AGG_LIFT_DAILY not in self.tables:
-            return
-        # Every period's load writes the lift of the days its calls count in, after the run's events landed: a
-        # later period's load writes again the days it shares with an earlier one.
-        if touched.lift_days:
-            lifted = refresh_lift(self.spark, self.mart, self.url, self.tables, settings, touched.lift_days, at)
-            if period is not None:
-                done.lift_settled.update(lifted)
-        if period is None:
-            # The customers the run added (inferred members among them) count among every day's customers not called.
-            rebase_lift(self.spark, self.mart, self.url, self.tables, settings, at)
+
+            def aggregates() -> None:
+                written = refresh_aggregates(self.spark, self.mart, self.url, self.tables, settings, touched, at)
+                if period is not None:
+                    done.settled.update(written)
+
+            chains.append(aggregates)
+        if AGG_LIFT_DAILY in self.tables:
+
+            def lift() -> None:
+                # Every period's load writes the lift of the days its calls count in, after the run's events
+                # landed: a later period's load writes again the days it shares with an earlier one.
+                if touched.lift_days:
+                    days = touched.lift_days
+                    lifted = refresh_lift(self.spark, self.mart, self.url, self.tables, settings, days, at)
+                    if period is not None:
+                        done.lift_settled.update(lifted)
+                if period is None:
+                    # The customers the run added (inferred members too) count among every day's not called.
+                    rebase_lift(self.spark, self.mart, self.url, self.tables, settings, at)
+
+            chains.append(lift)
+        side_by_side(chains)
 
     def _infer(self, reference: Reference, rows: DataFrame) -> int:
         """Members of the referenced dimension for the values of `rows` it lacks; how many were made."""
@@ -498,6 +509,21 @@ class SparkLoad:
             self._flush(done)
         except Exception:  # noqa: BLE001 - the run's own error is the one to raise
             log.warning("run %d could not record its last steps", done.id_run, exc_info=True)
+
+
+def side_by_side(chains: list[Callable[[], None]]) -> None:
+    """Run the chains of Spark jobs and commits in threads of their own, side by side, and return when all are
+    done; the first error, if any, is raised then."""
+    # A Delta commit is mostly waiting (planning, listing the log, writing it), a second or more each: chains of
+    # commits to different tables overlap well in one session.
+    if len(chains) <= 1:
+        for chain in chains:
+            chain()
+        return
+    with ThreadPoolExecutor(max_workers=len(chains), thread_name_prefix="callmart-chain") as pool:
+        running = [pool.submit(chain) for chain in chains]
+    for finished in running:
+        finished.result()
 
 
 def staged_columns(table: Dimension | Fact) -> tuple[Column, ...]:
