@@ -1,6 +1,7 @@
-"""Time callmart's load of a day of calls against each engine's bulk-load floor and the usual pandas notebook.
+"""Time callmart's load of generated calls against each engine's bulk-load floor and the usual pandas notebook: by
+default a year's backfill of daily periods beside the same rows as one period; with --days 1, one day.
 
-    python benchmarks/bench_load.py --calls 1000000 [--backend postgresql|duckdb|both] [--days 1] [--skip-pandas]
+    python benchmarks/bench_load.py --calls 1000000 [--backend postgresql|duckdb|both] [--days 365] [--skip-pandas]
     python benchmarks/bench_load.py --calls 1000000 --backend spark [--spark-master local[2]|cluster]
 
 One extract is generated; every contender then loads that same file in a child process of its own
@@ -31,10 +32,11 @@ from typing import Any
 
 import psycopg
 import sqlalchemy as sa
-from _cluster import LOOPBACK, spark_environment, standalone_cluster
 from _measure import CALLS_FILE, FACT, START, TARGET_ENV, proc_meminfo_kb
 from _notebook import NOTES as PANDAS_NOTES
 from psycopg import sql
+
+from callmart.engines.spark.standalone import LOOPBACK, loopback_environment, standalone_cluster
 
 PG_URL_ENV = "CALLMART_BENCH_PG_URL"
 DEFAULT_PG_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -97,6 +99,11 @@ class Scenario:
 
 FLOORS = {POSTGRESQL: "raw COPY", DUCKDB: "DuckDB read_csv", SPARK: "Spark CSV → Delta"}
 STORED = "stored rows"
+BACKFILL_DAYS = 365
+DAILY_RUN = "callmart run --daily"
+"""The last day loaded by the command line in a process of its own, the days before it loaded already."""
+ONE_PERIOD = "callmart, one period"
+"""The same rows as the daily periods, loaded as one period of all their days: what a backfill is held to."""
 """Storing the rows a load leaves (staging, the period's fact rows, its key) without computing them: the floor of
 the mart's design. The staging table holds the last period only, so it runs with one-day periods."""
 # Each floor is timed before and after callmart's runs, in every round: a one-second load catches whatever else
@@ -113,6 +120,12 @@ SCENARIOS = (
             ("pg-stored-rows", STORED),
         ),
     ),
+    Scenario(POSTGRESQL, "one-period", (("callmart-setup", None), ("callmart-one-period", ONE_PERIOD))),
+    Scenario(
+        POSTGRESQL,
+        "daily",
+        (("callmart-setup", None), ("callmart-all-but-last", None), ("callmart-daily", DAILY_RUN)),
+    ),
     Scenario(POSTGRESQL, "copy-after", (("pg-copy", "raw COPY"),)),
     Scenario(POSTGRESQL, "pandas", (("pandas-setup", None), ("pandas-load", "pandas notebook"))),
     Scenario(DUCKDB, "read_csv", (("duckdb-read-csv", "DuckDB read_csv"),)),
@@ -125,6 +138,12 @@ SCENARIOS = (
             ("callmart-reload", "callmart reload"),
             ("duckdb-stored-rows", STORED),
         ),
+    ),
+    Scenario(DUCKDB, "one-period", (("callmart-setup", None), ("callmart-one-period", ONE_PERIOD))),
+    Scenario(
+        DUCKDB,
+        "daily",
+        (("callmart-setup", None), ("callmart-all-but-last", None), ("callmart-daily", DAILY_RUN)),
     ),
     Scenario(DUCKDB, "read_csv-after", (("duckdb-read-csv", "DuckDB read_csv"),)),
     Scenario(SPARK, "csv", (("spark-csv", FLOORS[SPARK]),)),
@@ -190,7 +209,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help=f"Spark: a local session, or a standalone cluster of {CLUSTER_WORKERS} one-core workers on {LOOPBACK} "
         "that the benchmark starts and stops",
     )
-    parser.add_argument("--days", type=positive, default=1, help="days the calls span, one period each (default 1)")
+    parser.add_argument(
+        "--days",
+        type=positive,
+        help=f"days the calls span, one period each (default {BACKFILL_DAYS}, a year's backfill, beside the same rows "
+        "as one period; Spark: 1); 1: the calls of one day, beside storing its rows",
+    )
     parser.add_argument("--out", type=Path, help="JSON results file (default benchmarks/results/bench_<calls>.json)")
     parser.add_argument("--skip-pandas", action="store_true", help="skip the pandas notebook (slow at 1M calls)")
     parser.add_argument("--repeat", type=positive, default=1, help="rounds of every contender; medians reported")
@@ -201,7 +225,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="keep the extract in this folder and reuse it on the next run (same --calls and --days): generated "
         "once when the folder holds none",
     )
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.days is None:
+        args.days = 1 if args.backend == SPARK else BACKFILL_DAYS
+    return args
 
 
 def positive(text: str) -> int:
@@ -288,7 +315,7 @@ def spark_cores(master: str) -> int:
 def run_child(phase: str, database: str, source: Path, days: int) -> dict[str, Any]:
     """Run one phase in a fresh Python process; return its measurement or its error."""
     command = [sys.executable, str(CHILD), phase, "--source", str(source), "--days", str(days)]
-    env = {**(spark_environment() if phase.startswith("spark") else os.environ), TARGET_ENV: database}
+    env = {**(loopback_environment() if phase.startswith("spark") else os.environ), TARGET_ENV: database}
     done = subprocess.run(command, stdout=subprocess.PIPE, text=True, env=env, check=False)
     lines = done.stdout.strip().splitlines()
     try:
@@ -422,14 +449,13 @@ def period_ratios(outcomes: dict[str, Outcome]) -> dict[str, float]:
     return ratios
 
 
-def over_stored_rows(outcomes: dict[str, Outcome]) -> dict[str, float]:
-    """Per backend: callmart's load over storing its rows alone, medians over the rounds: what computing the rows
-    (reading, cleaning, keys, checks, statistics, metric, aggregates) adds to the design's floor."""
+def over_contender(outcomes: dict[str, Outcome], label: str) -> dict[str, float]:
+    """Per backend: callmart's load over the contender of that label, medians over the rounds."""
     ratios = {}
     for backend in BACKENDS:
-        load, stored = outcomes.get(f"{backend}/callmart"), outcomes.get(f"{backend}/{STORED}")
-        if load and stored and load.seconds and stored.seconds:
-            ratios[backend] = round(load.seconds / stored.seconds, 2)
+        load, other = outcomes.get(f"{backend}/callmart"), outcomes.get(f"{backend}/{label}")
+        if load and other and load.seconds and other.seconds:
+            ratios[backend] = round(load.seconds / other.seconds, 2)
     return ratios
 
 
@@ -556,6 +582,8 @@ def print_report(report: dict[str, Any]) -> None:
         print(f"period steps alone (extract to metric, no aggregates) over the floor, {backend}: {ratio:.2f}")
     for backend, ratio in report.get("over_stored_rows", {}).items():
         print(f"callmart over storing its rows alone ({STORED}), {backend}: {ratio:.2f}")
+    for backend, ratio in report.get("backfill_ratios", {}).items():
+        print(f"daily periods over the same rows as one period ({ONE_PERIOD}), {backend}: {ratio:.2f}")
     for key, days in report["last_day_ratios"].items():
         print(
             f"{key}: periods {days['last']} took {days['last_seconds']:.2f} s, periods {days['first']} "
@@ -581,7 +609,7 @@ def selected(args: argparse.Namespace) -> list[Scenario]:
     backends = (POSTGRESQL, DUCKDB) if args.backend == "both" else (args.backend,)
     chosen = [s for s in SCENARIOS if s.backend in backends and not (args.skip_pandas and s.name == "pandas")]
     if args.days == 1:
-        return chosen
+        return [s for s in chosen if s.name not in ("one-period", "daily")]
     return [replace(s, phases=tuple(p for p in s.phases if p[1] != STORED)) for s in chosen]
 
 
@@ -634,7 +662,10 @@ def benchmark(args: argparse.Namespace, scenarios: list[Scenario], work: Path) -
         "results": results,
         "reload_ratios": reload_ratios(outcomes),
         "period_ratios": period_ratios(outcomes),
-        "over_stored_rows": over_stored_rows(outcomes),
+        # What computing the rows (reading, cleaning, keys, checks, statistics, metric, aggregates) adds to storing
+        # them, the design's floor; and daily periods over the same rows as one period (a backfill's target: 1.5).
+        "over_stored_rows": over_contender(outcomes, STORED),
+        "backfill_ratios": over_contender(outcomes, ONE_PERIOD),
         "last_day_ratios": last_day_ratios(outcomes),
         "notes": {**sql_notes, **pandas_notes, **spark_notes},
         "outcomes": outcomes,
@@ -674,8 +705,8 @@ def spark_master(args: argparse.Namespace, work: Path, backends: list[str]) -> I
         yield args.spark_master
     else:
         say(f"starting a Spark master and {CLUSTER_WORKERS} workers of one core on {LOOPBACK} …")
-        with standalone_cluster(work / "cluster", CLUSTER_WORKERS, WORKER_MEMORY) as master:
-            yield master
+        with standalone_cluster(work / "cluster", CLUSTER_WORKERS, WORKER_MEMORY) as cluster:
+            yield cluster.master
 
 
 @contextmanager

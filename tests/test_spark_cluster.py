@@ -7,7 +7,6 @@ and these need another master, or a process to kill."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -15,7 +14,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -25,6 +23,7 @@ import sqlalchemy as sa
 
 from callmart.engines.spark import Spark, SparkUrl
 from callmart.engines.spark.session import DRIVER_JAVA_OPTIONS, JARS, held_elsewhere, session_settings
+from callmart.engines.spark.standalone import LOOPBACK, StandaloneCluster, loopback_environment, standalone_cluster
 from callmart.engines.spark.url import Kind
 from callmart.mart import MART
 
@@ -34,7 +33,6 @@ ENGINE = Spark()
 FACT = MART.facts[0]
 DAY = datetime(2024, 3, 5)
 DRIVER = Path(__file__).parent / "spark_drivers" / "fact_day.py"
-LOOPBACK = "127.0.0.1"
 QUICK = {
     "spark.ui.enabled": "false",
     "spark.sql.shuffle.partitions": "2",
@@ -104,11 +102,6 @@ def test_a_derby_database_is_held_only_while_its_process_lives(tmp_path: Path) -
 # --- a driver of its own -------------------------------------------------------------------------------------------
 
 
-def _environment() -> dict[str, str]:
-    """Executors run this Python (the driver tells them which), and everything listens on the loopback only."""
-    return {**os.environ, "PYSPARK_PYTHON": sys.executable, "SPARK_LOCAL_IP": LOOPBACK}
-
-
 def _command(url: str, steps: list[list[Any]]) -> list[str]:
     return [sys.executable, str(DRIVER), url, json.dumps(steps)]
 
@@ -116,7 +109,7 @@ def _command(url: str, steps: list[list[Any]]) -> list[str]:
 def _drive(url: str, steps: list[list[Any]]) -> dict[str, Any]:
     """Run the steps in a driver of their own; what each said, by step (the last of a name wins)."""
     done = subprocess.run(
-        _command(url, steps), capture_output=True, text=True, timeout=900, check=False, env=_environment()
+        _command(url, steps), capture_output=True, text=True, timeout=900, check=False, env=loopback_environment()
     )
     assert done.returncode == 0, done.stderr[-4000:]
     return _said(done.stdout)
@@ -125,6 +118,13 @@ def _drive(url: str, steps: list[list[Any]]) -> dict[str, Any]:
 def _said(output: str) -> dict[str, Any]:
     lines = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
     return {line["step"]: line["said"] for line in lines}
+
+
+def _wait_for(condition: Callable[[], object], what: str, seconds: float = STARTUP) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"{what}: not within {seconds} s"
+        time.sleep(1)
 
 
 def _expected(first: int, count: int) -> list[list[object]]:
@@ -141,120 +141,21 @@ def _url(master: str, warehouse: Path, **settings: str) -> str:
 # --- a standalone cluster ------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Cluster:
-    """A master on 127.0.0.1 and its workers: their processes and folders."""
-
-    port: int
-    master: subprocess.Popen[bytes]
-    workers: list[subprocess.Popen[bytes]]
-    worker_folders: list[Path]
-
-
-def _spark_home() -> Path:
-    import pyspark
-
-    return Path(pyspark.__file__).parent
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind((LOOPBACK, 0))
-        return int(probe.getsockname()[1])
-
-
-def _launch(folder: Path, name: str, *arguments: str, **environment: str) -> subprocess.Popen[bytes]:
-    """A Spark daemon from pyspark's launcher, in a process group of its own (its executors join it), logging to
-    folder/name.log."""
-    home = _spark_home()
-    with (folder / f"{name}.log").open("wb") as log:
-        return subprocess.Popen(
-            [str(home / "bin" / "spark-class"), *arguments],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            env={**_environment(), "SPARK_HOME": str(home), **environment},
-        )
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    """Stop a daemon and the processes of its group (a worker's executors): politely, then for good."""
-    try:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=20)
-    except ProcessLookupError:
-        return
-    except subprocess.TimeoutExpired:
-        pass
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGKILL)
-    process.wait(timeout=20)
-
-
-def _wait_for(condition: Callable[[], object], what: str, seconds: float = STARTUP) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, f"{what}: not within {seconds} s"
-        time.sleep(1)
-
-
 @pytest.fixture
-def cluster(spark_url: SparkUrl, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+def cluster(spark_url: SparkUrl, tmp_path_factory: pytest.TempPathFactory) -> Iterator[StandaloneCluster]:
     """A standalone master and two workers of one core and 1 GiB each, stopped after the test, even on failure."""
-    folder = tmp_path_factory.mktemp("cluster")
-    port = _free_port()
-    started: list[subprocess.Popen[bytes]] = []
-    try:
-        master = _launch(
-            folder,
-            "master",
-            "org.apache.spark.deploy.master.Master",
-            "--host",
-            LOOPBACK,
-            "--port",
-            str(port),
-            "--webui-port",
-            "0",
-        )
-        started.append(master)
-        folders = [folder / f"worker{n}" for n in (1, 2)]
-        workers = []
-        for number, work in enumerate(folders, 1):
-            worker = _launch(
-                folder,
-                f"worker{number}",
-                "org.apache.spark.deploy.worker.Worker",
-                f"spark://{LOOPBACK}:{port}",
-                "--host",
-                LOOPBACK,
-                "--cores",
-                "1",
-                "--memory",
-                "1g",
-                "--webui-port",
-                "0",
-                SPARK_WORKER_DIR=str(work),
-            )
-            started.append(worker)
-            workers.append(worker)
-        log = folder / "master.log"
-        _wait_for(lambda: log.read_text(errors="replace").count("Registering worker") == 2, "two workers registered")
-        assert all(process.poll() is None for process in started)
-        yield Cluster(port, master, workers, folders)
-    finally:
-        for process in reversed(started):
-            _stop(process)
+    with standalone_cluster(tmp_path_factory.mktemp("cluster"), 2, "1g") as started:
+        assert all(process.poll() is None for process in started.workers)
+        yield started
 
 
 def test_a_standalone_cluster_builds_and_writes_a_day_in_its_workers_executors(
-    cluster: Cluster, tmp_path: Path
+    cluster: StandaloneCluster, tmp_path: Path
 ) -> None:
     """The session's executors run in the workers' JVMs (none in the driver's), build the day's rows from
     spark.range, and write them with Delta's classes shipped by the driver (spark.jars)."""
     url = _url(
-        f"{LOOPBACK}:{cluster.port}",
+        cluster.master,
         tmp_path / "warehouse",
         **{
             "spark.driver.host": LOOPBACK,
@@ -310,7 +211,7 @@ def test_a_driver_killed_while_writing_a_day_leaves_the_table_as_it_was(spark_ur
             stdout=out,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
-            env=_environment(),
+            env=loopback_environment(),
         )
     try:
         # Under way: it said so, and its tasks' files are in the day's folder, none committed.
@@ -327,7 +228,7 @@ def test_a_driver_killed_while_writing_a_day_leaves_the_table_as_it_was(spark_ur
             text=True,
             timeout=900,
             check=False,
-            env=_environment(),
+            env=loopback_environment(),
         )
         assert contender.returncode != 0
         assert "metastore_db, is open in another process" in contender.stderr.splitlines()[-1]
