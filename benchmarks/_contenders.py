@@ -207,15 +207,20 @@ def check_loaded(summary: RunSummary) -> None:
         raise RuntimeError(f"callmart step {step.table} {step.status}: {step.error or step.note}")
 
 
-def callmart_load(job: Job, force: bool) -> Timed:
-    """Time enqueue + run of the period: every dimension, then the period's fact load."""
-    from callmart import Callmart, allocator
+def callmart_load(job: Job, force: bool, one_period: bool = False) -> Timed:
+    """Time enqueue + run of the days: every dimension, then the fact's periods, one a day (or, `one_period`, one
+    period of all the days: the same rows at once)."""
+    from callmart import Callmart, allocator, control
 
     clock = StepClock()
     with Callmart(job.database, job.source, reporter=clock) as mart:
         statements = StatementClock(mart.engine)
         with Meter() as meter:
-            mart.enqueue(job.first.date(), job.last.date(), force=force)
+            if one_period:
+                with mart.engine.begin() as conn:
+                    control.enqueue(conn, mart.schema, FACT, [(job.first, job.last)], force)
+            else:
+                mart.enqueue(job.first.date(), job.last.date(), force=force)
             # As `callmart run` does: the library leaves the allocators alone, the command line opts in.
             with allocator.returning_memory():
                 # The generated extract is final: its last day loads though no call follows it.
@@ -235,6 +240,50 @@ def phase_callmart_load(job: Job) -> Timed:
 def phase_callmart_reload(job: Job) -> Timed:
     """Reload of the same period (enqueue with force=True)."""
     return callmart_load(job, force=True)
+
+
+def phase_callmart_all_but_last(job: Job) -> Timed:
+    """Untimed preparation of the daily run: every day but the last loaded, one period a day."""
+    from callmart import Callmart, allocator
+
+    began = time.perf_counter()
+    last = job.last.date() - timedelta(days=1)
+    with Callmart(job.database, job.source) as mart, allocator.returning_memory():
+        mart.enqueue(job.first.date(), last)
+        summary = mart.run(complete_through=last - timedelta(days=1))
+    check_loaded(summary)
+    return Timed(time.perf_counter() - began, rows=sum(s.inserted for s in summary.steps if s.period is not None))
+
+
+def phase_callmart_daily(job: Job) -> Timed:
+    """What a scheduler pays each day: `callmart run --daily` as a process of its own (Python's start, imports,
+    the dimensions' checks, the new day's load, the aggregates), the day after the last loaded taken as today."""
+    import resource
+    import subprocess
+
+    last = job.last.date() - timedelta(days=1)
+    command = [sys.executable, "-m", "callmart", "run", "--daily", "--as-of", f"{job.last:%Y-%m-%d}"]
+    environment = {**os.environ, "CALLMART_DATABASE_URL": job.database, "CALLMART_SOURCE_DIR": str(job.source)}
+    began = time.perf_counter()
+    done = subprocess.run(
+        [*command, "--complete-through", f"{last:%Y-%m-%d}"], env=environment, capture_output=True, text=True
+    )
+    seconds = time.perf_counter() - began
+    if done.returncode != 0:
+        raise RuntimeError(f"callmart run --daily exited {done.returncode}: {done.stderr[-2000:]}")
+    # The largest resident set of this process's waited-for children: the command's, the only one.
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    from callmart import Callmart
+
+    with Callmart(job.database, job.source) as mart:
+        loaded = [row for row in mart.status() if row.get("start_date") == job.last - timedelta(days=1)]
+    rows = int(loaded[0].get("rows_loaded") or 0) if loaded else 0
+    return Timed(seconds, rows, peak, None, True, {"output": done.stdout.splitlines()[-3:]})
+
+
+def phase_callmart_one_period(job: Job) -> Timed:
+    """First load of all the days as one period: what a backfill of daily periods is compared with."""
+    return callmart_load(job, force=False, one_period=True)
 
 
 def phase_pg_stored_rows(job: Job) -> Timed:
@@ -535,6 +584,9 @@ PHASES: dict[str, Callable[[Job], Timed]] = {
     "callmart-setup": phase_callmart_setup,
     "callmart-load": phase_callmart_load,
     "callmart-reload": phase_callmart_reload,
+    "callmart-one-period": phase_callmart_one_period,
+    "callmart-all-but-last": phase_callmart_all_but_last,
+    "callmart-daily": phase_callmart_daily,
     "pg-stored-rows": phase_pg_stored_rows,
     "duckdb-stored-rows": phase_duckdb_stored_rows,
     "pandas-setup": phase_pandas_setup,
