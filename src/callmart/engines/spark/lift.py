@@ -112,6 +112,8 @@ def rebase_lift(
     for aggregate in LIFTS:
         stale = [row.asDict() for row in lift.table(aggregate.name).where(stale_of).orderBy("dia").collect()]
         found = lift_rebased_days(aggregate.name, settings, stale, present, at)
+        if not found:
+            continue
         _write(lift, aggregate.name, [(start, end) for start, end, _ in found], [r for *_, rows in found for r in rows])
 
 
