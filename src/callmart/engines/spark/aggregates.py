@@ -46,7 +46,7 @@ from .url import SparkUrl
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
 
-__all__ = ["AggregateDays", "fact_days", "of_settings", "refresh_aggregates", "replace_days"]
+__all__ = ["AggregateDays", "fact_days", "of_settings", "refresh_aggregates", "write_days"]
 
 _MICROS = 1_000_000
 
@@ -89,7 +89,6 @@ def refresh_aggregates(
 ) -> list[date]:
     """Recompute the aggregates of the days touched, for these settings; every day of the fact table when none
     is stored for them yet (a new mart, changed parameters). The days computed."""
-    from pyspark.sql import functions as F
 
     daily = qualified(url.catalog, url.database, AGG_DAILY)
     stored = spark.table(daily).where(of_settings(settings))
@@ -101,17 +100,32 @@ def refresh_aggregates(
     for aggregate in AGGREGATES:
         groups = [row.asDict() for row in _parts(calls, aggregate, settings).collect()]
         rows = aggregate_rows(aggregate, settings, groups, at)
-        table = tables[aggregate.name]
         name = qualified(url.catalog, url.database, aggregate.name)
-        frame = rows_frame(spark, table, rows)
-        these = of_settings(settings) & functools.reduce(
-            operator.or_, ((F.col("dia") >= F.lit(start)) & (F.col("dia") < F.lit(end)) for start, end in ranges)
-        )
-        with_retries(functools.partial(replace_days, frame, name, these), f"writing {aggregate.name}")
+        write_days(spark, tables[aggregate.name], name, settings, ranges, rows)
     return days
 
 
-def replace_days(rows: DataFrame, name: str, days: Column) -> None:
+def write_days(
+    spark: SparkSession,
+    table: sa.Table,
+    name: str,
+    settings: Settings,
+    ranges: list[tuple[date, date]],
+    rows: list[dict[str, Any]],
+) -> None:
+    """The rows of the table (`name`: qualified) of the day ranges, for these settings, replaced by `rows` in one
+    commit."""
+    from pyspark.sql import functions as F
+
+    frame = rows_frame(spark, table, rows)
+    days = functools.reduce(
+        operator.or_, ((F.col("dia") >= F.lit(start)) & (F.col("dia") < F.lit(end)) for start, end in ranges)
+    )
+    these = of_settings(settings) & days
+    with_retries(functools.partial(_replace_days, frame, name, these), f"writing {table.name}")
+
+
+def _replace_days(rows: DataFrame, name: str, days: Column) -> None:
     """The rows in place of the table's rows of those days, in one commit."""
     rows.writeTo(name).overwrite(days)
 

@@ -6,8 +6,6 @@ and each lift table's days replaced in one commit."""
 from __future__ import annotations
 
 import dataclasses
-import functools
-import operator
 from collections.abc import Iterable, Mapping
 from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -28,8 +26,7 @@ from ...lift import (
     lift_rows_of,
     short_call_metric,
 )
-from .aggregates import fact_days, of_settings, replace_days
-from .control import rows_frame, with_retries
+from .aggregates import fact_days, of_settings, write_days
 from .facts import entity_dimension, entity_events, fact_entities, later, with_metric
 from .replace import span, wall_clock
 from .sql import qualified
@@ -118,16 +115,9 @@ def rebase_lift(
 
 
 def _write(lift: _Lift, name: str, ranges: list[tuple[date, date]], rows: list[dict[str, Any]]) -> None:
-    """The table's rows of the day ranges, for the settings, replaced by `rows` in one commit."""
-    from pyspark.sql import functions as F
-
+    """The lift table's rows of the day ranges, for the settings, replaced by `rows` in one commit."""
     qualified_name = qualified(lift.url.catalog, lift.url.database, name)
-    frame = rows_frame(lift.spark, lift.tables[name], rows)
-    days = functools.reduce(
-        operator.or_, ((F.col("dia") >= F.lit(start)) & (F.col("dia") < F.lit(end)) for start, end in ranges)
-    )
-    these = of_settings(lift.settings) & days
-    with_retries(functools.partial(replace_days, frame, qualified_name, these), f"writing {name}")
+    write_days(lift.spark, lift.tables[name], qualified_name, lift.settings, ranges, rows)
 
 
 def _customers(lift: _Lift) -> int:
