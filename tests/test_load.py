@@ -12,10 +12,11 @@ from typing import Any
 
 import pytest
 
-from callmart import Callmart, RunSummary, extract, fact
+from callmart import Callmart, RunSummary, backfill, extract, fact
 from callmart.engines.postgres.partitions import PartitionSwap
 from callmart.engines.sql.replace import DeleteInsert
 from callmart.mart.sample import generate
+from callmart.status import Status
 from conftest import ON_SPARK, WITH_POOLER, WITH_SPARK
 from marts import business_dump, count_rows, drawn, full_dump, query, select, write_extracts
 
@@ -388,7 +389,8 @@ def test_a_failed_period_is_left_as_it_was(
             def finish(replace: Any, rows: Any) -> tuple[int, int]:
                 removed, added = replaced(replace, rows)
                 assert removed > 0
-                if replace.start == datetime(2023, 6, 28):
+                # Whether the day is loaded alone or with the day before it, as one span.
+                if replace.start <= datetime(2023, 6, 28) < replace.end:
                     raise RuntimeError("the disk is full")
                 return removed, added
 
@@ -525,27 +527,34 @@ def two_calls_files(folder: Path) -> int:
 
 
 def test_a_backfill_reads_its_extract_once_and_loads_what_each_day_would(
-    new_database: Callable[[], str], tmp_path: Path
+    new_database: Callable[[], str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     folder = tmp_path / "extract"
     generate(folder, calls=3000, days=5, customers=400, dirty_share=0.05, seed=11)
     total = two_calls_files(folder)
-    # Six days: the last has no call in the extract.
+    # Six days: the last has no call in the extract. Spans of four days: two spans, the second shorter.
     days = [date(2024, 3, 4) + timedelta(days=i) for i in range(6)]
+    monkeypatch.setattr(backfill, "GROUP_PERIODS", 4)
+    # The split writes the days' rows as they come, a few at a time, rather than holding them all.
+    monkeypatch.setattr(backfill, "SPLIT_HELD_BYTES", 4096)
     steps = ["read", "loaded", "rejected", "warned", "inserted", "inferred"]
 
     backfill_url, reporter = new_database(), RowsRead()
     with Callmart(backfill_url, folder, reporter=reporter) as mart:
         mart.init()
         mart.enqueue(days[0], days[-1] + timedelta(days=1))
-        backfill = mart.run(complete_through=days[-1])
-    assert backfill.ok
+        loaded = mart.run(complete_through=days[-1])
+    assert loaded.ok
     # The run's time holds its steps' and what lies between them (claims, the final refresh of the aggregates).
-    assert backfill.seconds >= sum(s.seconds for s in backfill.steps) > 0
-    read = [reporter.rows[f"fact_llamadas {day:%Y-%m-%d}"] for day in days]
-    # The first day's load reads the whole extract, once; every other day only its own rows.
-    assert read[0] > total
-    assert all(0 <= rows < total / 3 for rows in read[1:])
+    assert loaded.seconds >= sum(s.seconds for s in loaded.steps) > 0
+    spans = [
+        f"fact_llamadas {days[0]:%Y-%m-%d} to {days[3]:%Y-%m-%d}",
+        f"fact_llamadas {days[4]:%Y-%m-%d} to {days[5]:%Y-%m-%d}",
+    ]
+    assert [name for name in reporter.rows if name.startswith("fact_")] == spans
+    # The first span reads the whole extract, once, then its days' rows; the second only its own rows.
+    assert reporter.rows[spans[0]] > total
+    assert 0 <= reporter.rows[spans[1]] < total / 3
 
     daily_url, daily = new_database(), []
     for day in days:
@@ -553,7 +562,7 @@ def test_a_backfill_reads_its_extract_once_and_loads_what_each_day_would(
 
     tables = ["dim_clientes", "dim_agentes", "fact_llamadas"]
     assert full_dump(backfill_url, tables) == full_dump(daily_url, tables)
-    periods = [s for s in backfill.steps if s.period is not None]
+    periods = [s for s in loaded.steps if s.period is not None]
     each_day = [s for summary in daily for s in summary.steps if s.period is not None]
     assert [[getattr(s, c) for c in steps] for s in periods] == [[getattr(s, c) for c in steps] for s in each_day]
     assert sum(s.rejected for s in periods) > 0 and sum(s.warned for s in periods) > 0
@@ -566,6 +575,52 @@ def test_a_backfill_reads_its_extract_once_and_loads_what_each_day_would(
     # Rows without a readable date, from both files, are reported once, as no period's.
     undated = {r for r in rejected if r[1] is None and r[2].startswith("Llamadas")}
     assert {r[2] for r in undated} == {"Llamadas_a.csv", "Llamadas_b.csv"}
+
+
+def test_a_span_that_fails_is_loaded_again_day_by_day(
+    new_database: Callable[[], str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "extract"
+    generate(folder, calls=2000, days=5, customers=300, dirty_share=0.02, seed=3)
+    days = [date(2024, 3, 4) + timedelta(days=i) for i in range(5)]
+    broken = datetime(2024, 3, 6)
+
+    def fails_on_broken_day(replaced: Any) -> Any:
+        def finish(replace: Any, rows: Any) -> tuple[int, int]:
+            done = replaced(replace, rows)
+            if replace.start <= broken < replace.end:
+                raise RuntimeError("the disk is full")
+            return done
+
+        return finish
+
+    for kind in (DeleteInsert, PartitionSwap):
+        monkeypatch.setattr(kind, "finish", fails_on_broken_day(kind.finish))
+    url = new_database()
+    with Callmart(url, folder) as mart:
+        mart.init()
+        mart.enqueue(days[0], days[-1] + timedelta(days=1))
+        summary = mart.run(complete_through=days[-1])
+    statuses = query(url, "SELECT start_date, status FROM dm_processes ORDER BY start_date")
+    assert statuses == [
+        (datetime.combine(d, datetime.min.time()), "fallido" if d == broken.date() else "exitoso") for d in days
+    ]
+    assert [(s.period[0], s.status) for s in summary.steps if s.period is not None] == [
+        (start, Status(status)) for start, status in statuses
+    ]
+    monkeypatch.undo()
+    # Every other day is loaded as if alone; the broken day holds nothing.
+    daily_url = new_database()
+    for day in days:
+        if day != broken.date():
+            load(daily_url, folder, day, day + timedelta(days=1))
+    tables = ["dim_clientes", "dim_agentes", "fact_llamadas"]
+    assert full_dump(url, tables) == full_dump(daily_url, tables)
+    steps = (
+        "SELECT period_start, rows_read, rows_loaded, rows_rejected, rows_warned, inferred_members FROM dm_run_steps"
+    )
+    ok = " WHERE status = 'exitoso' AND period_start IS NOT NULL ORDER BY 1"
+    assert query(url, steps + ok) == query(daily_url, steps + ok)
 
 
 def test_a_backfill_without_room_for_its_split_reads_the_extract_for_each_day(

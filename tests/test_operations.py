@@ -399,20 +399,20 @@ def test_a_run_reuses_the_top_of_the_heap_for_each_batch_scratch(monkeypatch: py
 
 
 KILLED_IN_BACKFILL = """
-import os, signal, sys
+import glob, os, signal, sys, tempfile
 from datetime import date
 from callmart import Callmart
 
-class KillAtSecondDay:
+class KillOnceSplit:
     def step_started(self, name):
-        if name == "fact_llamadas 2024-03-05":
-            os.kill(os.getpid(), signal.SIGKILL)
-    def rows_read(self, name, rows):
         pass
+    def rows_read(self, name, rows):
+        if glob.glob(os.path.join(tempfile.gettempdir(), "callmart-backfill-*", "*", "*.arrows")):
+            os.kill(os.getpid(), signal.SIGKILL)
     def step_finished(self, result):
         pass
 
-with Callmart(sys.argv[1], sys.argv[2], reporter=KillAtSecondDay()) as mart:
+with Callmart(sys.argv[1], sys.argv[2], reporter=KillOnceSplit()) as mart:
     mart.init()
     mart.enqueue(date(2024, 3, 4), date(2024, 3, 7))
     mart.run()
@@ -440,7 +440,7 @@ def test_the_next_run_removes_what_a_run_killed_in_a_backfill_left_on_disk(
     )
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     abandoned = list(temporary.glob("callmart-backfill-*"))
-    assert len(abandoned) == 1 and list(abandoned[0].glob("fact_llamadas/*.arrows"))
+    assert len(abandoned) == 1 and list(abandoned[0].glob("fact_llamadas*/*.arrows"))
     # A live run's folder (its lock held by another process) must stay.
     live = temporary / "callmart-backfill-live"
     holder = subprocess.Popen([sys.executable, "-c", HOLDS_A_SPLIT, str(live)], env=env, stdout=subprocess.PIPE)

@@ -508,10 +508,15 @@ class Callmart:
                 # A period's time counts from its claim: over a backfill of many days, the claims add up.
                 began = time.perf_counter()
                 with self._transaction() as conn:
-                    period = control.claim_next(conn, self.schema, summary.id_run, summary.started)
-                if period is None:
+                    periods = control.claim_run_of(
+                        conn, self.schema, summary.id_run, summary.started, backfill.GROUP_PERIODS
+                    )
+                if not periods:
                     break
-                summary.steps.append(self._run_period(period, summary, split, cache, began))
+                if len(periods) == 1:
+                    summary.steps.append(self._run_period(periods[0], summary, split, cache, began))
+                else:
+                    self._run_group(periods, summary, split, cache, began)
         for fact in self.schema.mart.facts:
             loaded = [s for s in summary.steps if s.period is not None and s.table == fact.name]
             extra = runlog.undated(fact.name, loaded)
@@ -578,7 +583,7 @@ class Callmart:
                 # Several days pending: the first one's load reads the extract once for all of them.
                 raw_rows = split.rows_of(
                     fact,
-                    (period.start, period.end),
+                    [(period.start, period.end)],
                     lambda: control.pending_periods(conn, self.schema, fact.name),
                     self._progress(name),
                 )
@@ -613,8 +618,94 @@ class Callmart:
                     conn, self.schema, period, Status.FAILED, error_message=message, finished_at=datetime.now()
                 )
                 runlog.record_step(conn, self.schema, summary.id_run, step, result)
+        split.release(fact, [(period.start, period.end)])
         self.reporter.step_finished(result)
         return result
+
+    def _run_group(
+        self,
+        periods: list[control.Period],
+        summary: RunSummary,
+        split: backfill.Backfill,
+        cache: LookupCache,
+        began: float,
+    ) -> None:
+        """Load consecutive periods of one fact claimed at `began` as one span, in one transaction: its replace,
+        metric, and each period's run-log step and status commit together. The periods the extract does not cover
+        yet, and every period of a span that fails, go one at a time (`_run_period`)."""
+        fact = self.schema.mart.fact(periods[0].fact_table)
+        name = f"{fact.name} {periods[0].start:%Y-%m-%d} to {periods[-1].start:%Y-%m-%d}"
+        self.reporter.step_started(name)
+        try:
+            with self._transaction() as conn:
+                # The first span of the run reads the extract once for it and every period pending.
+                split.rows_of(
+                    fact,
+                    [(p.start, p.end) for p in periods],
+                    lambda: control.pending_periods(conn, self.schema, fact.name),
+                    self._progress(name),
+                )
+        except Exception as error:  # noqa: BLE001 - each period then meets the extract's error in its own load
+            if self._stop.requested:
+                raise RunStopped(self._stop.reason, self._stop.signal_number) from error
+        made = split.split_of(fact)
+        span = [] if made is None else self._covered_first(fact, periods, made.latest)
+        loaded = len(span) > 1 and self._load_span(span, summary, split, cache, began, name)
+        for period in periods[len(span) if loaded else 0 :]:
+            summary.steps.append(self._run_period(period, summary, split, cache, time.perf_counter()))
+
+    def _covered_first(
+        self, fact: Fact, periods: list[control.Period], latest: datetime | None
+    ) -> list[control.Period]:
+        """The periods up to the first one the extract does not cover."""
+        covered = []
+        for period in periods:
+            try:
+                self._check_covered(fact, period, latest)
+            except PeriodNotCovered:
+                break
+            covered.append(period)
+        return covered
+
+    def _load_span(
+        self,
+        span: list[control.Period],
+        summary: RunSummary,
+        split: backfill.Backfill,
+        cache: LookupCache,
+        began: float,
+        name: str,
+    ) -> bool:
+        """Load the covered periods `span` as one; False (nothing written) if it failed."""
+        fact = self.schema.mart.fact(span[0].fact_table)
+        bounds = [(p.start, p.end) for p in span]
+        start, end = bounds[0][0], bounds[-1][1]
+        aggregates = StreamedAggregates(self.schema, fact)
+        try:
+            with self.engine.begin() as conn, self._stop.cancelling(engines.of(conn).canceller(conn)):
+                locking.take_write_turn(conn)
+                engines.of(conn).tune_for_bulk(conn)
+                load = PeriodLoad(conn, self.schema, fact, start, end, cache, aggregates, parts=bounds)
+                whole = load.run(self.source_dir, split.rows_of(fact, bounds, lambda: []), self._progress(name))
+                runlog.check_balance(whole)
+                results = load.part_results(whole)
+                for result in results:
+                    runlog.check_balance(result)
+                settled = aggregates.write(conn, start, end)
+                for result, seconds in zip(results, _shares(time.perf_counter() - began, results), strict=True):
+                    result.seconds = seconds
+                runlog.record_steps(conn, self.schema, summary.id_run, len(summary.steps) + 1, results)
+                control.mark_loaded(conn, self.schema, span, [r.inserted for r in results])
+                summary.touched.add_period(start, end, settled.aggregates, settled.lift)
+        except Exception as error:  # noqa: BLE001 - the span's periods are loaded one at a time instead
+            if self._stop.requested:
+                raise RunStopped(self._stop.reason, self._stop.signal_number) from error
+            return False
+        split.release(fact, bounds)
+        summary.steps.extend(results)
+        for result in results:
+            self.reporter.step_finished(result)
+        return True
 
     def _check_covered(self, fact: Fact, period: control.Period, latest: datetime | None) -> None:
         if fact.name not in self._dated:
@@ -655,6 +746,15 @@ class Callmart:
             self.reporter.rows_read(name, rows)
 
         return on_rows
+
+
+def _shares(seconds: float, results: Sequence[StepResult]) -> list[float]:
+    """A span's seconds shared among its periods' steps by the rows each read (evenly where none read any)."""
+    weights = [r.read for r in results]
+    total = sum(weights)
+    if not total:
+        return [seconds / len(results)] * len(results)
+    return [seconds * weight / total for weight in weights]
 
 
 def _spoken(span: timedelta | None) -> str:

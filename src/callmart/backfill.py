@@ -24,12 +24,28 @@ try:
 except ImportError:  # Windows: folders of killed runs stay until the system cleans its temporary folder
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["FOLDER_PREFIX", "MAX_PERIODS", "Backfill", "PeriodSplit", "remove_abandoned", "split_by_period"]
+__all__ = [
+    "FOLDER_PREFIX",
+    "GROUP_PERIODS",
+    "MAX_PERIODS",
+    "Backfill",
+    "PeriodSplit",
+    "remove_abandoned",
+    "split_by_period",
+]
 
 Period = tuple[datetime, datetime]
 
 MAX_PERIODS = 400
-"""Most periods one extract is split among (a file is open for each while it is read); later ones read it again."""
+"""Most periods one extract is split among (a file is open for each while it is read); the periods after them
+split it again once reached."""
+
+GROUP_PERIODS = 31
+"""Most consecutive pending periods a run loads as one span (one transaction); a span that fails is loaded again
+one period at a time, so a longer one would cost more to retry than it saves."""
+
+SPLIT_HELD_BYTES = 16 << 20
+"""Most bytes of rows a split holds in memory before writing them to its files."""
 
 BATCH_ROWS = 16_384
 """Rows per batch read back: an extract not in date order leaves each period its rows in slivers."""
@@ -62,21 +78,30 @@ class PeriodSplit:
         parts.append(self.folder / f"{'undated' if index is None else index}-{len(parts)}.arrows")
         return parts[-1]
 
-    def rows_of(self, start: datetime, end: datetime) -> RawRows | None:
-        """The period's raw rows, or None for a period the split does not cover."""
-        if (start, end) not in self.periods:
+    def rows_of(self, periods: Sequence[Period]) -> RawRows | None:
+        """The raw rows of consecutive `periods`, each period's apart from the next, then the undated ones; None
+        if the split does not cover one of them. They stay on disk until `release`d."""
+        if any(period not in self.periods for period in periods):
             return None
-        index = self.periods.index((start, end))
+        indexes = [self.periods.index(period) for period in periods]
 
         def raw_rows(problems: list[pa.Table]) -> Iterator[pa.RecordBatch]:
             problems.extend(self.problems)
-            yield from _coalesced(_read(self.parts.get(index, [])))
+            # Each period's batches as it would read them alone, small ones then joined: a batch per small day
+            # would cost more than its rows, and a batch never splits a period's batch (inferred members get
+            # their keys batch by batch, the same as period by period).
+            alone = (_coalesced(_read(self.parts.get(index, []))) for index in indexes)
+            yield from _joined_whole(batch for batches in alone for batch in batches)
             yield from _coalesced(_read(self.parts.get(None, [])))
-            # Read once: the disk it took goes back while the backfill goes on.
-            for path in self.parts.pop(index, []):
-                path.unlink(missing_ok=True)
 
         return raw_rows
+
+    def release(self, periods: Sequence[Period]) -> None:
+        """Remove the rows of periods now loaded: the disk they took goes back while the backfill goes on."""
+        for period in periods:
+            if period in self.periods:
+                for path in self.parts.pop(self.periods.index(period), []):
+                    path.unlink(missing_ok=True)
 
 
 def split_by_period(
@@ -96,19 +121,7 @@ def split_by_period(
     starts = np.array([_seconds(start) for start, _ in split.periods], np.int64)
     ends = np.array([_seconds(end) for _, end in split.periods], np.int64)
     time_column = next(c for c in staged_columns(fact) if c.name == fact.time_column)
-    writers: dict[int | None, tuple[pa.Schema, pa.ipc.RecordBatchStreamWriter]] = {}
-
-    def write(index: int | None, rows: pa.RecordBatch) -> None:
-        layout, writer = writers.get(index, (None, None))
-        # Each file's columns come in its header's order (a reject shows the line as written): a file with
-        # another order starts another part.
-        if writer is None or layout != rows.schema:
-            if writer is not None:
-                writer.close()
-            writer = pa.ipc.new_stream(str(split.add_part(index)), rows.schema, options=_WRITE_OPTIONS)
-            writers[index] = (rows.schema, writer)
-        writer.write_batch(rows)
-
+    files = _PartFiles(split)
     try:
         for batch in read_source(source_dir, fact.source, source_fields(fact), split.problems):
             if on_rows is not None:
@@ -121,14 +134,69 @@ def split_by_period(
             seconds = pc.fill_null(pc.cast(when, pa.int64()), 0).to_numpy(zero_copy_only=False)
             place = np.searchsorted(starts, seconds, side="right") - 1
             inside = dated & (place >= 0) & (seconds < ends[np.maximum(place, 0)])
-            for index in np.unique(place[inside]):
-                write(int(index), batch.filter(pa.array(inside & (place == index))))
+            # The batch's rows ordered by period (keeping their order within one), then written a slice per period:
+            # filtering the batch once per period would read it as many times as it has days.
+            kept = np.flatnonzero(inside)
+            order = kept[np.argsort(place[kept], kind="stable")]
+            ordered, places = batch.take(pa.array(order)), place[order]
+            cuts = [0, *(np.flatnonzero(np.diff(places)) + 1), len(order)]
+            for first, after in zip(cuts, cuts[1:], strict=False):
+                if after > first:
+                    files.add(int(places[first]), ordered.slice(first, after - first))
             if not dated.all():
-                write(None, batch.filter(pa.array(~dated)))
+                files.add(None, batch.filter(pa.array(~dated)))
+        files.flush()
     finally:
-        for _, writer in writers.values():
-            writer.close()
+        files.close()
     return split
+
+
+class _PartFiles:
+    """The files of a split: each period's rows held in memory, SPLIT_HELD_BYTES in all at most, then written as
+    one batch per period (a few rows written at a time cost more than the rows)."""
+
+    def __init__(self, split: PeriodSplit) -> None:
+        self.split = split
+        self.writers: dict[int | None, tuple[pa.Schema, pa.ipc.RecordBatchStreamWriter]] = {}
+        self.held: dict[int | None, list[pa.RecordBatch]] = {}
+        self.bytes = 0
+
+    def add(self, index: int | None, rows: pa.RecordBatch) -> None:
+        """Rows of period `index` (None: rows without a date), in the extract's order."""
+        held = self.held.get(index)
+        if held and held[0].schema != rows.schema:
+            self._write(index)
+        self.held.setdefault(index, []).append(rows)
+        self.bytes += rows.nbytes
+        if self.bytes > SPLIT_HELD_BYTES:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write every period's rows held."""
+        for index in list(self.held):
+            self._write(index)
+        self.bytes = 0
+
+    def close(self) -> None:
+        """Close the files (rows still held are not written: the split failed)."""
+        for _, writer in self.writers.values():
+            writer.close()
+
+    def _write(self, index: int | None) -> None:
+        batches = self.held.pop(index, [])
+        if not batches:
+            return
+        self.bytes -= sum(b.nbytes for b in batches)
+        rows = _joined(batches)
+        layout, writer = self.writers.get(index, (None, None))
+        # Each file's columns come in its header's order (a reject shows the line as written): a file with
+        # another order starts another part.
+        if writer is None or layout != rows.schema:
+            if writer is not None:
+                writer.close()
+            writer = pa.ipc.new_stream(str(self.split.add_part(index)), rows.schema, options=_WRITE_OPTIONS)
+            self.writers[index] = (rows.schema, writer)
+        writer.write_batch(rows)
 
 
 class Backfill:
@@ -139,6 +207,7 @@ class Backfill:
     def __init__(self, source_dir: Path) -> None:
         self.source_dir = source_dir
         self._splits: dict[str, PeriodSplit | None] = {}
+        self._made = 0
         self._folder: Path | None = None
         self._owner: int | None = None
 
@@ -157,27 +226,40 @@ class Backfill:
     def rows_of(
         self,
         fact: Fact,
-        period: Period,
+        periods: Sequence[Period],
         pending: Callable[[], list[Period]],
         on_rows: Callable[[int], None] | None = None,
     ) -> RawRows | None:
-        """The period's rows from the split of its extract, splitting it first if this is the fact's first period
-        of the run and others are pending; None where the period reads the extract itself."""
-        if fact.name not in self._splits:
-            # Decided once: a split that fails leaves every period to read the extract, and report its error.
+        """The rows of consecutive `periods` from the split of their extract, splitting it first among them and
+        the `pending` ones if the fact has no split of them yet and there are several; None where the periods
+        read the extract themselves."""
+        # A split that failed leaves every period to read the extract, and report its error.
+        made = self._splits.get(fact.name)
+        if fact.name not in self._splits or (made is not None and made.rows_of(periods) is None):
+            wanted = [*periods, *(p for p in pending() if p not in periods)]
             self._splits[fact.name] = None
-            periods = [period, *(p for p in pending() if p != period)][:MAX_PERIODS]
-            if len(periods) > 1 and not _overlapping(periods):
+            if made is not None:
+                shutil.rmtree(made.folder, ignore_errors=True)
+            if len(wanted) > 1 and len(periods) <= MAX_PERIODS and not _overlapping(wanted):
                 try:
-                    folder = self._make_folder() / fact.name
+                    folder = self._make_folder() / f"{fact.name}-{self._made}"
+                    self._made += 1
                     folder.mkdir()
-                    self._splits[fact.name] = split_by_period(self.source_dir, fact, periods, folder, on_rows)
+                    self._splits[fact.name] = split_by_period(
+                        self.source_dir, fact, wanted[:MAX_PERIODS], folder, on_rows
+                    )
                 except OSError:
                     # No room or no right to write the temporary files (or to read the extract): each period
                     # reads the extract itself, as it would without a split, and meets any reading error there.
                     self._splits[fact.name] = None
         split = self._splits[fact.name]
-        return None if split is None else split.rows_of(*period)
+        return None if split is None else split.rows_of(periods)
+
+    def release(self, fact: Fact, periods: Sequence[Period]) -> None:
+        """The periods are loaded (or failed): their rows set apart are not read again."""
+        split = self._splits.get(fact.name)
+        if split is not None:
+            split.release(periods)
 
     def split_of(self, fact: Fact) -> PeriodSplit | None:
         """The fact's split, once made (None where each period reads the extract itself)."""
@@ -252,6 +334,21 @@ def _coalesced(batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         if rows >= BATCH_ROWS:
             yield _joined(pending)
             pending, rows = [], 0
+    if pending:
+        yield _joined(pending)
+
+
+def _joined_whole(batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    """Consecutive batches of one layout joined, whole, into batches of at most BATCH_ROWS rows (or one larger
+    batch alone)."""
+    pending: list[pa.RecordBatch] = []
+    rows = 0
+    for batch in batches:
+        if pending and (rows + batch.num_rows > BATCH_ROWS or batch.schema != pending[0].schema):
+            yield _joined(pending)
+            pending, rows = [], 0
+        pending.append(batch)
+        rows += batch.num_rows
     if pending:
         yield _joined(pending)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from typing import TypeVar
@@ -19,6 +19,7 @@ __all__ = [
     "business_date",
     "catch_up_periods",
     "claim_next",
+    "claim_run_of",
     "daily_periods",
     "owed_days",
     "enqueue",
@@ -26,6 +27,7 @@ __all__ = [
     "counts",
     "listing",
     "mark",
+    "mark_loaded",
     "pending_periods",
     "requeue_failed",
     "requeue_running",
@@ -109,24 +111,50 @@ def _chunks(items: list[T], size: int = 5_000) -> Iterator[list[T]]:
 
 
 def claim_next(conn: sa.Connection, schema: Schema, id_run: int, run_date: datetime) -> Period | None:
-    """Take the oldest pending period for this run (marking it running), or None when none is left.
+    """Take the oldest pending period for this run (marking it running), or None when none is left."""
+    claimed = claim_run_of(conn, schema, id_run, run_date, 1)
+    return claimed[0] if claimed else None
+
+
+def claim_run_of(conn: sa.Connection, schema: Schema, id_run: int, run_date: datetime, most: int) -> list[Period]:
+    """Take for this run (marking them running) the oldest pending period and the pending periods of its fact
+    table that follow it without a gap, `most` in all; none when no period is pending.
 
     On PostgreSQL, FOR UPDATE SKIP LOCKED lets concurrent runs claim different periods without waiting."""
     table = schema.processes
-    oldest = (
-        sa.select(table.c.id_process, table.c.fact_table, table.c.start_date, table.c.end_date)
-        .where(table.c.status == Status.PENDING)
-        .order_by(table.c.start_date, table.c.end_date, table.c.id_process)
-        .limit(1)
-    )
-    if engines.of(conn).SKIP_LOCKED_CLAIMS:
+    columns = (table.c.id_process, table.c.fact_table, table.c.start_date, table.c.end_date)
+    order = (table.c.start_date, table.c.end_date, table.c.id_process)
+    oldest = sa.select(*columns).where(table.c.status == Status.PENDING).order_by(*order).limit(1)
+    skip_locked = engines.of(conn).SKIP_LOCKED_CLAIMS
+    if skip_locked:
         oldest = oldest.with_for_update(skip_locked=True)
     row = conn.execute(oldest).first()
     if row is None:
-        return None
-    period = Period(*row)
-    mark(conn, schema, period, Status.RUNNING, id_run=id_run, process_run_date=run_date, error_message=None)
-    return period
+        return []
+    claimed = [Period(*row)]
+    if most > 1:
+        following = (
+            sa.select(*columns)
+            .where(
+                table.c.status == Status.PENDING,
+                table.c.fact_table == claimed[0].fact_table,
+                table.c.start_date >= claimed[0].end,
+            )
+            .order_by(*order)
+            .limit(most - 1)
+        )
+        if skip_locked:
+            following = following.with_for_update(skip_locked=True)
+        for period in (Period(*r) for r in conn.execute(following)):
+            if period.start != claimed[-1].end:
+                break
+            claimed.append(period)
+    conn.execute(
+        sa.update(table)
+        .where(table.c.id_process.in_([p.id_process for p in claimed]))
+        .values(status=Status.RUNNING, id_run=id_run, process_run_date=run_date, error_message=None)
+    )
+    return claimed
 
 
 def pending_periods(conn: sa.Connection, schema: Schema, fact_table: str) -> list[tuple[datetime, datetime]]:
@@ -185,6 +213,19 @@ def mark(conn: sa.Connection, schema: Schema, period: Period, status: Status, **
     """Set a period's status and any other columns of its row."""
     table = schema.processes
     conn.execute(sa.update(table).where(table.c.id_process == period.id_process).values(status=status, **values))
+
+
+def mark_loaded(conn: sa.Connection, schema: Schema, periods: Sequence[Period], rows_loaded: Sequence[int]) -> None:
+    """Mark periods loaded, each with its count of rows, in one statement."""
+    table = schema.processes
+    loaded = sa.values(sa.column("id_process", sa.Integer), sa.column("rows_loaded", sa.Integer), name="loaded").data(
+        [(period.id_process, rows) for period, rows in zip(periods, rows_loaded, strict=True)]
+    )
+    conn.execute(
+        sa.update(table)
+        .where(table.c.id_process == loaded.c.id_process)
+        .values(status=Status.DONE, rows_loaded=loaded.c.rows_loaded, finished_at=datetime.now())
+    )
 
 
 def listing(

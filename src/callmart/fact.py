@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import sqlalchemy as sa
@@ -21,7 +22,7 @@ from .metric import FirstEventsInClient, first_events
 from .progress import StepResult
 from .rowhash import ROW_HASH, RepeatedHashes, RowHasher, prefix
 from .schema import Schema
-from .stage import RawRows, Staging, staged_columns
+from .stage import PLACE, RawRows, Staging, staged_columns
 
 __all__ = ["FactRowsInClient", "MinuteNumbering", "PeriodLoad", "Watcher"]
 
@@ -45,7 +46,10 @@ class Watcher(Protocol):
 class PeriodLoad:
     """Replaces the fact rows of one period [start, end) with the period's rows of the source, in the caller's
     transaction: stage them (keys, inferred members, and where the engine takes them, the final rows), write the
-    inferred members, note the doubtful rows, replace the period."""
+    inferred members, note the doubtful rows, replace the period.
+
+    A backfill's consecutive periods load as one such span, in `parts`: what each part read, rejected, replaced
+    and inferred is counted apart, for its own step (`part_results`)."""
 
     def __init__(
         self,
@@ -56,10 +60,12 @@ class PeriodLoad:
         end: datetime,
         cache: LookupCache | None = None,
         watcher: Watcher | None = None,
+        parts: Sequence[tuple[datetime, datetime]] = (),
     ) -> None:
         """`cache`: the lookups of the run's earlier periods. `watcher`: shown the final rows, where they are made
-        in the client."""
+        in the client. `parts`: the consecutive periods that make up [start, end), if it is several."""
         self.conn, self.schema, self.fact, self.start, self.end = conn, schema, fact, start, end
+        self.parts = _Parts(start, end, parts)
         self.lookups = lookups_for(conn, schema, fact) if cache is None else cache.lookups_for(conn, schema, fact)
         self.numbering = MinuteNumbering(fact)
         self.hasher = RowHasher([c.name for c in staged_columns(fact)]) if fact.warn_duplicate_rows else None
@@ -81,12 +87,18 @@ class PeriodLoad:
         created = self.inferred.write(conn)
         doubts = [
             staged.reject_table(),
-            *(_duplicate_rows(conn, schema, fact, self.repeats.repeated()) if fact.warn_duplicate_rows else []),
+            *(
+                _duplicate_rows(conn, schema, fact, self.repeats.repeated(), self.parts)
+                if fact.warn_duplicate_rows
+                else []
+            ),
         ]
+        self.parts.count_before(conn, schema[fact.name].c[fact.time_column])
         # Rows made in the client are already in the period's tables; otherwise they come from staging.
         deleted, inserted = self.replace.finish(
             None if self.in_client is not None else lambda lower, upper: _rows_from_staging(schema, fact, lower, upper)
         )
+        self.parts.read = staged.read_by_place
         found = rejects.concat(doubts)
         return StepResult(
             table=fact.name,
@@ -102,6 +114,108 @@ class PeriodLoad:
             unplaced=rejects.concat(staged.unplaced),
             source_latest=self.latest.value,
         )
+
+    def part_results(self, whole: StepResult) -> list[StepResult]:
+        """The step of each part, from the span's step `whole` that `run` returned."""
+        return self.parts.results(whole)
+
+
+class _Parts:
+    """The periods a load's span is made of, and what each read, replaced and inferred, for its own step."""
+
+    def __init__(self, start: datetime, end: datetime, parts: Sequence[tuple[datetime, datetime]]) -> None:
+        self.bounds = list(parts) or [(start, end)]
+        if self.bounds[0][0] != start or self.bounds[-1][1] != end:
+            raise ValueError("a load's parts must span its period")
+        if any(later[0] != earlier[1] for earlier, later in zip(self.bounds, self.bounds[1:], strict=False)):
+            raise ValueError("a load's parts must follow one another")
+        self.starts = pc.cast(pa.array([lower for lower, _ in self.bounds[1:]], pa.timestamp("us")), pa.int64())
+        self.read: dict[int, int] = {}
+        self.inferred: dict[int, int] = {}
+        self.staged: dict[int, int] = {}
+        self.before: list[int] = []
+
+    @property
+    def several(self) -> bool:
+        """Whether the span is more than one part."""
+        return len(self.bounds) > 1
+
+    def of(self, times: pa.Array) -> pa.Array:
+        """The part each time falls in (the first for a time before the span, the last for one after it)."""
+        micros = pc.fill_null(pc.cast(pc.cast(times, pa.timestamp("us")), pa.int64()), 0)
+        later = np.searchsorted(self.starts.to_numpy(), micros.to_numpy(zero_copy_only=False), "right")
+        return pa.array(later, pa.int32())
+
+    def note_inferred(self, rows: pa.RecordBatch, time: str, added: list[tuple[str, pa.Array]]) -> None:
+        """Count each member inferred from `rows` (`added`: its ids, by column) in the part of its first row."""
+        for column, ids in added:
+            first = pc.index_in(ids, value_set=rows.column(column))
+            tally = pc.value_counts(self.of(pc.take(rows.column(time), first)))
+            for place, count in zip(tally.field("values").to_pylist(), tally.field("counts").to_pylist(), strict=True):
+                self.inferred[place] = self.inferred.get(place, 0) + count
+
+    def note_staged(self, rows: pa.RecordBatch, time: str) -> None:
+        """`rows` are staged: each will be its part's."""
+        tally = pc.value_counts(self.of(rows.column(time)))
+        for place, count in zip(tally.field("values").to_pylist(), tally.field("counts").to_pylist(), strict=True):
+            self.staged[place] = self.staged.get(place, 0) + count
+
+    def count_before(self, conn: sa.Connection, time: sa.Column[Any]) -> None:
+        """The fact's rows in each part before the replace."""
+        if self.several:
+            self.before = _rows_by_part(conn, time, self.bounds)
+
+    def results(self, whole: StepResult) -> list[StepResult]:
+        """Each part's step."""
+        if not self.several:
+            return [whole]
+        if sum(self.staged.values()) != whole.inserted:
+            raise RuntimeError(f"the span's parts staged {sum(self.staged.values()):,} rows, {whole.inserted:,} loaded")
+        found = whole.rejects if whole.rejects is not None else rejects.concat([])
+        # Rows every part reads (a file no part can claim) are read and rejected in each, as by one period's load.
+        shared_reads = whole.read - sum(self.read.values())
+        places = found[PLACE] if PLACE in found.schema.names else pa.nulls(found.num_rows, pa.int32())
+        results = []
+        for index, bounds in enumerate(self.bounds):
+            mine = pc.fill_null(pc.equal(places, pa.scalar(index, pa.int32())), True)
+            own = found.filter(mine)
+            if PLACE in own.schema.names:
+                own = own.drop_columns([PLACE])
+            results.append(
+                StepResult(
+                    table=whole.table,
+                    period=bounds,
+                    read=self.read.get(index, 0) + shared_reads,
+                    loaded=self.staged.get(index, 0),
+                    rejected=rejects.rows_rejected(own),
+                    warned=rejects.warnings(own),
+                    inserted=self.staged.get(index, 0),
+                    deleted=self.before[index],
+                    inferred=self.inferred.get(index, 0),
+                    rejects=own,
+                    unplaced=whole.unplaced if index == 0 else None,
+                    source_latest=whole.source_latest,
+                )
+            )
+        return results
+
+
+def _rows_by_part(conn: sa.Connection, time: sa.Column[Any], bounds: list[tuple[datetime, datetime]]) -> list[int]:
+    """Rows of time's table in each of the consecutive periods `bounds`."""
+    span = sa.and_(time >= bounds[0][0], time < bounds[-1][1])
+    if not conn.execute(sa.select(sa.func.count()).select_from(time.table).where(span)).scalar_one():
+        return [0] * len(bounds)  # a first load: the common case of a backfill
+    parts = sa.values(
+        sa.column("place", sa.Integer), sa.column("lower", sa.DateTime), sa.column("upper", sa.DateTime), name="parts"
+    ).data([(place, lower, upper) for place, (lower, upper) in enumerate(bounds)])
+    counted = (
+        sa.select(parts.c.place, sa.func.count())
+        .select_from(time.table.join(parts, sa.and_(time >= parts.c.lower, time < parts.c.upper)))
+        .where(span)
+        .group_by(parts.c.place)
+    )
+    found: dict[int, int] = dict(conn.execute(counted).tuples().all())
+    return [int(found.get(place, 0)) for place in range(len(bounds))]
 
 
 class _PeriodStaging(Staging):
@@ -124,11 +238,19 @@ class _PeriodStaging(Staging):
         lower, upper = pa.scalar(self.load.start, time.type), pa.scalar(self.load.end, time.type)
         return pc.and_(pc.greater_equal(time, lower), pc.less(time, upper))
 
+    def places(self, rows: pa.RecordBatch) -> pa.Array | None:
+        return self.load.parts.of(rows.column(self.time)) if self.load.parts.several else None
+
     def enrich(self, rows: pa.RecordBatch) -> pa.RecordBatch:
         return self.load.numbering.number(with_keys(rows, self.load.lookups))
 
     def finish(self, rows: pa.RecordBatch) -> pa.RecordBatch:
-        rows = self.load.inferred.fill(rows)
+        inferred, parts = self.load.inferred, self.load.parts
+        before = inferred.sizes()
+        rows = inferred.fill(rows, parts.of(rows.column(self.time)) if parts.several else None)
+        if parts.several:
+            parts.note_inferred(rows, self.time, inferred.added_since(before))
+            parts.note_staged(rows, self.time)
         return rows if self.load.hasher is None else self.load.repeats.add(self.load.hasher(rows))
 
     @property
@@ -169,7 +291,9 @@ class FactRowsInClient:
         return self.replace.parts(rows)
 
 
-def _duplicate_rows(conn: sa.Connection, schema: Schema, fact: Fact, repeated: list[int]) -> list[pa.Table]:
+def _duplicate_rows(
+    conn: sa.Connection, schema: Schema, fact: Fact, repeated: list[int], parts: _Parts
+) -> list[pa.Table]:
     """Warnings for staged rows identical to an earlier row of the extract: loaded, but worth a look.
 
     `repeated`: the hash prefixes that occur more than once; only the rows that have one are compared, column by
@@ -189,22 +313,20 @@ def _duplicate_rows(conn: sa.Connection, schema: Schema, fact: Fact, repeated: l
     candidates = sa.select(stg).where(chosen).subquery()
     same = [candidates.c[c.name] for c in content]
     place = sa.func.row_number().over(partition_by=same, order_by=(candidates.c[SOURCE_FILE], candidates.c[SOURCE_ROW]))
-    numbered = sa.select(candidates.c[SOURCE_FILE], candidates.c[SOURCE_ROW], place.label("place")).subquery()
+    time = candidates.c[fact.time_column]
+    numbered = sa.select(candidates.c[SOURCE_FILE], candidates.c[SOURCE_ROW], time, place.label("place")).subquery()
     with contextlib.nullcontext() if listed else engines.of(conn).grouping_by_sort(conn):
         found = conn.execute(
-            sa.select(numbered.c[SOURCE_FILE], numbered.c[SOURCE_ROW]).where(numbered.c.place > 1)
+            sa.select(numbered.c[SOURCE_FILE], numbered.c[SOURCE_ROW], numbered.c[time.name]).where(
+                numbered.c.place > 1
+            )
         ).all()
-    return [
-        rejects.make(
-            [r[0] for r in found],
-            [r[1] for r in found],
-            None,
-            None,
-            None,
-            rejects.DUPLICATE_ROW,
-            rejects.WARNING,
-        )
-    ]
+    warned = rejects.make(
+        [r[0] for r in found], [r[1] for r in found], None, None, None, rejects.DUPLICATE_ROW, rejects.WARNING
+    )
+    if parts.several:
+        warned = warned.append_column(PLACE, parts.of(pa.array([r[2] for r in found], pa.timestamp("us"))))
+    return [warned]
 
 
 class MinuteNumbering:

@@ -379,6 +379,15 @@ def _inferred_members(
     return sa.insert(dim).from_select(list(columns), select)
 
 
+def _id_order(new: pa.Array, values: pa.Array, places: pa.Array | None) -> pa.Array:
+    """The order new ids get keys in: by id, within the part of each one's first row where there are parts."""
+    if places is None:
+        return pc.sort_indices(new)
+    first = pc.take(places, pc.index_in(new, value_set=values))
+    order = [("place", "ascending"), ("id", "ascending")]
+    return pc.sort_indices(pa.table({"place": first, "id": new}), sort_keys=order)
+
+
 class InferredMembers:
     """Gives business ids a dimension lacks their keys as the batches stream by, so that no row waits for the end
     of the load: keys after the dimension's largest, in order of id within each batch (the same extract gives the
@@ -404,8 +413,23 @@ class InferredMembers:
         """Members given keys so far."""
         return sum(t.num_rows for t in self.known.values())
 
-    def fill(self, batch: pa.RecordBatch) -> pa.RecordBatch:
-        """The batch with every key set."""
+    def sizes(self) -> dict[str, int]:
+        """Members given keys so far, by key column: `added_since` tells which came after."""
+        return {column: known.num_rows for column, known in self.known.items()}
+
+    def added_since(self, sizes: dict[str, int]) -> list[tuple[str, pa.Array]]:
+        """The business ids given keys since `sizes`, with the name of the column they come from."""
+        added = []
+        for ref in self.references:
+            new = self.known[ref.column]["value"].slice(sizes[ref.column])
+            if len(new):
+                added.append((ref.value.name, new.combine_chunks()))
+        return added
+
+    def fill(self, batch: pa.RecordBatch, places: pa.Array | None = None) -> pa.RecordBatch:
+        """The batch with every key set. `places`: the part of a load (a period of a span) of each row, where a
+        batch holds several; ids new to the batch then get keys part after part, as if each part were loaded
+        apart."""
         for ref in self.references:
             keys, values = batch.column(ref.column), batch.column(ref.value.name)
             missing = pc.and_(pc.is_null(keys), pc.is_valid(values))
@@ -415,7 +439,7 @@ class InferredMembers:
             unknown = pc.unique(pc.filter(values, missing))
             new = pc.filter(unknown, pc.invert(pc.is_in(unknown, value_set=known["value"])))
             if len(new):
-                new_values = pc.take(new, pc.sort_indices(new))
+                new_values = pc.take(new, _id_order(new, values, places))
                 first = self.next_key[ref.column]
                 self.next_key[ref.column] = first + len(new_values)
                 numbered = pa.table(

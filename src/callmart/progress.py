@@ -38,6 +38,27 @@ class StepResult:
     rejects: pa.Table | None = field(default=None, repr=False)
     unplaced: pa.Table | None = field(default=None, repr=False)
 
+    def run_step(self, id_run: int, step: int) -> dict[str, object]:
+        """The step's row of the run log (dm_run_steps)."""
+        start, end = self.period or (None, None)
+        return {
+            "id_run": id_run,
+            "step": step,
+            "table_name": self.table,
+            "period_start": start,
+            "period_end": end,
+            "rows_read": self.read,
+            "rows_loaded": self.loaded,
+            "rows_rejected": self.rejected,
+            "rows_warned": self.warned,
+            "rows_inserted": self.inserted,
+            "rows_updated": self.updated,
+            "inferred_members": self.inferred,
+            "seconds": round(self.seconds, 3),
+            "status": self.status.value,
+            "error_message": self.error,
+        }
+
     @property
     def balanced(self) -> bool:
         """Whether every row read was either loaded or rejected."""

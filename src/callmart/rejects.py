@@ -72,8 +72,8 @@ def _storable(text: pa.Array) -> pa.Array:
 
 
 def concat(tables: Sequence[pa.Table]) -> pa.Table:
-    """All reject rows of several tables."""
-    return pa.concat_tables(tables) if tables else REJECT_SCHEMA.empty_table()
+    """All reject rows of several tables; a column some lack (a row's part of its step) is null in their rows."""
+    return pa.concat_tables(tables, promote_options="default") if tables else REJECT_SCHEMA.empty_table()
 
 
 def rows_rejected(table: pa.Table) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 
@@ -84,30 +85,22 @@ def abandon_dead_runs(conn: sa.Connection, schema: Schema, id_run: int) -> int:
 
 def record_step(conn: sa.Connection, schema: Schema, id_run: int, step: int, result: StepResult) -> None:
     """Store a step's counts and its reject rows, in the step's own transaction."""
-    start, end = result.period or (None, None)
-    conn.execute(
-        sa.insert(schema[RUN_STEPS]).values(
-            id_run=id_run,
-            step=step,
-            table_name=result.table,
-            period_start=start,
-            period_end=end,
-            rows_read=result.read,
-            rows_loaded=result.loaded,
-            rows_rejected=result.rejected,
-            rows_warned=result.warned,
-            rows_inserted=result.inserted,
-            rows_updated=result.updated,
-            inferred_members=result.inferred,
-            seconds=round(result.seconds, 3),
-            status=result.status,
-            error_message=result.error,
-        )
-    )
-    found = result.rejects
-    if found is not None and found.num_rows:
-        rows = rejects.of_step(found, id_run, result.table, result.period)
-        engines.of(conn).bulk_insert(conn, schema[REJECTS], rows.to_batches(max_chunksize=50_000))
+    record_steps(conn, schema, id_run, step, [result])
+
+
+def record_steps(conn: sa.Connection, schema: Schema, id_run: int, first: int, results: Sequence[StepResult]) -> None:
+    """Store the counts and reject rows of consecutive steps from step `first`, in one statement each."""
+    rows = [result.run_step(id_run, first + offset) for offset, result in enumerate(results)]
+    # A span's many steps by the bulk path; one step by an INSERT, which costs less than setting up the bulk path.
+    if len(rows) > 1:
+        engines.of(conn).insert_rows(conn, schema[RUN_STEPS], rows)
+    else:
+        conn.execute(sa.insert(schema[RUN_STEPS]).values(rows))
+    found = [rejects.of_step(r.rejects, id_run, r.table, r.period) for r in results if r.rejects is not None]
+    # One chunk: the bulk path writes a table chunk by chunk, and a span's steps each bring a few rows.
+    found_rows = pa.concat_tables(found).combine_chunks() if found else None
+    if found_rows is not None and found_rows.num_rows:
+        engines.of(conn).bulk_insert(conn, schema[REJECTS], found_rows.to_batches(max_chunksize=50_000))
 
 
 def undated(table: str, results: list[StepResult]) -> StepResult | None:

@@ -18,10 +18,14 @@ from .engines.sql.ddl import Truncate
 from .extract import SOURCE_FILE, SOURCE_ROW, read_source
 from .streams import prefetched
 
-__all__ = ["RawRows", "Staged", "Staging", "doubts", "source_fields", "staged_columns"]
+__all__ = ["PLACE", "RawRows", "Staged", "Staging", "doubts", "source_fields", "staged_columns"]
 
 RawRows = Callable[[list[pa.Table]], Iterable[pa.RecordBatch]]
 """The raw rows a step reads (text fields, source file and row), adding the rows it cannot split to the list."""
+
+PLACE = "place"
+"""Column of a step's rejects naming the part of the step (a period of a group) their row belongs to; null where
+the reject is every part's (a file no part can claim)."""
 
 
 @dataclass
@@ -32,6 +36,8 @@ class Staged:
     staged: int = 0
     rejects: list[pa.Table] = field(default_factory=list)
     unplaced: list[pa.Table] = field(default_factory=list)
+    read_by_place: dict[int, int] = field(default_factory=dict)
+    """Where the step has parts (`Staging.places`): rows read by part; `rejects` then have a PLACE column."""
 
     def reject_table(self) -> pa.Table:
         """Every error and warning of the step's rows."""
@@ -88,6 +94,11 @@ class Staging:
         """The rows of a cleaned batch that belong to the step (null where a bad field hides it)."""
         return pa.repeat(pa.scalar(True), rows.num_rows)
 
+    def places(self, rows: pa.RecordBatch) -> pa.Array | None:
+        """Where one step loads several parts at once (a group of periods), the part of each in-scope row of a
+        cleaned batch, from 0; None: the step is one part."""
+        return None
+
     def enrich(self, rows: pa.RecordBatch) -> pa.RecordBatch:
         """The loadable rows with more columns (keys)."""
         return rows
@@ -142,23 +153,61 @@ class Staging:
             scope = self.in_scope(outcome.rows)
             in_scope = pc.fill_null(scope, False)
             unplaced = pc.and_(pc.is_null(scope), outcome.bad)
-            _keep_rejects(result.rejects, outcome.rejects, outcome.rows.column(SOURCE_ROW), in_scope)
-            _keep_rejects(result.unplaced, outcome.rejects, outcome.rows.column(SOURCE_ROW), unplaced)
+            source_rows = outcome.rows.column(SOURCE_ROW)
+            where = self.places(outcome.rows)
+            placed = _Placing(outcome.rows, where)
+            _keep_rejects(result.rejects, outcome.rejects, source_rows, in_scope, placed)
+            _keep_rejects(result.unplaced, outcome.rejects, source_rows, unplaced)
             result.read += pc.sum(in_scope).as_py() or 0
+            if where is not None:
+                _count_places(result.read_by_place, pc.filter(where, in_scope))
             loadable = pc.and_not(in_scope, outcome.bad)
             rows = outcome.rows.filter(loadable)
-            result.rejects.extend(doubts(rows, raw.filter(loadable), checks, sources))
+            result.rejects.extend(placed(d) for d in doubts(rows, raw.filter(loadable), checks, sources))
             if self.on_rows is not None:
                 self.on_rows(raw.num_rows)
             yield self.enrich(rows)
 
 
-def _keep_rejects(into: list[pa.Table], found: pa.Table, rows: pa.Array, mask: pa.Array) -> None:
+class _Placing:
+    """Gives a batch's rejects the part of their row, where the step has parts."""
+
+    def __init__(self, rows: pa.RecordBatch, where: pa.Array | None) -> None:
+        self.rows, self.where = rows, where
+        self._keys: pa.Array | None = None
+
+    def __call__(self, found: pa.Table) -> pa.Table:
+        """`found` with its PLACE column, where the step has parts."""
+        if self.where is None:
+            return found
+        if self._keys is None:
+            self._keys = _row_keys(self.rows.column(SOURCE_FILE), self.rows.column(SOURCE_ROW))
+        at = pc.index_in(_row_keys(found[SOURCE_FILE], found[SOURCE_ROW]), value_set=self._keys)
+        return found.append_column(PLACE, pc.cast(pc.take(self.where, at), pa.int32()))
+
+
+def _row_keys(files: pa.Array | pa.ChunkedArray, rows: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """One text per source row: its file and line."""
+    keys = pc.binary_join_element_wise(files, pc.cast(rows, pa.string()), "\x1f")
+    return keys.combine_chunks() if isinstance(keys, pa.ChunkedArray) else keys
+
+
+def _keep_rejects(
+    into: list[pa.Table], found: pa.Table, rows: pa.Array, mask: pa.Array, placed: _Placing | None = None
+) -> None:
     """Add the rejects of the rows that mask selects."""
     if found.num_rows and pc.any(mask).as_py():
         picked = found.filter(pc.is_in(found[SOURCE_ROW], value_set=pc.filter(rows, mask)))
         if picked.num_rows:
-            into.append(picked)
+            into.append(picked if placed is None else placed(picked))
+
+
+def _count_places(counts: dict[int, int], places: pa.Array) -> None:
+    """Add each part's rows among `places` to `counts`."""
+    tally = pc.value_counts(places)
+    for place, count in zip(tally.field("values").to_pylist(), tally.field("counts").to_pylist(), strict=True):
+        if place is not None:
+            counts[place] = counts.get(place, 0) + count
 
 
 def _settle_problems(result: Staged, problems: list[pa.Table], placeable: bool) -> None:

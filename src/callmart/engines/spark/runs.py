@@ -203,7 +203,7 @@ def record_steps(
         return
     numbers = [step for step, _ in results]
     table, name = steps
-    frame = rows_frame(spark, table, [_step_row(id_run, step, result) for step, result in results])
+    frame = rows_frame(spark, table, [result.run_step(id_run, step) for step, result in results])
     these = (col("id_run") == lit(id_run)) & col("step").isin(numbers)
     with_retries(lambda: frame.writeTo(name).overwrite(these), f"recording steps {numbers} of run {id_run}")
     table, name = rejected
@@ -224,27 +224,6 @@ def record_steps(
     rows = spark.createDataFrame(found, schema=spark_schema(table, nullable=True))
     what = f"recording the rejects of steps {numbers} of run {id_run}"
     with_retries(lambda: rows.writeTo(name).overwrite(where), what)
-
-
-def _step_row(id_run: int, step: int, result: StepResult) -> dict[str, object]:
-    start, end = result.period or (None, None)
-    return {
-        "id_run": id_run,
-        "step": step,
-        "table_name": result.table,
-        "period_start": start,
-        "period_end": end,
-        "rows_read": result.read,
-        "rows_loaded": result.loaded,
-        "rows_rejected": result.rejected,
-        "rows_warned": result.warned,
-        "rows_inserted": result.inserted,
-        "rows_updated": result.updated,
-        "inferred_members": result.inferred,
-        "seconds": round(result.seconds, 3),
-        "status": result.status.value,
-        "error_message": result.error,
-    }
 
 
 def _step_rejects(id_run: int, result: StepResult) -> Column:
