@@ -461,16 +461,18 @@ def over_contender(outcomes: dict[str, Outcome], label: str) -> dict[str, float]
 
 def last_day_ratios(outcomes: dict[str, Outcome]) -> dict[str, dict[str, Any]]:
     """Per callmart contender with three periods or more: the load time of its last days over that of as many
-    early days (a week each, with fewer periods fewer), the first day left out: its load also reads the whole
-    extract once, setting every day's rows apart. One day of a backfill is a tenth of a second, too short alone."""
+    early days (a week each, with fewer periods fewer), the first third of the days left out: the first load also
+    reads the whole extract once, setting every day's rows apart. The days of a span share its time
+    by their rows; one day alone is too short to time."""
     ratios = {}
     for key, outcome in outcomes.items():
         if not outcome.ok or "callmart" not in outcome.label:
             continue
         steps = [s for s in outcome.ok[0]["details"].get("steps", []) if s["table"] == FACT and s["period"]]
-        width = min(7, (len(steps) - 1) // 2)
+        skipped = max(1, len(steps) // 3)
+        width = min(7, (len(steps) - skipped) // 2)
         if width >= 1:
-            early, late = steps[1 : 1 + width], steps[-width:]
+            early, late = steps[skipped : skipped + width], steps[-width:]
             early_seconds, late_seconds = sum(s["seconds"] for s in early), sum(s["seconds"] for s in late)
             ratios[key] = {
                 "first": f"{early[0]['period']} to {early[-1]['period']}",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -509,7 +510,7 @@ class Callmart:
                 began = time.perf_counter()
                 with self._transaction() as conn:
                     periods = control.claim_run_of(
-                        conn, self.schema, summary.id_run, summary.started, backfill.GROUP_PERIODS
+                        conn, self.schema, summary.id_run, summary.started, backfill.CLAIMED_PERIODS
                     )
                 if not periods:
                     break
@@ -634,7 +635,7 @@ class Callmart:
         metric, and each period's run-log step and status commit together. The periods the extract does not cover
         yet, and every period of a span that fails, go one at a time (`_run_period`)."""
         fact = self.schema.mart.fact(periods[0].fact_table)
-        name = f"{fact.name} {periods[0].start:%Y-%m-%d} to {periods[-1].start:%Y-%m-%d}"
+        name = _span_name(fact, periods)
         self.reporter.step_started(name)
         try:
             with self._transaction() as conn:
@@ -649,9 +650,16 @@ class Callmart:
             if self._stop.requested:
                 raise RunStopped(self._stop.reason, self._stop.signal_number) from error
         made = split.split_of(fact)
-        span = [] if made is None else self._covered_first(fact, periods, made.latest)
-        loaded = len(span) > 1 and self._load_span(span, summary, split, cache, began, name)
-        for period in periods[len(span) if loaded else 0 :]:
+        covered = [] if made is None else self._covered_first(fact, periods, made.latest)
+        sizes = [] if made is None else backfill.span_sizes([made.rows_in((p.start, p.end)) for p in covered])
+        for first, size in zip(itertools.accumulate([0, *sizes]), sizes, strict=False):
+            span = covered[first : first + size]
+            if size == 1 or not self._load_span(span, summary, split, cache, began):
+                for period in span:
+                    summary.steps.append(self._run_period(period, summary, split, cache, began))
+                    began = time.perf_counter()
+            began = time.perf_counter()
+        for period in periods[len(covered) :]:
             summary.steps.append(self._run_period(period, summary, split, cache, time.perf_counter()))
 
     def _covered_first(
@@ -674,10 +682,11 @@ class Callmart:
         split: backfill.Backfill,
         cache: LookupCache,
         began: float,
-        name: str,
     ) -> bool:
         """Load the covered periods `span` as one; False (nothing written) if it failed."""
         fact = self.schema.mart.fact(span[0].fact_table)
+        name = _span_name(fact, span)
+        self.reporter.step_started(name)
         bounds = [(p.start, p.end) for p in span]
         start, end = bounds[0][0], bounds[-1][1]
         aggregates = StreamedAggregates(self.schema, fact)
@@ -746,6 +755,11 @@ class Callmart:
             self.reporter.rows_read(name, rows)
 
         return on_rows
+
+
+def _span_name(fact: Fact, periods: Sequence[control.Period]) -> str:
+    """The name a span's load is reported by: its fact and first and last days."""
+    return f"{fact.name} {periods[0].start:%Y-%m-%d} to {periods[-1].start:%Y-%m-%d}"
 
 
 def _shares(seconds: float, results: Sequence[StepResult]) -> list[float]:

@@ -26,11 +26,13 @@ except ImportError:  # Windows: folders of killed runs stay until the system cle
 
 __all__ = [
     "FOLDER_PREFIX",
-    "GROUP_PERIODS",
+    "CLAIMED_PERIODS",
+    "SPAN_ROWS",
     "MAX_PERIODS",
     "Backfill",
     "PeriodSplit",
     "remove_abandoned",
+    "span_sizes",
     "split_by_period",
 ]
 
@@ -40,9 +42,13 @@ MAX_PERIODS = 400
 """Most periods one extract is split among (a file is open for each while it is read); the periods after them
 split it again once reached."""
 
-GROUP_PERIODS = 31
-"""Most consecutive pending periods a run loads as one span (one transaction); a span that fails is loaded again
-one period at a time, so a longer one would cost more to retry than it saves."""
+CLAIMED_PERIODS = 366
+"""Most consecutive pending periods a run claims at once, to load as spans (no more than one split holds)."""
+
+SPAN_ROWS = 250_000
+"""Most rows of the periods a run loads as one span (one transaction), unless one period alone has more: a span
+that fails is loaded again one period at a time, so a larger one would cost more to retry than it saves, and a
+span's keys of inferred members, row hashes and minute counters grow with its rows."""
 
 SPLIT_HELD_BYTES = 16 << 20
 """Most bytes of rows a split holds in memory before writing them to its files."""
@@ -71,6 +77,12 @@ class PeriodSplit:
         self.parts: dict[int | None, list[Path]] = {}
         self.latest: datetime | None = None
         """The latest time among all the extract's rows, in any period or none."""
+        self.rows: dict[int, int] = {}
+        """Rows set apart, by period."""
+
+    def rows_in(self, period: Period) -> int:
+        """The rows set apart for a period of the split."""
+        return self.rows.get(self.periods.index(period), 0)
 
     def add_part(self, index: int | None) -> Path:
         """A new file for rows of period `index` (None: rows without a date)."""
@@ -163,6 +175,8 @@ class _PartFiles:
 
     def add(self, index: int | None, rows: pa.RecordBatch) -> None:
         """Rows of period `index` (None: rows without a date), in the extract's order."""
+        if index is not None:
+            self.split.rows[index] = self.split.rows.get(index, 0) + rows.num_rows
         held = self.held.get(index)
         if held and held[0].schema != rows.schema:
             self._write(index)
@@ -270,6 +284,21 @@ class Backfill:
             self._folder = Path(tempfile.mkdtemp(prefix=FOLDER_PREFIX))
             self._owner = _lock(self._folder / OWNER_LOCK, create=True)
         return self._folder
+
+
+def span_sizes(rows: Sequence[int]) -> list[int]:
+    """How many consecutive periods each span takes, given each period's rows: as many as fit in SPAN_ROWS (at
+    least one)."""
+    sizes: list[int] = []
+    held = 0
+    for count in rows:
+        if sizes and held + count <= SPAN_ROWS:
+            sizes[-1] += 1
+            held += count
+        else:
+            sizes.append(1)
+            held = count
+    return sizes
 
 
 def remove_abandoned(temporary: Path) -> list[Path]:
