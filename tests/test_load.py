@@ -574,6 +574,21 @@ def test_a_backfill_reads_its_extract_once_and_loads_what_each_day_would(
     assert {r[2] for r in undated} == {"Llamadas_a.csv", "Llamadas_b.csv"}
 
 
+def test_a_span_is_consecutive_pending_days_of_one_table(database_url: str, tmp_path: Path) -> None:
+    folder = tmp_path / "extract"
+    generate(folder, calls=1000, days=6, customers=200, seed=2)
+    days = [date(2024, 3, 4) + timedelta(days=i) for i in range(6)]
+    reporter = RowsRead()
+    with Callmart(database_url, folder, reporter=reporter) as mart:
+        mart.init()
+        # The third day is not queued: the days on either side of it are two spans.
+        mart.enqueue(days[0], days[2])
+        mart.enqueue(days[3], days[-1] + timedelta(days=1))
+        assert mart.run(complete_through=days[-1]).ok
+    loads = [name for name in reporter.rows if name.startswith("fact_")]
+    assert loads == ["fact_llamadas 2024-03-04 to 2024-03-05", "fact_llamadas 2024-03-07 to 2024-03-09"]
+
+
 def test_a_span_that_fails_is_loaded_again_day_by_day(
     new_database: Callable[[], str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

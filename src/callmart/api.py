@@ -631,9 +631,9 @@ class Callmart:
         cache: LookupCache,
         began: float,
     ) -> None:
-        """Load consecutive periods of one fact claimed at `began` as one span, in one transaction: its replace,
-        metric, and each period's run-log step and status commit together. The periods the extract does not cover
-        yet, and every period of a span that fails, go one at a time (`_run_period`)."""
+        """Load consecutive periods of one fact claimed at `began` as spans of up to SPAN_ROWS rows, each in one
+        transaction: its replace, metric, and each period's run-log step and status commit together. The periods the
+        extract does not cover yet, and every period of a span that fails, go one at a time (`_run_period`)."""
         fact = self.schema.mart.fact(periods[0].fact_table)
         name = _span_name(fact, periods)
         self.reporter.step_started(name)

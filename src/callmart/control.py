@@ -18,7 +18,6 @@ __all__ = [
     "Period",
     "business_date",
     "catch_up_periods",
-    "claim_next",
     "claim_run_of",
     "daily_periods",
     "owed_days",
@@ -108,12 +107,6 @@ def _chunks(items: list[T], size: int = 5_000) -> Iterator[list[T]]:
     """Bound values a statement at a time: PostgreSQL takes at most 65,535 parameters in one."""
     for first in range(0, len(items), size):
         yield items[first : first + size]
-
-
-def claim_next(conn: sa.Connection, schema: Schema, id_run: int, run_date: datetime) -> Period | None:
-    """Take the oldest pending period for this run (marking it running), or None when none is left."""
-    claimed = claim_run_of(conn, schema, id_run, run_date, 1)
-    return claimed[0] if claimed else None
 
 
 def claim_run_of(conn: sa.Connection, schema: Schema, id_run: int, run_date: datetime, most: int) -> list[Period]:
