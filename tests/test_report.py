@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
+from collections.abc import Callable
 from datetime import date
 from html import escape
 from pathlib import Path
@@ -20,6 +22,7 @@ from callmart.lift import TOO_FEW
 from callmart.report import LiftData, ReportData, report_data
 from callmart.report_html import CAVEATS, CHARTS, NOTHING_TO_COMPARE, render_report
 from callmart.stats import newcombe
+from conftest import ON_SPARK, WITH_SPARK
 from marts import write_extracts
 from test_analytics import AGENTS, CALLS_DRAWN, CUSTOMERS, LOGINS_DRAWN, PHONE, calls, load, logins
 
@@ -45,8 +48,8 @@ def tiny_mart(url: str, folder: Path, *extra: tuple[object, ...]) -> None:
 
 
 def figures(url: str, first: date | None = None, end: date | None = None) -> ReportData:
-    with Callmart(url) as mart, mart.engine.connect() as conn:
-        return report_data(conn, mart.schema, first, end)
+    with Callmart(url) as mart:
+        return mart.report(first, end)
 
 
 def summary(group: Any) -> tuple[object, ...]:
@@ -119,6 +122,38 @@ def test_report_command(database_url: str, tmp_path: Path) -> None:
     assert out.read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
 
 
+@pytest.mark.parametrize("new_database", [ON_SPARK], indirect=True)
+def test_the_report_of_a_spark_mart_is_that_of_the_same_loads_on_duckdb(
+    new_database: Callable[[], str], tmp_path: Path
+) -> None:
+    # A Spark mart hands the rows the report reads to the same queries, run in memory.
+    folder = tmp_path / "src"
+    write_extracts(folder, [*calls(CALLS_DRAWN), WARNED, REJECTED], CUSTOMERS, AGENTS, logins=logins(LOGINS_DRAWN))
+    spark, duckdb = new_database(), f"duckdb:///{tmp_path / 'mart.duckdb'}"
+    for url in (spark, duckdb):
+        with Callmart(url, folder) as mart:
+            mart.init()
+            mart.enqueue(date(2024, 3, 4), date(2024, 3, 6))
+            assert mart.run().ok
+    for days in ((None, None), (date(2024, 3, 5), date(2024, 3, 6))):
+        on_spark, on_duckdb = figures(spark, *days), figures(duckdb, *days)
+        assert comparable(on_spark) == comparable(on_duckdb)
+    assert (on_spark.total.calls, len(on_spark.runs)) == (1, 1)
+    assert summary(figures(spark).total) == ("all calls", 7, 6, 5, 2, 395)
+    assert len(figures(spark).rejects) == 2
+    obj = {"database_url": spark, "source_dir": None, "config": None}
+    out = tmp_path / "report.html"
+    result = CliRunner().invoke(report, ["--from", "2024-03-04", "--to", "2024-03-05", "--out", str(out)], obj=obj)
+    assert result.output == f"{out}: 6 calls from 2024-03-04 to 2024-03-04, 2 conversions\n"
+
+
+def comparable(data: ReportData) -> tuple[object, ...]:
+    """The report's figures but the runs' times, which differ from one load to another."""
+    runs = [(r.id_run, r.status, r.steps, r.failed_steps, r.error) for r in data.runs]
+    return (*(getattr(data, f.name) for f in dataclasses.fields(data) if f.name != "runs"), runs)
+
+
+@pytest.mark.parametrize("new_database", WITH_SPARK, indirect=True)
 def test_report_command_on_a_mart_without_aggregates(database_url: str, tmp_path: Path) -> None:
     with Callmart(database_url) as mart:
         mart.init()

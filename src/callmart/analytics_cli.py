@@ -18,7 +18,6 @@ from .console import DAY, EXIT_ERROR, table
 from .console import handle_errors as _handle_errors
 from .mart import MART
 from .profile import FileProfile, SourceProfile, profile_source
-from .report import report_data
 from .report_html import render_report
 
 __all__ = ["describe_profile", "profile", "report"]
@@ -48,8 +47,7 @@ def report(ctx: click.Context, first: date | None, last: date | None, out: Path)
     obj = ctx.obj or {}
     with Callmart(obj.get("database_url"), obj.get("source_dir"), config=obj.get("config")) as mart:
         try:
-            with mart.engine.connect() as conn:
-                data = report_data(conn, mart.schema, first, last)
+            data = mart.report(first, last)
         except DBAPIError as error:
             detail = str(error.orig or error).strip().splitlines()[0]
             raise DatabaseError(scrub(f"cannot read the mart in {mart.where}: {detail}", mart.url)) from None

@@ -37,6 +37,7 @@ from .keys import LookupCache
 from .mart import MART
 from .metric import refresh_after_events
 from .progress import Reporter, SilentReporter, StepResult
+from .report import ReportData, report_data, report_of_tables, tables_read
 from .schema import SCHEMA_VERSION, Schema
 from .settings import find_config, load_mart
 from .status import Status
@@ -375,6 +376,18 @@ class Callmart:
         with self._transaction() as conn:
             self._check_ready(conn)
             return control.counts(conn, self.schema)
+
+    def report(self, first: DateLike | None = None, end: DateLike | None = None) -> ReportData:
+        """The conversion report's figures for the days [first, end); by default every day the aggregates hold."""
+        first_day, end_day = as_day(first), as_day(end)
+        if self._own is not None:
+            with self._own_errors():
+                self._check_ready()
+                read = {table.name: dated_by for table, dated_by in tables_read(self.schema).items()}
+                rows = self._own.read_tables(read, first_day, end_day)
+            return report_of_tables(self.schema, rows, first_day, end_day)
+        with self.engine.connect() as conn:
+            return report_data(conn, self.schema, first_day, end_day)
 
     def last_run(self) -> list[dict[str, object]]:
         """The steps of the latest run with their reconciliation (rows read, loaded, rejected, warned)."""

@@ -61,6 +61,12 @@ class MartOperations(Protocol):
     def reject_rows(self, id_run: int | None, limit: int) -> list[dict[str, object]]:
         """Reject and warning rows of a run (the latest by default), errors first."""
 
+    def read_tables(
+        self, tables: Mapping[str, str | None], first: date | None, end: date | None
+    ) -> dict[str, pa.Table]:
+        """The rows of the tables named (those the mart has), of the days [first, end) by the column given for
+        each (None: every row), rows with no date included."""
+
 
 class Engine:
     """One database callmart runs on. Subclasses set the flags and override the operations that differ."""

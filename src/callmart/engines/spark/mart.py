@@ -10,6 +10,7 @@ from datetime import date, datetime, time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import pyarrow as pa
 import sqlalchemy as sa
 
 from ...declare import Mart
@@ -157,6 +158,28 @@ class SparkMart:
             .limit(limit)
         )
         return self._dicts(rows)
+
+    def read_tables(
+        self, tables: Mapping[str, str | None], first: date | None, end: date | None
+    ) -> dict[str, pa.Table]:
+        """The rows of the tables named (those the mart has), of the days [first, end) by the column given for
+        each (None: every row), rows with no date included."""
+        from pyspark.sql import functions as F
+
+        found = {}
+        for table, dated_by in tables.items():
+            name = self.name(table)
+            if not self.spark.catalog.tableExists(name.replace("`", "")):
+                continue
+            rows = self.spark.table(name)
+            if dated_by is not None:
+                day = F.col(dated_by).cast("date")
+                if first is not None:
+                    rows = rows.where(day.isNull() | (day >= F.lit(first)))
+                if end is not None:
+                    rows = rows.where(day.isNull() | (day < F.lit(end)))
+            found[table] = rows.toArrow()
+        return found
 
     def _dicts(self, frame: DataFrame) -> list[dict[str, object]]:
         return [row.asDict() for row in frame.collect()]
