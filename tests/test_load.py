@@ -535,8 +535,10 @@ def test_a_backfill_reads_its_extract_once_and_loads_what_each_day_would(
     # Six days: the last has no call in the extract. Spans of at most 1,500 rows: about two days each.
     days = [date(2024, 3, 4) + timedelta(days=i) for i in range(6)]
     monkeypatch.setattr(backfill, "SPAN_ROWS", 1500)
-    # The split writes the days' rows as they come, a few at a time, rather than holding them all.
+    # The split writes the days' rows as they come, a few at a time, rather than holding them all, in files of a
+    # day's rows or of several days'.
     monkeypatch.setattr(backfill, "SPLIT_HELD_BYTES", 4096)
+    monkeypatch.setattr(backfill, "FILE_ROWS", 5)
     steps = ["read", "loaded", "rejected", "warned", "inserted", "inferred"]
 
     backfill_url, reporter = new_database(), RowsRead()

@@ -37,6 +37,8 @@ __all__ = [
 ]
 
 Period = tuple[datetime, datetime]
+Slice = tuple[Path, int, int]
+"""Rows of a split's file: the file, the first row's place in it, and how many."""
 
 MAX_PERIODS = 400
 """Most periods one extract is split among (a file is open for each while it is read); the periods after them
@@ -50,11 +52,17 @@ SPAN_ROWS = 250_000
 that fails is loaded again one period at a time, so a larger one would cost more to retry than it saves, and a
 span's keys of inferred members, row hashes and minute counters grow with its rows."""
 
-SPLIT_HELD_BYTES = 16 << 20
-"""Most bytes of rows a split holds in memory before writing them to its files."""
+SPLIT_HELD_BYTES = 8 << 20
+"""Most bytes of rows a split holds in memory before writing them to its files (ordering them by period takes as
+much again, for a moment)."""
 
 BATCH_ROWS = 16_384
 """Rows per batch read back: an extract not in date order leaves each period its rows in slivers."""
+
+FILE_ROWS = 2048
+"""Fewest rows of a split's file (unless its flush holds fewer): the rows of consecutive periods share a file, since
+a file per period per flush cost more to write than its few rows. Reading periods keeps a file of each flush open
+(a period has rows in each), so larger files would hold more in memory for little."""
 
 FOLDER_PREFIX = "callmart-backfill-"
 """Name prefix of a run's folder of split extracts, in the system's temporary folder."""
@@ -74,21 +82,28 @@ class PeriodSplit:
         self.folder = folder
         self.periods = list(periods)
         self.problems: list[pa.Table] = []
-        self.parts: dict[int | None, list[Path]] = {}
+        self.parts: dict[int | None, list[Slice]] = {}
+        """Where each period's rows are (None: rows without a date), in the extract's order."""
         self.latest: datetime | None = None
         """The latest time among all the extract's rows, in any period or none."""
-        self.rows: dict[int, int] = {}
+        self.rows = np.zeros(len(self.periods), np.int64)
         """Rows set apart, by period."""
+        self._uses: dict[Path, int] = {}
+        self._files = 0
 
     def rows_in(self, period: Period) -> int:
         """The rows set apart for a period of the split."""
-        return self.rows.get(self.periods.index(period), 0)
+        return int(self.rows[self.periods.index(period)])
 
-    def add_part(self, index: int | None) -> Path:
-        """A new file for rows of period `index` (None: rows without a date)."""
-        parts = self.parts.setdefault(index, [])
-        parts.append(self.folder / f"{'undated' if index is None else index}-{len(parts)}.arrows")
-        return parts[-1]
+    def new_file(self) -> Path:
+        """The path of a new file of the split."""
+        self._files += 1
+        return self.folder / f"{self._files}.arrows"
+
+    def add_rows(self, index: int | None, where: Slice) -> None:
+        """Rows of period `index` (None: rows without a date), after those it has."""
+        self.parts.setdefault(index, []).append(where)
+        self._uses[where[0]] = self._uses.get(where[0], 0) + 1
 
     def rows_of(self, periods: Sequence[Period]) -> RawRows | None:
         """The raw rows of consecutive `periods`, each period's apart from the next, then the undated ones; None
@@ -99,12 +114,14 @@ class PeriodSplit:
 
         def raw_rows(problems: list[pa.Table]) -> Iterator[pa.RecordBatch]:
             problems.extend(self.problems)
+            wanted = [*(self.parts.get(index, []) for index in indexes), self.parts.get(None, [])]
+            files = _OpenFiles(where for slices in wanted for where in slices)
             # Each period's batches as it would read them alone, small ones then joined: a batch per small day
             # would cost more than its rows, and a batch never splits a period's batch (inferred members get
             # their keys batch by batch, the same as period by period).
-            alone = (_coalesced(_read(self.parts.get(index, []))) for index in indexes)
+            alone = (_coalesced(files.read(slices)) for slices in wanted[:-1])
             yield from _joined_whole(batch for batches in alone for batch in batches)
-            yield from _coalesced(_read(self.parts.get(None, [])))
+            yield from _coalesced(files.read(wanted[-1]))
 
         return raw_rows
 
@@ -112,8 +129,10 @@ class PeriodSplit:
         """Remove the rows of periods now loaded: the disk they took goes back while the backfill goes on."""
         for period in periods:
             if period in self.periods:
-                for path in self.parts.pop(self.periods.index(period), []):
-                    path.unlink(missing_ok=True)
+                for path, _, _ in self.parts.pop(self.periods.index(period), []):
+                    self._uses[path] -= 1
+                    if not self._uses[path]:
+                        path.unlink(missing_ok=True)
 
 
 def split_by_period(
@@ -133,84 +152,121 @@ def split_by_period(
     starts = np.array([_seconds(start) for start, _ in split.periods], np.int64)
     ends = np.array([_seconds(end) for _, end in split.periods], np.int64)
     time_column = next(c for c in staged_columns(fact) if c.name == fact.time_column)
-    files = _PartFiles(split)
-    try:
-        for batch in read_source(source_dir, fact.source, source_fields(fact), split.problems):
-            if on_rows is not None:
-                on_rows(batch.num_rows)
-            when = clean_values(batch.column(time_column.source or time_column.name), time_column)
-            dated = pc.is_valid(when).to_numpy(zero_copy_only=False)
-            latest = pc.max(when).as_py()
-            if latest is not None and (split.latest is None or latest > split.latest):
-                split.latest = latest
-            seconds = pc.fill_null(pc.cast(when, pa.int64()), 0).to_numpy(zero_copy_only=False)
-            place = np.searchsorted(starts, seconds, side="right") - 1
-            inside = dated & (place >= 0) & (seconds < ends[np.maximum(place, 0)])
-            # The batch's rows ordered by period (keeping their order within one), then written a slice per period:
-            # filtering the batch once per period would read it as many times as it has days.
-            kept = np.flatnonzero(inside)
-            order = kept[np.argsort(place[kept], kind="stable")]
-            ordered, places = batch.take(pa.array(order)), place[order]
-            cuts = [0, *(np.flatnonzero(np.diff(places)) + 1), len(order)]
-            for first, after in zip(cuts, cuts[1:], strict=False):
-                if after > first:
-                    files.add(int(places[first]), ordered.slice(first, after - first))
-            if not dated.all():
-                files.add(None, batch.filter(pa.array(~dated)))
-        files.flush()
-    finally:
-        files.close()
+    files = _SplitFiles(split)
+    for batch in read_source(source_dir, fact.source, source_fields(fact), split.problems):
+        if on_rows is not None:
+            on_rows(batch.num_rows)
+        when = clean_values(batch.column(time_column.source or time_column.name), time_column)
+        dated = pc.is_valid(when).to_numpy(zero_copy_only=False)
+        latest = pc.max(when).as_py()
+        if latest is not None and (split.latest is None or latest > split.latest):
+            split.latest = latest
+        seconds = pc.fill_null(pc.cast(when, pa.int64()), 0).to_numpy(zero_copy_only=False)
+        place = np.searchsorted(starts, seconds, side="right") - 1
+        inside = dated & (place >= 0) & (seconds < ends[np.maximum(place, 0)])
+        split.rows += np.bincount(place[inside], minlength=len(split.periods))
+        files.add(batch.filter(pa.array(inside)), place[inside])
+        if not dated.all():
+            files.add_undated(batch.filter(pa.array(~dated)))
+    files.flush()
     return split
 
 
-class _PartFiles:
-    """The files of a split: each period's rows held in memory, SPLIT_HELD_BYTES in all at most, then written as
-    one batch per period (a few rows written at a time cost more than the rows)."""
+class _SplitFiles:
+    """The files of a split being made: rows held in memory, SPLIT_HELD_BYTES at most, then ordered by period and
+    written in files of consecutive periods' rows (FILE_ROWS or more each)."""
 
     def __init__(self, split: PeriodSplit) -> None:
         self.split = split
-        self.writers: dict[int | None, tuple[pa.Schema, pa.ipc.RecordBatchStreamWriter]] = {}
-        self.held: dict[int | None, list[pa.RecordBatch]] = {}
+        self.held: list[tuple[pa.RecordBatch, np.ndarray]] = []
+        self.undated: list[pa.RecordBatch] = []
         self.bytes = 0
 
-    def add(self, index: int | None, rows: pa.RecordBatch) -> None:
-        """Rows of period `index` (None: rows without a date), in the extract's order."""
-        if index is not None:
-            self.split.rows[index] = self.split.rows.get(index, 0) + rows.num_rows
-        held = self.held.get(index)
-        if held and held[0].schema != rows.schema:
-            self._write(index)
-        self.held.setdefault(index, []).append(rows)
+    def add(self, rows: pa.RecordBatch, places: np.ndarray) -> None:
+        """Rows of the extract, in its order, with the index of each one's period."""
+        # A file's columns come in its header's order (a reject shows the line as written): rows of another
+        # order go to files of their own.
+        if not rows.num_rows:
+            return
+        if self.held and self.held[0][0].schema != rows.schema:
+            self.flush()
+        self.held.append((rows, places))
+        self._count(rows)
+
+    def add_undated(self, rows: pa.RecordBatch) -> None:
+        """Rows of the extract without a readable time, in its order."""
+        if self.undated and self.undated[0].schema != rows.schema:
+            self.flush()
+        self.undated.append(rows)
+        self._count(rows)
+
+    def flush(self) -> None:
+        """Write the rows held."""
+        held, undated = self.held, self.undated
+        self.held, self.undated, self.bytes = [], [], 0
+        if held:
+            schema = held[0][0].schema
+            columns = [[batch.column(i) for batch, _ in held] for i in range(len(schema))]
+            places = np.concatenate([places for _, places in held])
+            del held
+            # A stable sort by period keeps each period's rows in the extract's order. Each column's rows go once
+            # taken in that order: the flush holds its rows about once, not twice.
+            order = np.argsort(places, kind="stable")
+            taken = pa.array(order)
+            ordered = []
+            for i, chunks in enumerate(columns):
+                ordered.append(pa.concat_arrays(chunks).take(taken))
+                columns[i] = []
+            self._write(pa.RecordBatch.from_arrays(ordered, schema=schema), places[order])
+        if undated:
+            rows = _joined(undated)
+            self.split.add_rows(None, (self._file_of(rows), 0, rows.num_rows))
+
+    def _write(self, rows: pa.RecordBatch, places: np.ndarray) -> None:
+        """Rows ordered by period, written in files of whole periods' rows, FILE_ROWS or more in each."""
+        cuts = [0, *(np.flatnonzero(np.diff(places)) + 1).tolist(), len(places)]
+        first = 0
+        for at, cut in enumerate(cuts[1:], start=1):
+            if cut - cuts[first] < FILE_ROWS and cut < len(places):
+                continue
+            begin = cuts[first]
+            path = self._file_of(rows.slice(begin, cut - begin))
+            for low, high in zip(cuts[first:at], cuts[first + 1 : at + 1], strict=True):
+                self.split.add_rows(int(places[low]), (path, low - begin, high - low))
+            first = at
+
+    def _file_of(self, rows: pa.RecordBatch) -> Path:
+        path = self.split.new_file()
+        with pa.ipc.new_stream(str(path), rows.schema, options=_WRITE_OPTIONS) as writer:
+            writer.write_batch(rows)
+        return path
+
+    def _count(self, rows: pa.RecordBatch) -> None:
         self.bytes += rows.nbytes
         if self.bytes > SPLIT_HELD_BYTES:
             self.flush()
 
-    def flush(self) -> None:
-        """Write every period's rows held."""
-        for index in list(self.held):
-            self._write(index)
-        self.bytes = 0
 
-    def close(self) -> None:
-        """Close the files (rows still held are not written: the split failed)."""
-        for _, writer in self.writers.values():
-            writer.close()
+class _OpenFiles:
+    """The files holding the slices of rows one read goes through, each read once and kept until its last slice."""
 
-    def _write(self, index: int | None) -> None:
-        batches = self.held.pop(index, [])
-        if not batches:
-            return
-        self.bytes -= sum(b.nbytes for b in batches)
-        rows = _joined(batches)
-        layout, writer = self.writers.get(index, (None, None))
-        # Each file's columns come in its header's order (a reject shows the line as written): a file with
-        # another order starts another part.
-        if writer is None or layout != rows.schema:
-            if writer is not None:
-                writer.close()
-            writer = pa.ipc.new_stream(str(self.split.add_part(index)), rows.schema, options=_WRITE_OPTIONS)
-            self.writers[index] = (rows.schema, writer)
-        writer.write_batch(rows)
+    def __init__(self, slices: Iterable[Slice]) -> None:
+        self.uses: dict[Path, int] = {}
+        for path, _, _ in slices:
+            self.uses[path] = self.uses.get(path, 0) + 1
+        self.open: dict[Path, pa.RecordBatch] = {}
+
+    def read(self, slices: Iterable[Slice]) -> Iterator[pa.RecordBatch]:
+        """The rows of each slice, in turn."""
+        for path, offset, length in slices:
+            rows = self.open.get(path)
+            if rows is None:
+                with pa.OSFile(str(path)) as handle, pa.ipc.open_stream(handle) as reader:
+                    rows = self.open[path] = reader.read_next_batch()
+            self.uses[path] -= 1
+            if not self.uses[path]:
+                del self.open[path]
+            yield rows.slice(offset, length)
 
 
 class Backfill:
@@ -342,12 +398,6 @@ def _overlapping(periods: Iterable[Period]) -> bool:
 def _seconds(moment: datetime) -> int:
     """Seconds since 1970 of a naive timestamp, as Arrow counts a timestamp[s]."""
     return int((moment - _EPOCH).total_seconds())
-
-
-def _read(paths: Sequence[Path]) -> Iterator[pa.RecordBatch]:
-    for path in paths:
-        with pa.OSFile(str(path)) as handle, pa.ipc.open_stream(handle) as reader:
-            yield from reader
 
 
 def _coalesced(batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
