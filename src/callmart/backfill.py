@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -88,7 +89,7 @@ class PeriodSplit:
         """The latest time among all the extract's rows, in any period or none."""
         self.rows = np.zeros(len(self.periods), np.int64)
         """Rows set apart, by period."""
-        self._uses: dict[Path, int] = {}
+        self._uses: Counter[Path] = Counter()
         self._files = 0
 
     def rows_in(self, period: Period) -> int:
@@ -103,7 +104,7 @@ class PeriodSplit:
     def add_rows(self, index: int | None, where: Slice) -> None:
         """Rows of period `index` (None: rows without a date), after those it has."""
         self.parts.setdefault(index, []).append(where)
-        self._uses[where[0]] = self._uses.get(where[0], 0) + 1
+        self._uses[where[0]] += 1
 
     def rows_of(self, periods: Sequence[Period]) -> RawRows | None:
         """The raw rows of consecutive `periods`, each period's apart from the next, then the undated ones; None
@@ -251,9 +252,7 @@ class _OpenFiles:
     """The files holding the slices of rows one read goes through, each read once and kept until its last slice."""
 
     def __init__(self, slices: Iterable[Slice]) -> None:
-        self.uses: dict[Path, int] = {}
-        for path, _, _ in slices:
-            self.uses[path] = self.uses.get(path, 0) + 1
+        self.uses = Counter(path for path, _, _ in slices)
         self.open: dict[Path, pa.RecordBatch] = {}
 
     def read(self, slices: Iterable[Slice]) -> Iterator[pa.RecordBatch]:
