@@ -48,7 +48,7 @@ split it again once reached."""
 CLAIMED_PERIODS = 366
 """Most consecutive pending periods a run claims at once, to load as spans (no more than one split holds)."""
 
-SPAN_ROWS = 250_000
+SPAN_ROWS = 500_000
 """Most rows of the periods a run loads as one span (one transaction), unless one period alone has more: a span
 that fails is loaded again one period at a time, so a larger one would cost more to retry than it saves, and a
 span's keys of inferred members, row hashes and minute counters grow with its rows."""

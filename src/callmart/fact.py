@@ -208,12 +208,15 @@ def _rows_by_part(conn: sa.Connection, time: sa.Column[Any], bounds: list[tuple[
     parts = sa.values(
         sa.column("place", sa.Integer), sa.column("lower", sa.DateTime), sa.column("upper", sa.DateTime), name="parts"
     ).data([(place, lower, upper) for place, (lower, upper) in enumerate(bounds)])
-    counted = (
-        sa.select(parts.c.place, sa.func.count())
-        .select_from(time.table.join(parts, sa.and_(time >= parts.c.lower, time < parts.c.upper)))
-        .where(span)
-        .group_by(parts.c.place)
+    # Each part counted apart: a join on the ranges, one for all, took PostgreSQL a nested loop comparing every row
+    # of the span with every part, where each count reads its part's rows only (its day's partition).
+    rows = (
+        sa.select(sa.func.count().label("rows"))
+        .select_from(time.table)
+        .where(time >= parts.c.lower, time < parts.c.upper)
+        .lateral("counted")
     )
+    counted = sa.select(parts.c.place, rows.c.rows).select_from(parts.join(rows, sa.true()))
     found: dict[int, int] = dict(conn.execute(counted).tuples().all())
     return [int(found.get(place, 0)) for place in range(len(bounds))]
 
