@@ -217,7 +217,7 @@ def _rows_by_part(conn: sa.Connection, time: sa.Column[Any], bounds: list[tuple[
         .lateral("counted")
     )
     counted = sa.select(parts.c.place, rows.c.rows).select_from(parts.join(rows, sa.true()))
-    found: dict[int, int] = dict(conn.execute(counted).tuples().all())
+    found: dict[int, int] = {place: count for place, count in conn.execute(counted)}
     return [int(found.get(place, 0)) for place in range(len(bounds))]
 
 
