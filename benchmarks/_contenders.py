@@ -140,6 +140,9 @@ class StepClock:
         """Note the end."""
         self.finished[self.current] = time.perf_counter()
 
+    def span_failed(self, name: str, error: str) -> None:
+        """A span's days load one at a time: their own steps are timed."""
+
     def splits(self) -> dict[str, dict[str, float]]:
         """Per step: seconds until its last source batch was read, and seconds after that."""
         return {

@@ -11,8 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 
 from callmart import Callmart, RunSummary, backfill, extract, fact
+from callmart.cli import cli
 from callmart.engines.postgres.partitions import PartitionSwap
 from callmart.engines.sql.replace import DeleteInsert
 from callmart.mart.sample import generate
@@ -496,6 +498,7 @@ class RowsRead:
 
     def __init__(self) -> None:
         self.rows: dict[str, int] = {}
+        self.failed_spans: list[tuple[str, str]] = []
 
     def step_started(self, name: str) -> None:
         self.rows[name] = 0
@@ -505,6 +508,9 @@ class RowsRead:
 
     def step_finished(self, result: Any) -> None:
         pass
+
+    def span_failed(self, name: str, error: str) -> None:
+        self.failed_spans.append((name, error))
 
 
 def two_calls_files(folder: Path) -> int:
@@ -614,13 +620,8 @@ def test_a_reloaded_span_counts_the_rows_each_day_held(database_url: str, tmp_pa
     assert [(s.period[0].date(), s.deleted, s.inserted) for s in days] == [(day, count, count) for day, count in held]
 
 
-def test_a_span_that_fails_is_loaded_again_day_by_day(
-    new_database: Callable[[], str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    folder = tmp_path / "extract"
-    generate(folder, calls=2000, days=5, customers=300, dirty_share=0.02, seed=3)
-    days = [date(2024, 3, 4) + timedelta(days=i) for i in range(5)]
-    broken = datetime(2024, 3, 6)
+def fail_replacing(broken: datetime, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make every replace of a period holding `broken` fail as its rows are written (a full disk)."""
 
     def fails_on_broken_day(replaced: Any) -> Any:
         def finish(replace: Any, rows: Any) -> tuple[int, int]:
@@ -633,11 +634,27 @@ def test_a_span_that_fails_is_loaded_again_day_by_day(
 
     for kind in (DeleteInsert, PartitionSwap):
         monkeypatch.setattr(kind, "finish", fails_on_broken_day(kind.finish))
+
+
+def test_a_span_that_fails_is_loaded_again_day_by_day(
+    new_database: Callable[[], str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "extract"
+    generate(folder, calls=2000, days=5, customers=300, dirty_share=0.02, seed=3)
+    days = [date(2024, 3, 4) + timedelta(days=i) for i in range(5)]
+    broken = datetime(2024, 3, 6)
+    fail_replacing(broken, monkeypatch)
     url = new_database()
-    with Callmart(url, folder) as mart:
+    reporter = RowsRead()
+    with Callmart(url, folder, reporter=reporter) as mart:
         mart.init()
         mart.enqueue(days[0], days[-1] + timedelta(days=1))
         summary = mart.run(complete_through=days[-1])
+    # The span's failure is reported, with its cause, before its days load one at a time.
+    assert reporter.failed_spans == [("fact_llamadas 2024-03-04 to 2024-03-08", "RuntimeError: the disk is full")]
+    assert [name for name in reporter.rows if name.startswith("fact_llamadas 2024-03-0")][-5:] == [
+        f"fact_llamadas {d:%Y-%m-%d}" for d in days
+    ]
     statuses = query(url, "SELECT start_date, status FROM dm_processes ORDER BY start_date")
     assert statuses == [
         (datetime.combine(d, datetime.min.time()), "fallido" if d == broken.date() else "exitoso") for d in days
@@ -658,6 +675,32 @@ def test_a_span_that_fails_is_loaded_again_day_by_day(
     )
     ok = " WHERE status = 'exitoso' AND period_start IS NOT NULL ORDER BY 1"
     assert query(url, steps + ok) == query(daily_url, steps + ok)
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_the_command_line_says_why_a_span_is_loaded_day_by_day(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, log_format: str
+) -> None:
+    folder = tmp_path / "extract"
+    generate(folder, calls=600, days=3, customers=100, seed=5)
+    fail_replacing(datetime(2024, 3, 5), monkeypatch)
+    env = {"CALLMART_DATABASE_URL": database_url, "CALLMART_SOURCE_DIR": str(folder)}
+    for args in (
+        ["init"],
+        ["enqueue", "--from", "2024-03-04", "--to", "2024-03-07"],
+        ["run", "--complete-through", "2024-03-06"],
+    ):
+        done = CliRunner().invoke(cli, ["--log-format", log_format, *args], env=env, catch_exceptions=False)
+    assert done.exit_code == 1, done.output
+    said = [line for line in done.stderr.splitlines() if "2024-03-04 to 2024-03-06" in line]
+    if log_format == "json":
+        said = [line for line in said if json.loads(line)["event"] == "span_failed"]
+        assert [json.loads(line)["error"] for line in said] == ["RuntimeError: the disk is full"]
+    else:
+        assert said == [
+            "  fact_llamadas 2024-03-04 to 2024-03-06: failed as one span, loading its days one at a time: "
+            "RuntimeError: the disk is full"
+        ]
 
 
 def test_a_backfill_without_room_for_its_split_reads_the_extract_for_each_day(

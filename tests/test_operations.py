@@ -272,6 +272,9 @@ class PoolSeen:
     def step_finished(self, result: StepResult) -> None:
         pass
 
+    def span_failed(self, name: str, error: str) -> None:
+        pass
+
 
 @pytest.mark.parametrize("chosen", [None, "system"])
 def test_a_run_loads_with_an_allocator_that_returns_memory(
@@ -418,6 +421,8 @@ class KillOnceSplit:
         if glob.glob(os.path.join(tempfile.gettempdir(), "callmart-backfill-*", "*", "*.arrows")):
             os.kill(os.getpid(), signal.SIGKILL)
     def step_finished(self, result):
+        pass
+    def span_failed(self, name, error):
         pass
 
 with Callmart(sys.argv[1], sys.argv[2], reporter=KillOnceSplit()) as mart:

@@ -722,6 +722,7 @@ class Callmart:
         except Exception as error:  # noqa: BLE001 - the span's periods are loaded one at a time instead
             if self._stop.requested:
                 raise RunStopped(self._stop.reason, self._stop.signal_number) from error
+            self.reporter.span_failed(name, self._describe(error))
             return False
         split.release(fact, bounds)
         summary.steps.extend(results)

@@ -110,6 +110,12 @@ class ConsoleReporter:
                 f"{prefix}  {name}: {result.read:,} read, {result.loaded:,} loaded ({result.seconds:.1f}s)", err=True
             )
 
+    def span_failed(self, name: str, error: str) -> None:
+        """Say that a span's days load one at a time, and why."""
+        prefix = "\r\x1b[2K" if self.live else ""
+        warning = click.style("failed as one span", fg="yellow")
+        click.echo(f"{prefix}  {name}: {warning}, loading its days one at a time: {error}", err=True)
+
     def _fold(self, table: str, prefix: str) -> None:
         if self.empty_days:
             click.echo(f"{prefix}  {table}: {self.empty_days} empty day(s)", err=True)
@@ -157,6 +163,10 @@ class JsonReporter:
                 "error": result.error,
             }
         )
+
+    def span_failed(self, name: str, error: str) -> None:
+        """Log that a span's days load one at a time, and why."""
+        self._emit({"event": "span_failed", "step": name, "error": error})
 
     def _emit(self, record: dict[str, object]) -> None:
         record = {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "logger": "callmart", **record}

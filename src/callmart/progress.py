@@ -77,6 +77,9 @@ class Reporter(Protocol):
     def step_finished(self, result: StepResult) -> None:
         """A step ended, well or badly."""
 
+    def span_failed(self, name: str, error: str) -> None:
+        """A span of periods failed as one load: nothing of it was written, and its periods now load one at a time."""
+
 
 class SilentReporter:
     """A reporter that reports nothing, for library use and tests."""
@@ -88,4 +91,7 @@ class SilentReporter:
         """Ignore."""
 
     def step_finished(self, result: StepResult) -> None:
+        """Ignore."""
+
+    def span_failed(self, name: str, error: str) -> None:
         """Ignore."""

@@ -47,6 +47,10 @@ class LogReporter:
             f": {result.error}" if result.error else "",
         )
 
+    def span_failed(self, name: str, error: str) -> None:
+        """Log, as a warning, that a span's days load one at a time, and why."""
+        log.warning("%s: failed as one span, loading its days one at a time: %s", name, error)
+
 
 def open_mart(database_url: str | None = None) -> Callmart:
     """The mart named by `database_url` or CALLMART_DATABASE_URL, fed from CALLMART_SOURCE_DIR, logging its steps.
