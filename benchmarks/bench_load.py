@@ -36,6 +36,7 @@ from _measure import CALLS_FILE, FACT, START, TARGET_ENV, proc_meminfo_kb
 from _notebook import NOTES as PANDAS_NOTES
 from psycopg import sql
 
+from callmart import allocator
 from callmart.engines.spark.standalone import LOOPBACK, loopback_environment, standalone_cluster
 
 PG_URL_ENV = "CALLMART_BENCH_PG_URL"
@@ -316,6 +317,9 @@ def run_child(phase: str, database: str, source: Path, days: int) -> dict[str, A
     """Run one phase in a fresh Python process; return its measurement or its error."""
     command = [sys.executable, str(CHILD), phase, "--source", str(source), "--days", str(days)]
     env = {**(loopback_environment() if phase.startswith("spark") else os.environ), TARGET_ENV: database}
+    if phase.startswith("callmart"):
+        # As the `callmart` command's process has it: Arrow's allocator named before Arrow loads.
+        env.setdefault(allocator.CHOICE_ENV, allocator.PROCESS_POOL)
     done = subprocess.run(command, stdout=subprocess.PIPE, text=True, env=env, check=False)
     lines = done.stdout.strip().splitlines()
     try:

@@ -80,7 +80,14 @@ def clean_load(url: str, source: Path, days: int = 6) -> None:
 def test_killed_runs_leave_no_trace(new_database: Callable[[], str], extracts: Path) -> None:
     """Kill the loading process at random moments, 20 times, then run to the end: the mart equals a clean one."""
     clean = new_database()
-    clean_load(clean, extracts)
+    with Callmart(clean, extracts) as mart:
+        mart.init()
+        mart.enqueue(START, date(2024, 3, 10))
+    began = time.perf_counter()
+    code, _, err = finish(callmart(clean, extracts, "run"))
+    assert code == 0, err
+    # The kills fall anywhere in such a run, from the process's start to its last period.
+    whole = time.perf_counter() - began
     expected = mart_contents(clean)
 
     url = new_database()
@@ -91,7 +98,7 @@ def test_killed_runs_leave_no_trace(new_database: Callable[[], str], extracts: P
     kills = 0
     while kills < 20:
         process = callmart(url, extracts, "run")
-        time.sleep(chance.uniform(0.8, 3.0))
+        time.sleep(chance.uniform(0.2, 1.0) * whole)
         if process.poll() is not None:
             # It finished before the kill: start over with every period queued again.
             assert process.returncode == 0, process.stderr.read() if process.stderr else ""
@@ -407,6 +414,84 @@ def test_a_run_reuses_the_top_of_the_heap_for_each_batch_scratch(monkeypatch: py
 
     assert faults("0") > 10_000  # glibc's own choice, kept where set: no pad, and the test can tell
     assert faults(None) < 2_000
+
+
+COMMAND_PROCESS = """
+import os, sys
+import callmart.__main__ as command
+
+assert "pyarrow" not in sys.modules, "importing callmart loaded Arrow"
+if sys.argv[1] == "command":
+    sys.argv = ["callmart", "--help"]
+    try:
+        command.main()
+    except SystemExit:
+        pass
+import pyarrow as pa
+
+table = pa.table({"n": list(range(200_000))})
+sink = pa.BufferOutputStream()
+with pa.ipc.new_stream(sink, table.schema, options=pa.ipc.IpcWriteOptions(compression="lz4")) as writer:
+    writer.write_table(table)
+print(pa.default_memory_pool().backend_name, pa.mimalloc_memory_pool().max_memory())
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="Arrow has no jemalloc on Windows")
+def test_the_command_chooses_arrows_allocator_before_arrow_loads(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Arrow's C++ internals (here an IPC stream's compression) use the allocator named as Arrow loads.
+    monkeypatch.delenv(allocator.CHOICE_ENV, raising=False)
+
+    def process(mode: str) -> tuple[str, int]:
+        done = subprocess.run([sys.executable, "-c", COMMAND_PROCESS, mode], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        backend, most = done.stdout.splitlines()[-1].split()
+        return backend, int(most)
+
+    backend, most = process("library")
+    assert backend != allocator.PROCESS_POOL and most > 0  # a program using the API keeps Arrow's default
+    assert process("command") == (allocator.PROCESS_POOL, 0)
+
+
+MALLOC_ARENAS = """
+import ctypes, sys, threading
+from callmart import allocator
+
+if sys.argv[1] == "run":
+    allocator._tune_malloc()
+libc = ctypes.CDLL(None)
+ready = threading.Barrier(8)
+held = []
+
+def allocate():
+    held.append(bytearray(200 << 10))  # below the mmap threshold: from the thread's arena
+    ready.wait()
+
+threads = [threading.Thread(target=allocate) for _ in range(8)]
+for thread in threads:
+    thread.start()
+for thread in threads:
+    thread.join()
+libc.open_memstream.restype = ctypes.c_void_p
+text, size = ctypes.c_char_p(), ctypes.c_size_t()
+stream = libc.open_memstream(ctypes.byref(text), ctypes.byref(size))
+libc.malloc_info(0, ctypes.c_void_p(stream))
+libc.fclose(ctypes.c_void_p(stream))
+print(text.value.decode().count("<heap nr="))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
+def test_a_run_keeps_few_malloc_arenas(monkeypatch: pytest.MonkeyPatch) -> None:
+    # glibc gives each new thread an arena of its own (up to 8 per core); a run keeps ARENA_MAX.
+    monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
+
+    def arenas(mode: str) -> int:
+        done = subprocess.run([sys.executable, "-c", MALLOC_ARENAS, mode], capture_output=True, text=True, check=True)
+        return int(done.stdout)
+
+    assert arenas("plain") > allocator.ARENA_MAX + 2  # glibc's default: the test can tell
+    assert arenas("run") <= allocator.ARENA_MAX
 
 
 KILLED_IN_BACKFILL = """

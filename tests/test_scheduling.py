@@ -305,7 +305,7 @@ def test_the_databricks_job_runs_the_daily_command_on_a_schedule_with_the_url_fr
     assert cluster["new_cluster"]["spark_env_vars"]["CALLMART_DATABASE_URL"] == "{{secrets/callmart/database_url}}"
     # The entry point the wheel task names is callmart's console script.
     (script,) = metadata.entry_points(group="console_scripts", name="callmart")
-    assert script.value == "callmart.cli:main"
+    assert script.value == "callmart.__main__:main"
 
 
 def bundle_file(name: str) -> dict[str, Any]:

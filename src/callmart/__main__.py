@@ -1,5 +1,16 @@
-"""`python -m callmart`: the same as the `callmart` command."""
+"""The `callmart` command (and `python -m callmart`): Arrow's allocator chosen for the process before Arrow
+loads, then the command line."""
 
-from .cli import main
+from . import allocator
 
-main()
+
+def main() -> None:
+    """Run the command line in a process of its own."""
+    allocator.choose_for_process()
+    from .cli import main as command_line
+
+    command_line()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,5 +1,7 @@
 """The allocators a run may opt into: jemalloc for Arrow, which hands the memory of finished batches back to the
-system; and C's malloc kept from holding on to large blocks, but not from reusing the top of its heaps."""
+system; and C's malloc kept from holding on to large blocks, but not from reusing the top of its heaps.
+
+Arrow is imported where it is used, so that a program can call `choose_for_process` before Arrow loads."""
 
 from __future__ import annotations
 
@@ -9,12 +11,23 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-import pyarrow as pa
-
-__all__ = ["CHOICE_ENV", "MMAP_THRESHOLD", "TOP_PAD", "returning_memory"]
+__all__ = [
+    "ARENA_MAX",
+    "CHOICE_ENV",
+    "MMAP_THRESHOLD",
+    "PROCESS_POOL",
+    "TOP_PAD",
+    "choose_for_process",
+    "returning_memory",
+]
 
 CHOICE_ENV = "ARROW_DEFAULT_MEMORY_POOL"
 """Arrow's own setting: where it names an allocator, that one is kept."""
+
+PROCESS_POOL = "jemalloc"
+"""The allocator `choose_for_process` names in CHOICE_ENV. Arrow reads that setting once, as it loads, for its C++
+internals too (IPC compression, its thread pools' scratch), which `returning_memory` cannot reach: they would
+otherwise allocate from mimalloc, whose per-thread pages stay resident."""
 
 MMAP_THRESHOLD = 1 << 20
 """Blocks this large and larger are mapped apart, and unmapped when freed. glibc starts at 128 KB: a load peaks as
@@ -33,16 +46,38 @@ peak; a smaller pad leaves many of the faults, a larger one saves no more time f
 _M_TOP_PAD = -2
 _PAD_ENV = "MALLOC_TOP_PAD_"
 
+ARENA_MAX = 2
+"""Most malloc arenas. glibc gives each new thread one of its own, up to 8 per core, and memory freed in one arena
+serves only the threads using it: a load's reader and worker threads each kept their own resident."""
+_M_ARENA_MAX = -8
+_ARENA_ENV = "MALLOC_ARENA_MAX"
+
+
+def choose_for_process() -> None:
+    """Name PROCESS_POOL as Arrow's allocator for the whole process, unless CHOICE_ENV names one already.
+
+    For the program that owns the process (the `callmart` command), before anything imports pyarrow: Arrow reads
+    the setting as it loads, and the setting passes to the process's children. Where Arrow has no jemalloc
+    (Windows), nothing changes."""
+    if sys.platform != "win32":
+        os.environ.setdefault(CHOICE_ENV, PROCESS_POOL)
+
 
 def _tune_malloc() -> None:
-    """Fix glibc's mmap threshold at MMAP_THRESHOLD and pad its heaps' tops with TOP_PAD, for the rest of the
-    process. glibc's own settings (`MALLOC_MMAP_THRESHOLD_`, `MALLOC_TOP_PAD_`), where set, are kept."""
+    """Fix glibc's mmap threshold at MMAP_THRESHOLD, pad its heaps' tops with TOP_PAD and keep at most ARENA_MAX
+    arenas, for the rest of the process. glibc's own settings (`MALLOC_MMAP_THRESHOLD_`, `MALLOC_TOP_PAD_`,
+    `MALLOC_ARENA_MAX`), where set, are kept."""
     if not sys.platform.startswith("linux"):
         return
     mallopt = getattr(ctypes.CDLL(None), "mallopt", None)  # glibc has it; musl does not
     if mallopt is None:
         return
-    for option, value, env in ((_M_MMAP_THRESHOLD, MMAP_THRESHOLD, _THRESHOLD_ENV), (_M_TOP_PAD, TOP_PAD, _PAD_ENV)):
+    settings = (
+        (_M_MMAP_THRESHOLD, MMAP_THRESHOLD, _THRESHOLD_ENV),
+        (_M_TOP_PAD, TOP_PAD, _PAD_ENV),
+        (_M_ARENA_MAX, ARENA_MAX, _ARENA_ENV),
+    )
+    for option, value, env in settings:
         if not os.environ.get(env):
             mallopt(option, value)
 
@@ -53,8 +88,9 @@ def returning_memory() -> Iterator[None]:
 
     Arrow's default, mimalloc, keeps the pages that a streamed load's threads free for their next batches, so
     the process grows with the batches in flight; jemalloc hands them back, for a lower peak in the same time.
-    Arrays made in the block stay valid after it. C's malloc keeps a fixed mmap threshold and a padded heap top
-    from then on (_tune_malloc), for the rest of the process.
+    Arrays made in the block stay valid after it. C's malloc keeps a fixed mmap threshold, a padded heap top and
+    at most ARENA_MAX arenas from then on (_tune_malloc), for the rest of the process. Arrow's C++ internals keep
+    the allocator Arrow chose as it loaded: the `callmart` command calls `choose_for_process` first.
 
     The library never applies this by itself, since in a host that stays up (an Airflow worker, an Azure
     Functions host) the malloc settings would outlive the run. `callmart run` wraps its run in it; a program
@@ -63,6 +99,8 @@ def returning_memory() -> Iterator[None]:
         with allocator.returning_memory():
             mart.run()
     """
+    import pyarrow as pa
+
     _tune_malloc()
     if os.environ.get(CHOICE_ENV):
         yield
