@@ -347,6 +347,13 @@ def _has_jemalloc() -> bool:
     return True
 
 
+def fresh_process(script: str, *args: str) -> str:
+    """The last line a script prints in a Python process of its own (process-wide settings start afresh there)."""
+    done = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.splitlines()[-1]
+
+
 FREED_BLOCKS = """
 import sys
 import tempfile
@@ -378,12 +385,8 @@ def test_a_run_does_not_keep_freed_large_blocks_resident(monkeypatch: pytest.Mon
     # Each in a fresh process, since the threshold stays fixed for the rest of one.
     monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
 
-    def left(mode: str) -> int:
-        done = subprocess.run([sys.executable, "-c", FREED_BLOCKS, mode], capture_output=True, text=True, check=True)
-        return int(done.stdout)
-
-    assert left("plain") > 80  # what glibc does by default: the test can tell
-    assert left("run") < 20
+    assert int(fresh_process(FREED_BLOCKS, "plain")) > 80  # what glibc does by default: the test can tell
+    assert int(fresh_process(FREED_BLOCKS, "run")) < 20
 
 
 REUSED_HEAP_TOP = """
@@ -409,8 +412,7 @@ def test_a_run_reuses_the_top_of_the_heap_for_each_batch_scratch(monkeypatch: py
             monkeypatch.delenv("MALLOC_TOP_PAD_", raising=False)
         else:
             monkeypatch.setenv("MALLOC_TOP_PAD_", top_pad)
-        done = subprocess.run([sys.executable, "-c", REUSED_HEAP_TOP], capture_output=True, text=True, check=True)
-        return int(done.stdout)
+        return int(fresh_process(REUSED_HEAP_TOP))
 
     assert faults("0") > 10_000  # glibc's own choice, kept where set: no pad, and the test can tell
     assert faults(None) < 2_000
@@ -443,9 +445,7 @@ def test_the_command_chooses_arrows_allocator_before_arrow_loads(monkeypatch: py
     monkeypatch.delenv(allocator.CHOICE_ENV, raising=False)
 
     def process(mode: str) -> tuple[str, int]:
-        done = subprocess.run([sys.executable, "-c", COMMAND_PROCESS, mode], capture_output=True, text=True)
-        assert done.returncode == 0, done.stderr
-        backend, most = done.stdout.splitlines()[-1].split()
+        backend, most = fresh_process(COMMAND_PROCESS, mode).split()
         return backend, int(most)
 
     backend, most = process("library")
@@ -486,12 +486,8 @@ def test_a_run_keeps_few_malloc_arenas(monkeypatch: pytest.MonkeyPatch) -> None:
     # glibc gives each new thread an arena of its own (up to 8 per core); a run keeps ARENA_MAX.
     monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
 
-    def arenas(mode: str) -> int:
-        done = subprocess.run([sys.executable, "-c", MALLOC_ARENAS, mode], capture_output=True, text=True, check=True)
-        return int(done.stdout)
-
-    assert arenas("plain") > allocator.ARENA_MAX + 2  # glibc's default: the test can tell
-    assert arenas("run") <= allocator.ARENA_MAX
+    assert int(fresh_process(MALLOC_ARENAS, "plain")) > allocator.ARENA_MAX + 2  # glibc's default: the test can tell
+    assert int(fresh_process(MALLOC_ARENAS, "run")) <= allocator.ARENA_MAX
 
 
 KILLED_IN_BACKFILL = """
