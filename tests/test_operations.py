@@ -453,6 +453,24 @@ def test_the_command_chooses_arrows_allocator_before_arrow_loads(monkeypatch: py
     assert process("command") == (allocator.PROCESS_POOL, 0)
 
 
+DUCKDB_RUN = """
+import sys
+from datetime import date
+from callmart import Callmart
+
+with Callmart(sys.argv[1], sys.argv[2]) as mart:
+    mart.init()
+    mart.enqueue(date(2024, 3, 4), date(2024, 3, 6))
+    assert mart.run().ok
+print(sorted(name for name in ("psycopg", "pyspark") if name in sys.modules))
+"""
+
+
+def test_a_duckdb_run_loads_no_other_engines_driver(tmp_path: Path, extracts: Path) -> None:
+    # A DuckDB mart's process keeps PostgreSQL's driver (some 23 MB) and Spark out of its memory.
+    assert fresh_process(DUCKDB_RUN, f"duckdb:///{tmp_path / 'mart.duckdb'}", str(extracts)) == "[]"
+
+
 MALLOC_ARENAS = """
 import ctypes, sys, threading
 from callmart import allocator

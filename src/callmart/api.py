@@ -215,7 +215,7 @@ class Callmart:
                 yield conn
         except DBAPIError as error:
             raise locking.busy_error(error, self.where) or DatabaseError(self._describe(error)) from error
-        except engines.DRIVER_ERRORS as error:
+        except engines.for_url(self.url).driver_errors() as error:
             # Raised by the bulk paths, which talk to the driver itself.
             raise DatabaseError(self._describe(error)) from error
 
@@ -227,7 +227,7 @@ class Callmart:
             if error.connection_invalidated or "connect" in detail.lower():
                 return scrub(f"cannot use the database {self.where}: {detail}", self.url)
             return scrub(f"database error: {detail}", self.url)
-        if isinstance(error, engines.DRIVER_ERRORS):
+        if isinstance(error, engines.for_url(self.url).driver_errors()):
             return scrub(f"database error: {(str(error).strip().splitlines() or [type(error).__name__])[0]}", self.url)
         return scrub(f"{type(error).__name__}: {error}".splitlines()[0], self.url)
 

@@ -13,12 +13,9 @@ from .duckdb import DuckDB
 from .postgres import PostgreSQL
 from .spark import Spark
 
-__all__ = ["DRIVER_ERRORS", "ENGINES", "Engine", "for_dialect", "for_url", "of"]
+__all__ = ["ENGINES", "Engine", "for_dialect", "for_url", "of"]
 
 ENGINES: tuple[Engine, ...] = (DuckDB(), PostgreSQL(), Spark())
-
-DRIVER_ERRORS: tuple[type[Exception], ...] = tuple(error for engine in ENGINES for error in engine.DRIVER_ERRORS)
-"""Errors the drivers raise where callmart talks to them directly (bulk paths), not through SQLAlchemy."""
 
 
 def for_url(url: sa.URL) -> Engine:

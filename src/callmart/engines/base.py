@@ -77,8 +77,6 @@ class Engine:
     """SQLAlchemy's name of its dialect."""
     SCHEMES: ClassVar[frozenset[str]] = frozenset()
     """URL schemes that name it."""
-    DRIVER_ERRORS: ClassVar[tuple[type[Exception], ...]] = ()
-    """Errors its driver raises where callmart talks to the driver itself (bulk paths)."""
 
     RUNS_SHARE_THE_MART: ClassVar[bool] = False
     """Runs of several processes (and machines) may write the mart at once, so each shows that it lives."""
@@ -108,6 +106,11 @@ class Engine:
         declared `mart`, and callmart's file listing, reader and doubts (extract.find_files, extract.read_source,
         stage.doubts)."""
         raise ConfigError(f"{self.NAME} is reached through SQLAlchemy: callmart runs the mart's operations itself")
+
+    def driver_errors(self) -> tuple[type[Exception], ...]:
+        """Errors its driver raises where callmart talks to the driver itself (bulk paths), not through
+        SQLAlchemy; asked only once an error is raised, so that the driver loads only where it is used."""
+        return ()
 
     def url(self, url: sa.URL) -> sa.URL:
         """The URL as this engine's driver takes it; an error naming what is wrong, never echoing credentials."""

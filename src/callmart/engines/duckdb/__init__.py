@@ -27,7 +27,9 @@ class DuckDB(Engine):
     NAME = "DuckDB"
     DIALECT = "duckdb"
     SCHEMES: ClassVar[frozenset[str]] = frozenset({"duckdb"})
-    DRIVER_ERRORS: ClassVar[tuple[type[Exception], ...]] = (duckdb.Error,)
+
+    def driver_errors(self) -> tuple[type[Exception], ...]:
+        return (duckdb.Error,)
 
     def url(self, url: sa.URL) -> sa.URL:
         if url.username or url.password or url.host or "@" in str(url.database or ""):

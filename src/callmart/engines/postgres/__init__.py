@@ -1,26 +1,26 @@
-"""PostgreSQL (Supabase included): several runs share the mart, through a transaction-mode pooler too."""
+"""PostgreSQL (Supabase included): several runs share the mart, through a transaction-mode pooler too.
+
+Importing this package does not import psycopg: its modules do, and the engine's operations import them where
+used, so that a process loading a DuckDB mart never loads the driver. `ddl` (no driver) registers how CREATE TABLE
+is written as the package loads."""
 
 from __future__ import annotations
 
-import io
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import psycopg
-import pyarrow as pa
-import pyarrow.csv as pa_csv
 import sqlalchemy as sa
-from psycopg import sql as pg_sql
-from sqlalchemy.dialects.postgresql import REGCLASS
 
 from ..base import Engine
 from ..hints import PARTITIONED_BY_DAY
-from ..sql.replace import PeriodReplace
-from . import access, copy, statistics
-from .names import execute, identifier, regclass_name
-from .partitions import PartitionSwap
+from . import ddl  # noqa: F401 - registers the CREATE TABLE hook
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from ..sql.replace import PeriodReplace
 
 __all__ = ["PostgreSQL"]
 
@@ -35,7 +35,6 @@ class PostgreSQL(Engine):
     NAME = "PostgreSQL"
     DIALECT = "postgresql"
     SCHEMES: ClassVar[frozenset[str]] = frozenset({"postgres", "postgresql", "postgresql+psycopg"})
-    DRIVER_ERRORS: ClassVar[tuple[type[Exception], ...]] = (psycopg.Error,)
 
     RUNS_SHARE_THE_MART = True
     SKIP_LOCKED_CLAIMS = True
@@ -46,6 +45,11 @@ class PostgreSQL(Engine):
     ENFORCED_FACT_KEYS = True
     # A B-tree costs PostgreSQL little; DuckDB's ART index made loads and reloads several times slower.
     DAY_PARTITIONS = True
+
+    def driver_errors(self) -> tuple[type[Exception], ...]:
+        import psycopg
+
+        return (psycopg.Error,)
 
     def url(self, url: sa.URL) -> sa.URL:
         return url.set(drivername="postgresql+psycopg")
@@ -60,6 +64,8 @@ class PostgreSQL(Engine):
     ) -> int:
         """Binary COPY; rows of a table emptied in this transaction are written frozen (later reads then need not
         set hint bits, which rewrites every page of a freshly loaded table)."""
+        from . import copy
+
         return copy.copy_stream(conn, table, batches, truncated)
 
     def bulk_insert_routed(
@@ -68,32 +74,24 @@ class PostgreSQL(Engine):
         parts: Iterable[tuple[sa.Table, pa.RecordBatch]],
         truncated: Sequence[sa.Table] = (),
     ) -> dict[str, int]:
+        from . import copy
+
         return copy.copy_parts(conn, parts, {t.name for t in truncated})
 
     def fetch_arrow(self, conn: sa.Connection, select: sa.Select[Any], schema: pa.Schema) -> pa.Table:
         """COPY … TO STDOUT as CSV, parsed by Arrow."""
-        compiled = select.compile(dialect=conn.dialect)
-        raw = conn.connection.driver_connection
-        assert raw is not None
-        # COPY takes no parameters: psycopg binds the values into the query text itself, quoted by type.
-        query = psycopg.ClientCursor(raw).mogrify(str(compiled), compiled.params or None)
-        buffer = io.BytesIO()
-        statement = pg_sql.SQL("COPY ({}) TO STDOUT (FORMAT csv)").format(pg_sql.SQL(query))
-        with raw.cursor() as cursor, cursor.copy(statement) as copy:
-            for chunk in copy:
-                buffer.write(chunk)
-        if buffer.tell() == 0:
-            return schema.empty_table()
-        buffer.seek(0)
-        # Parsed in this thread: the reader's worker threads would each keep the memory they used.
-        options = pa_csv.ReadOptions(column_names=schema.names, use_threads=False)
-        types = pa_csv.ConvertOptions(column_types=schema)
-        return pa_csv.read_csv(buffer, read_options=options, convert_options=types)
+        from . import copy
+
+        return copy.copy_out(conn, select, schema)
 
     def analyze(self, conn: sa.Connection, table: sa.Table) -> None:
+        from . import statistics
+
         statistics.analyze(conn, table)
 
     def period_replace(self, conn: sa.Connection, table: sa.Table, start: datetime, end: datetime) -> PeriodReplace:
+        from .partitions import PartitionSwap
+
         return PartitionSwap(conn, table, start, end)
 
     def secure(
@@ -104,6 +102,8 @@ class PostgreSQL(Engine):
         marker: sa.Table | None = None,
     ) -> None:
         """Row level security and no rights but the owner's and the readers' (access.py)."""
+        from . import access
+
         tables = list(tables)
         readers = access.readers(conn, marker) if marker is not None else []
         access.secure(conn, tables, readers, sequences)
@@ -111,9 +111,13 @@ class PostgreSQL(Engine):
         access.secure(conn, partitions)
 
     def grant_read(self, conn: sa.Connection, tables: Sequence[sa.Table], role: str) -> None:
+        from . import access
+
         access.grant_read(conn, tables, role)
 
     def revoke_read(self, conn: sa.Connection, tables: Sequence[sa.Table], role: str) -> None:
+        from . import access
+
         access.revoke_read(conn, tables, role)
 
     def canceller(self, conn: sa.Connection) -> Callable[[], None]:
@@ -158,30 +162,14 @@ class PostgreSQL(Engine):
         return not free
 
     def day_partitions(self, conn: sa.Connection, table: sa.Table) -> list[sa.Table]:
-        names = conn.execute(
-            sa.select(sa.column("relname", sa.String))
-            .select_from(sa.table("pg_class"))
-            .where(
-                sa.column("oid").in_(
-                    sa.select(sa.column("inhrelid"))
-                    .select_from(sa.table("pg_inherits"))
-                    .where(sa.column("inhparent") == sa.cast(regclass_name(conn, table), REGCLASS))
-                )
-            )
-            .order_by(sa.column("relname"))
-        ).scalars()
-        return [sa.Table(name, sa.MetaData(schema=table.schema)) for name in names]
+        from .partitions import day_partitions
+
+        return day_partitions(conn, table)
 
     def move_to_schema(
         self, conn: sa.Connection, tables: Iterable[sa.Table], sequences: Iterable[sa.Sequence], schema: str
     ) -> None:
-        """ALTER … SET SCHEMA for each table (its indexes and constraints go with it) and sequence, the schema made
-        first if missing (a mart an earlier callmart made in `public`)."""
-        if not sa.inspect(conn).has_schema(schema):
-            conn.execute(sa.schema.CreateSchema(schema))
-        to = pg_sql.Identifier(schema)
-        execute(
-            conn,
-            *(pg_sql.SQL("ALTER TABLE {} SET SCHEMA {}").format(identifier(t), to) for t in tables),
-            *(pg_sql.SQL("ALTER SEQUENCE {} SET SCHEMA {}").format(identifier(s), to) for s in sequences),
-        )
+        """ALTER … SET SCHEMA for each table and sequence (access.py)."""
+        from . import access
+
+        access.move_to_schema(conn, tables, sequences, schema)

@@ -17,7 +17,7 @@ from psycopg import sql as pg_sql
 from ..._errors import ConfigError
 from .names import execute, identifier, regclass_name
 
-__all__ = ["PUBLIC_API_ROLES", "grant_read", "readers", "revoke_read", "secure"]
+__all__ = ["PUBLIC_API_ROLES", "grant_read", "move_to_schema", "readers", "revoke_read", "secure"]
 
 PUBLIC_API_ROLES = frozenset({"anon", "authenticated", "public"})
 """Roles that anyone holding a public API key acts as: callmart never grants them anything."""
@@ -117,6 +117,21 @@ def revoke_read(conn: sa.Connection, tables: Sequence[sa.Table], role: str) -> N
         )
     for schema in sorted({t.schema for t in tables if t.schema}):
         execute(conn, pg_sql.SQL("REVOKE USAGE ON SCHEMA {} FROM {}").format(pg_sql.Identifier(schema), _role(role)))
+
+
+def move_to_schema(
+    conn: sa.Connection, tables: Iterable[sa.Table], sequences: Iterable[sa.Sequence], schema: str
+) -> None:
+    """ALTER … SET SCHEMA for each table (its indexes and constraints go with it) and sequence, the schema made
+    first if missing (a mart an earlier callmart made in `public`)."""
+    if not sa.inspect(conn).has_schema(schema):
+        conn.execute(sa.schema.CreateSchema(schema))
+    to = pg_sql.Identifier(schema)
+    execute(
+        conn,
+        *(pg_sql.SQL("ALTER TABLE {} SET SCHEMA {}").format(identifier(t), to) for t in tables),
+        *(pg_sql.SQL("ALTER SEQUENCE {} SET SCHEMA {}").format(identifier(s), to) for s in sequences),
+    )
 
 
 def _marker(tables: Sequence[sa.Table]) -> sa.Table:

@@ -9,6 +9,7 @@ import itertools
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+import psycopg
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
@@ -18,7 +19,7 @@ from psycopg import sql as pg_sql
 from ...streams import prefetched, prefetched_first
 from .names import identifier
 
-__all__ = ["HEADER", "TRAILER", "BinaryRows", "CopyFormat", "binary_rows", "copy_parts", "copy_stream"]
+__all__ = ["HEADER", "TRAILER", "BinaryRows", "CopyFormat", "binary_rows", "copy_out", "copy_parts", "copy_stream"]
 
 HEADER = b"PGCOPY\n\xff\r\n\x00" + bytes(8)
 """Signature, flags and header extension length of a binary COPY stream."""
@@ -187,3 +188,24 @@ def _csv(batch: pa.RecordBatch) -> memoryview:
     buffer = io.BytesIO()
     pa_csv.write_csv(batch, buffer, pa_csv.WriteOptions(include_header=False))
     return buffer.getbuffer()
+
+
+def copy_out(conn: sa.Connection, select: sa.Select[Any], schema: pa.Schema) -> pa.Table:
+    """The rows of `select`, by COPY … TO STDOUT as CSV, parsed by Arrow."""
+    compiled = select.compile(dialect=conn.dialect)
+    raw = conn.connection.driver_connection
+    assert raw is not None
+    # COPY takes no parameters: psycopg binds the values into the query text itself, quoted by type.
+    query = psycopg.ClientCursor(raw).mogrify(str(compiled), compiled.params or None)
+    buffer = io.BytesIO()
+    statement = pg_sql.SQL("COPY ({}) TO STDOUT (FORMAT csv)").format(pg_sql.SQL(query))
+    with raw.cursor() as cursor, cursor.copy(statement) as copy:
+        for chunk in copy:
+            buffer.write(chunk)
+    if buffer.tell() == 0:
+        return schema.empty_table()
+    buffer.seek(0)
+    # Parsed in this thread: the reader's worker threads would each keep the memory they used.
+    options = pa_csv.ReadOptions(column_names=schema.names, use_threads=False)
+    types = pa_csv.ConvertOptions(column_types=schema)
+    return pa_csv.read_csv(buffer, read_options=options, convert_options=types)

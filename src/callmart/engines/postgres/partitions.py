@@ -8,35 +8,21 @@ dead rows to vacuum."""
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import sqlalchemy as sa
 from psycopg import sql as pg_sql
-from sqlalchemy.ext.compiler import compiles
-from sqlalchemy.schema import CreateTable
+from sqlalchemy.dialects.postgresql import REGCLASS
 
-from ..hints import ANALYZED, PARTITIONED_BY_DAY, PRIMARY_KEY, UNLOGGED
+from ..hints import ANALYZED, PARTITIONED_BY_DAY, PRIMARY_KEY
 from ..sql.ddl import CreateLike
 from ..sql.replace import PeriodReplace, RowsOf
 from . import access
 from .names import execute, identifier, regclass_name
 from .statistics import analyze
 
-__all__ = ["PartitionSwap"]
-
-
-@compiles(CreateTable, "postgresql")
-def _create_table(create: CreateTable, compiler: Any, **kw: Any) -> str:
-    """CREATE TABLE, UNLOGGED for scratch tables and PARTITION BY RANGE for tables partitioned by day."""
-    text: str = compiler.visit_create_table(create, **kw)
-    if create.element.info.get(UNLOGGED):
-        text = text.replace("CREATE TABLE", "CREATE UNLOGGED TABLE", 1)
-    partition_column = create.element.info.get(PARTITIONED_BY_DAY)
-    if partition_column:
-        text = text.rstrip() + f" PARTITION BY RANGE ({compiler.preparer.quote(partition_column)})\n\n"
-    return text
+__all__ = ["PartitionSwap", "day_partitions"]
 
 
 class PartitionSwap(PeriodReplace):
@@ -174,3 +160,20 @@ def _days(start: datetime, end: datetime) -> list[datetime]:
 
 def _partition_name(table: sa.Table, day: datetime) -> str:
     return f"{table.name}_{day:%Y%m%d}"
+
+
+def day_partitions(conn: sa.Connection, table: sa.Table) -> list[sa.Table]:
+    """The day partitions of a table partitioned by day, by name."""
+    names = conn.execute(
+        sa.select(sa.column("relname", sa.String))
+        .select_from(sa.table("pg_class"))
+        .where(
+            sa.column("oid").in_(
+                sa.select(sa.column("inhrelid"))
+                .select_from(sa.table("pg_inherits"))
+                .where(sa.column("inhparent") == sa.cast(regclass_name(conn, table), REGCLASS))
+            )
+        )
+        .order_by(sa.column("relname"))
+    ).scalars()
+    return [sa.Table(name, sa.MetaData(schema=table.schema)) for name in names]
