@@ -1,5 +1,5 @@
 """PostgreSQL's COPY fed from Arrow batches, in its binary format (encoded by pgpq): the server then reads each value
-as it is stored, where CSV makes it parse every date, time and number from text."""
+as it is stored, where CSV makes it parse every date, time and number from text. And COPY … TO read back as Arrow."""
 
 from __future__ import annotations
 
