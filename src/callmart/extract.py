@@ -6,10 +6,11 @@ import codecs
 import csv
 import functools
 import json
+import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TextIO
 
-import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
@@ -22,8 +23,8 @@ from .rejects import SOURCE_FILE, SOURCE_ROW
 __all__ = ["SOURCE_FILE", "SOURCE_ROW", "detect_encoding", "find_files", "read_source"]
 
 BLOCK_SIZE = 1 << 20  # small blocks keep a load's memory low; 8 MB ones bought a little speed for far more
-JSON_BATCH_ROWS = 50_000
 SAMPLE_BYTES = 1 << 20
+_JSON_BLANK = re.compile(r"[ \t\n\r]*")  # JSON's whitespace, no other
 
 
 def find_files(source_dir: Path, source: Source) -> list[Path]:
@@ -189,24 +190,139 @@ def _line_numbers(count: int, first: int, skipped: set[int]) -> tuple[pa.Array, 
     return pa.array(numbers, pa.int64()), line
 
 
-def _read_json_array(path: Path, fields: Sequence[str]) -> Iterator[pa.RecordBatch]:
+def _read_json_array(path: Path, fields: Sequence[str], block_size: int = BLOCK_SIZE) -> Iterator[pa.RecordBatch]:
     if path.stat().st_size == 0:
         return
     # JSON is UTF-8: a UTF-16 or latin-1 file gets the same one-line error as a CSV would.
     detect_encoding(path, "utf-8")
-    # DuckDB's reader streams a JSON array without holding the parsed document in Python objects.
-    connection = duckdb.connect()
+    as_text = pa.struct([(name, pa.string()) for name in fields])
+    row = 1
     try:
-        relation = connection.read_json(str(path), format="array", columns={name: "VARCHAR" for name in fields})
-        row = 1
-        for batch in relation.to_arrow_reader(JSON_BATCH_ROWS):
-            yield _with_origin(batch, path, pa.array(range(row, row + batch.num_rows), pa.int64()))
-            row += batch.num_rows
-    except (duckdb.Error, UnicodeDecodeError, OSError, pa.ArrowException):
-        # DuckDB's errors reach here as its own, or, from the Arrow stream it feeds, as Arrow's or an OSError.
+        with path.open(encoding="utf-8-sig") as handle:
+            for elements, text in _JsonArray(handle, block_size).blocks():
+                rows, row = _line_numbers(len(elements), row, set())
+                fields_read = _json_texts(elements, text, as_text).flatten()
+                yield _with_origin(pa.RecordBatch.from_arrays(fields_read, names=list(fields)), path, rows)
+    except (ValueError, OSError):  # a JSONDecodeError and a UnicodeDecodeError are ValueErrors
         raise SourceError(f"{path.name} is not a JSON array of objects: {_json_problem(path)}") from None
-    finally:
-        connection.close()
+
+
+class _JsonArray:
+    """The elements of the JSON array a text file holds, read a block at a time: the document is never whole in
+    memory. Numbers are parsed as the text they were written as: every field is read as text."""
+
+    def __init__(self, handle: TextIO, block_size: int = BLOCK_SIZE) -> None:
+        self._handle, self._block_size = handle, block_size
+        self._decoder = json.JSONDecoder(parse_int=str, parse_float=str, parse_constant=str)
+        self._text, self._at, self._ended = "", 0, False
+
+    def blocks(self) -> Iterator[tuple[list[object], str]]:
+        """The elements in order, in lists of about a block of text each, with their text as a JSON array."""
+        if self._peek() != "[":
+            raise ValueError("not an array")
+        self._at += 1
+        last = self._peek() == "]"
+        while not last:
+            elements, text, last = self._block()
+            yield elements, text
+        self._at += 1
+        if self._peek():
+            raise ValueError("text after the array")
+
+    def _block(self) -> tuple[list[object], str, bool]:
+        """The next elements, their text, and whether they end the array. The block's text is parsed in one call
+        when it is cut at an element's end: cut at a brace within a string or an inner object, it is not JSON."""
+        self._read_ahead(2 * self._block_size)
+        start = self._at
+        cut = self._text.rfind("}", start, start + self._block_size) + 1
+        if cut > start:
+            text = "[" + self._text[start:cut] + "]"
+            try:
+                elements: list[object] = self._decoder.decode(text)
+            except json.JSONDecodeError:
+                pass
+            else:
+                self._at = cut
+                return elements, text, self._after_element()
+        elements, texts, last = [], [], False
+        while not last and (not elements or self._at < cut):
+            element, text = self._element()
+            elements.append(element)
+            texts.append(text)
+            last = self._after_element()
+        return elements, "[" + ",".join(texts) + "]", last
+
+    def _element(self) -> tuple[object, str]:
+        """The next element, and its text."""
+        while True:
+            try:
+                start = self._at
+                element, self._at = self._decoder.raw_decode(self._text, start)
+                return element, self._text[start : self._at]
+            except json.JSONDecodeError:
+                if self._ended:
+                    raise
+                self._read_ahead(2 * (len(self._text) - self._at))  # an element longer than what was read
+
+    def _after_element(self) -> bool:
+        """Step over the comma after an element; True at the array's closing bracket instead."""
+        following = self._peek()
+        if following not in (",", "]"):
+            raise ValueError("elements not separated by a comma")
+        if following == "]":
+            return True
+        self._at += 1
+        self._peek()  # an element is parsed from its first character
+        return False
+
+    def _peek(self) -> str:
+        """The next character that is not JSON whitespace ("" at the end), the whitespace stepped over."""
+        while True:
+            self._at = _JSON_BLANK.match(self._text, self._at).end()  # type: ignore[union-attr] # matches "" too
+            if self._at < len(self._text) or self._ended:
+                return self._text[self._at : self._at + 1]
+            self._read_ahead(self._block_size)
+
+    def _read_ahead(self, least: int) -> None:
+        """Read on until `least` characters follow the position, or the file ends."""
+        while not self._ended and len(self._text) - self._at < least:
+            more = self._handle.read(max(self._block_size, least))
+            self._text, self._at, self._ended = self._text[self._at :] + more, 0, not more
+
+
+class _Number(str):
+    """A JSON number as written: text for a field, a number within an object or array."""
+
+    __slots__ = ()
+
+
+def _json_texts(elements: list[object], text: str, as_text: pa.StructType) -> pa.StructArray:
+    """JSON objects as text fields: strings and numbers as written, null as null, anything else as its JSON."""
+    try:
+        return pa.array(elements, as_text)
+    except (pa.ArrowTypeError, pa.ArrowInvalid):
+        # A field holds true, false, an object or an array: parsed again, the numbers within it stay numbers.
+        exact = json.loads(text, parse_int=_Number, parse_float=_Number, parse_constant=_Number)
+        objects = [element for element in exact if isinstance(element, dict)]
+        if len(objects) < len(elements):
+            raise ValueError("an element is not an object") from None
+        names = [field.name for field in as_text]
+        return pa.array([{name: _json_field(element.get(name)) for name in names} for element in objects], as_text)
+
+
+def _json_field(value: object) -> str | None:
+    return value if value is None or isinstance(value, str) else _json_text(value)
+
+
+def _json_text(value: object) -> str:
+    """A parsed JSON value written back as compact JSON, its numbers as they were written."""
+    if isinstance(value, _Number):
+        return str.__str__(value)
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{_json_text(key)}:{_json_text(item)}" for key, item in value.items()) + "}"
+    if isinstance(value, list):
+        return "[" + ",".join(_json_text(item) for item in value) + "]"
+    return json.dumps(value, ensure_ascii=False)
 
 
 def _json_problem(path: Path) -> str:
@@ -218,4 +334,4 @@ def _json_problem(path: Path) -> str:
     if not isinstance(document, list):
         return f"the top level is a JSON {type(document).__name__}, not an array"
     odd = next((i for i, item in enumerate(document) if not isinstance(item, dict)), None)
-    return f"element {odd + 1} is not an object" if odd is not None else "DuckDB could not read it"
+    return f"element {odd + 1} is not an object" if odd is not None else "it could not be read"

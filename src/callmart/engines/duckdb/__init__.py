@@ -7,7 +7,6 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
-import duckdb
 import pyarrow as pa
 import sqlalchemy as sa
 
@@ -29,6 +28,8 @@ class DuckDB(Engine):
     SCHEMES: ClassVar[frozenset[str]] = frozenset({"duckdb"})
 
     def driver_errors(self) -> tuple[type[Exception], ...]:
+        import duckdb
+
         return (duckdb.Error,)
 
     def url(self, url: sa.URL) -> sa.URL:
