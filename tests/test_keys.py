@@ -1,4 +1,5 @@
-"""Key lookups: ids laid out by position give the keys that the scan of the dimension gives."""
+"""Key lookups: ids laid out by position give the keys that the scan of the dimension gives; a fact's rows are
+numbered by minute whatever their order and batches."""
 
 from __future__ import annotations
 
@@ -8,7 +9,10 @@ import pyarrow as pa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from callmart.declare import CALLS_PER_MINUTE
+from callmart.fact import MinuteNumbering
 from callmart.keys import NAMED_IDS_LIMIT, KeyLookup, Timeline, _direct_table
+from callmart.mart import CALLS
 
 ids = st.integers(min_value=-999, max_value=5000)
 any_id = st.one_of(st.none(), ids, st.integers(min_value=-(2**31), max_value=2**31 - 1))
@@ -30,6 +34,27 @@ def test_direct_and_scanned_lookups_agree(members: list[int], asked: list[int | 
     expected = [-999 if a is None else e for a, e in zip(asked, expected, strict=True)]
     assert scanned.map(batch).to_pylist() == expected
     assert laid_out.map(batch).to_pylist() == expected
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    members=st.lists(st.tuples(ids, st.integers(1, 100)), min_size=1, max_size=40),
+    added=st.lists(st.tuples(ids, st.integers(101, 200)), max_size=20),
+    asked=st.lists(any_id),
+)
+def test_a_lookup_given_new_members_finds_what_one_read_of_all_finds(
+    members: list[tuple[int, int]], added: list[tuple[int, int]], asked: list[int | None]
+) -> None:
+    # A run's cache appends the members a period inferred to the lookup it keeps, which holds no pairs of its own
+    # when laid out by id; an id listed twice keeps its first key either way.
+    def pairs(listed: list[tuple[int, int]]) -> pa.Table:
+        return pa.table({"value": pa.array([v for v, _ in listed], pa.int32()), "key": [k for _, k in listed]})
+
+    kept = KeyLookup.of_pairs("id", "key", pairs(members).cast(pa.schema([("value", pa.int32()), ("key", pa.int32())])))
+    appended = KeyLookup.of_pairs("id", "key", pa.concat_tables([kept.pairs(), pairs(added).cast(kept.pairs().schema)]))
+    whole = KeyLookup("id", "key", pairs(members + added).cast(kept.pairs().schema))
+    batch = pa.record_batch({"id": pa.array(asked, pa.int32())})
+    assert appended.map(batch).to_pylist() == whole.map(batch).to_pylist()
 
 
 def test_sparse_or_textual_ids_are_not_laid_out() -> None:
@@ -121,3 +146,28 @@ def test_ids_far_apart_or_too_many_names_have_no_timeline() -> None:
     names = [f"agent.{i}" for i in range(NAMED_IDS_LIMIT + 1)]
     assert Timeline.of(versions(pa.array(names))) is None
     assert Timeline.of(versions(pa.array(names[:-1]))) is not None
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    minutes=st.lists(st.integers(0, 3 * 24 * 60), min_size=1, max_size=80),
+    seconds=st.data(),
+    cuts=st.lists(st.integers(0, 80), max_size=4),
+)
+def test_rows_are_numbered_by_minute_in_the_order_they_stream_by(
+    minutes: list[int], seconds: st.DataObject, cuts: list[int]
+) -> None:
+    # Rows out of time order, in batches whose minutes reach before and after the minutes seen so far.
+    start = datetime(2024, 3, 4)
+    times = [start + timedelta(minutes=m, seconds=seconds.draw(st.integers(0, 59))) for m in minutes]
+    column = CALLS.time_column
+    numbering = MinuteNumbering(CALLS)
+    bounds = [0, *sorted(min(c, len(times)) for c in cuts), len(times)]
+    keys = []
+    for lower, upper in zip(bounds, bounds[1:], strict=False):
+        batch = pa.record_batch({column: pa.array(times[lower:upper], pa.timestamp("s"))})
+        keys += numbering.number(batch).column(CALLS.key).to_pylist()
+
+    numbers = [int((t - datetime(1970, 1, 1)).total_seconds()) // 60 for t in times]
+    expected = [n * CALLS_PER_MINUTE + numbers[: i + 1].count(n) for i, n in enumerate(numbers)]
+    assert keys == expected

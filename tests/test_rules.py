@@ -397,6 +397,8 @@ def test_aggregates_summed_as_rows_stream_are_the_databases(
     # Grouped every few calls and the groups summed as they pile up, as a day of a million calls is.
     monkeypatch.setattr("callmart.streamed_aggregates.GROUP_EVERY", 4)
     monkeypatch.setattr("callmart.streamed_aggregates.COMPACT_AFTER", 2)
+    # Written a day at a time, as a year's days are written a few weeks at a time.
+    monkeypatch.setattr("callmart.streamed_aggregates.DAYS_PER_WRITE", 1)
     start, end = START, START + timedelta(days=2)
     with mart.example() as conn:
         mart.logins(conn, logins_after(logins))

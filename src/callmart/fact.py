@@ -339,7 +339,10 @@ class MinuteNumbering:
 
     def __init__(self, fact: Fact) -> None:
         self.fact = fact
-        self.seen: dict[int, int] = {}
+        # Rows seen in each minute from minute `first` on: an array rather than a dict, as a period of a year has
+        # half a million minutes (some 2 MB as an array, tens of MB as Python ints).
+        self.first = 0
+        self.seen = np.zeros(0, np.int32)
 
     def number(self, batch: pa.RecordBatch) -> pa.RecordBatch:
         """The batch with the fact's key column appended."""
@@ -349,16 +352,28 @@ class MinuteNumbering:
         # Place within this batch's minute: rank among equal minutes in order of appearance, from 0.
         place = pc.subtract(pc.rank(minutes, tiebreaker="first"), pc.rank(minutes, tiebreaker="min"))
         counts = pc.value_counts(minutes)
-        distinct, how_many = counts.field("values"), counts.field("counts")
-        before = pa.array([self.seen.get(m, 0) for m in distinct.to_pylist()], pa.int64())
-        offset = pc.take(before, pc.index_in(minutes, value_set=distinct))
+        distinct = counts.field("values")
+        at = self._counters(distinct.to_numpy())
+        before = self.seen[at]
+        self.seen[at] = before + counts.field("counts").to_numpy()
+        offset = pc.take(pa.array(before, pa.int64()), pc.index_in(minutes, value_set=distinct))
         rank = pc.add(pc.add(pc.cast(place, pa.int64()), offset), pa.scalar(1, pa.int64()))
-        for minute, previous, added in zip(distinct.to_pylist(), before.to_pylist(), how_many.to_pylist(), strict=True):
-            self.seen[minute] = previous + added
         if pc.max(rank).as_py() >= CALLS_PER_MINUTE:
             raise ValueError(f"more than {CALLS_PER_MINUTE - 1:,} rows share one minute of {self.fact.time_column}")
         key = pc.add(pc.multiply(minutes, pa.scalar(CALLS_PER_MINUTE, pa.int64())), rank)
         return batch.append_column(pa.field(self.fact.key, pa.int64()), key)
+
+    def _counters(self, minutes: np.ndarray) -> np.ndarray:
+        """Where the minutes' counters are in `seen`, which grows to hold them."""
+        low, high = int(minutes.min()), int(minutes.max()) + 1
+        if not len(self.seen):
+            self.first, self.seen = low, np.zeros(high - low, np.int32)
+        elif low < self.first or high > self.first + len(self.seen):
+            first = min(low, self.first)
+            grown = np.zeros(max(high, self.first + len(self.seen)) - first, np.int32)
+            grown[self.first - first : self.first - first + len(self.seen)] = self.seen
+            self.first, self.seen = first, grown
+        return minutes - self.first
 
 
 def _rows_from_staging(schema: Schema, fact: Fact, start: datetime, end: datetime) -> sa.Select[Any]:

@@ -46,6 +46,9 @@ calls kept hold their batches' memory."""
 COMPACT_AFTER = 16
 """Groups' tables kept before they are summed into one."""
 
+DAYS_PER_WRITE = 28
+"""Days of groups written at a time: a year's, as rows of Python values, held tens of MB."""
+
 
 class Settled(NamedTuple):
     """The days whose aggregates, and whose lift, a period's load wrote."""
@@ -133,8 +136,12 @@ class StreamedAggregates:
         if not has_aggregates(conn, self.schema, self.settings) and _other_days(conn, self.schema, first, last):
             return []
         for aggregate, table in zip(AGGREGATES, aggregates_of(self.schema), strict=True):
-            groups = _of_days(aggregate, self._groups[aggregate.name], first, last)
-            write_days(conn, table, self.settings, first, last, aggregate_rows(aggregate, self.settings, groups, at))
+            kept = self._groups[aggregate.name]
+            summed = _summed(aggregate, kept) if kept else None
+            for offset in range(0, (last - first).days, DAYS_PER_WRITE):
+                days = first + timedelta(days=offset), min(last, first + timedelta(days=offset + DAYS_PER_WRITE))
+                rows = aggregate_rows(aggregate, self.settings, _of_days(summed, *days), at)
+                write_days(conn, table, self.settings, *days, rows)
         return [first + timedelta(days=n) for n in range((last - first).days)]
 
     def _write_lift(self, conn: sa.Connection, start: datetime, end: datetime, at: datetime) -> list[date]:
@@ -188,13 +195,12 @@ def _summed(aggregate: Aggregate, groups: list[pa.Table]) -> pa.Table:
     return summed.rename_columns([n.removesuffix("_sum") for n in summed.column_names]).combine_chunks()
 
 
-def _of_days(aggregate: Aggregate, groups: list[pa.Table], first: date, last: date) -> list[dict[str, Any]]:
-    """The groups of the days [first, last), their parts summed over the tables."""
-    if not groups:
+def _of_days(summed: pa.Table | None, first: date, last: date) -> list[dict[str, Any]]:
+    """The summed groups of the days [first, last)."""
+    if summed is None:
         return []
-    table = _summed(aggregate, groups)
-    day = table["dia"]
-    chosen: list[dict[str, Any]] = table.filter(
+    day = summed["dia"]
+    chosen: list[dict[str, Any]] = summed.filter(
         pc.and_(pc.greater_equal(day, pa.scalar(first)), pc.less(day, pa.scalar(last)))
     ).to_pylist()
     return chosen
