@@ -77,6 +77,7 @@ def test_a_json_array_cut_short_is_one_error_with_where_it_breaks(
     [
         ('{"callid": 1}', "the top level is a JSON dict, not an array"),
         ('[{"callid": 1}, 7]', "element 2 is not an object"),
+        ('[{"callid": 1}, null]', "element 2 is not an object"),
         ('[{"callid": 1},]', "Expecting value at line 1, column 16"),
         ('[{"callid": 1} {"callid": 2}]', "Expecting ',' delimiter at line 1, column 16"),
         ('[{"callid": 1}] []', "Extra data at line 1, column 17"),

@@ -298,6 +298,8 @@ class _Number(str):
 
 def _json_texts(elements: list[object], text: str, as_text: pa.StructType) -> pa.StructArray:
     """JSON objects as text fields: strings and numbers as written, null as null, anything else as its JSON."""
+    if None in elements:  # Arrow would take a null for a row of nulls
+        raise ValueError("an element is null, not an object")
     try:
         return pa.array(elements, as_text)
     except (pa.ArrowTypeError, pa.ArrowInvalid):
