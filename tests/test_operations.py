@@ -519,7 +519,7 @@ class KillOnceSplit:
     def step_started(self, name):
         pass
     def rows_read(self, name, rows):
-        if glob.glob(os.path.join(tempfile.gettempdir(), "callmart-backfill-*", "*", "*.arrows")):
+        if glob.glob(os.path.join(tempfile.gettempdir(), "callmart-backfill-*", "*", "*.arrow")):
             os.kill(os.getpid(), signal.SIGKILL)
     def step_finished(self, result):
         pass
@@ -554,7 +554,7 @@ def test_the_next_run_removes_what_a_run_killed_in_a_backfill_left_on_disk(
     )
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     abandoned = list(temporary.glob("callmart-backfill-*"))
-    assert len(abandoned) == 1 and list(abandoned[0].glob("fact_llamadas*/*.arrows"))
+    assert len(abandoned) == 1 and list(abandoned[0].glob("fact_llamadas*/*.arrow"))
     # A live run's folder (its lock held by another process) must stay.
     live = temporary / "callmart-backfill-live"
     holder = subprocess.Popen([sys.executable, "-c", HOLDS_A_SPLIT, str(live)], env=env, stdout=subprocess.PIPE)

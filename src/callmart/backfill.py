@@ -38,8 +38,8 @@ __all__ = [
 ]
 
 Period = tuple[datetime, datetime]
-Slice = tuple[Path, int, int]
-"""Rows of a split's file: the file, the first row's place in it, and how many."""
+Slice = tuple[Path, int, int, int]
+"""Rows of a split's file: the file, the batch in it, the first row's place in that batch, and how many."""
 
 MAX_PERIODS = 400
 """Most periods one extract is split among (a file is open for each while it is read); the periods after them
@@ -61,9 +61,9 @@ BATCH_ROWS = 16_384
 """Rows per batch read back: an extract not in date order leaves each period its rows in slivers."""
 
 FILE_ROWS = 2048
-"""Fewest rows of a split's file (unless its flush holds fewer): the rows of consecutive periods share a file, since
-a file per period per flush cost more to write than its few rows. Reading periods keeps a file of each flush open
-(a period has rows in each), so larger files would hold more in memory for little."""
+"""Fewest rows of a batch of a split's file (unless its flush holds fewer): the rows of consecutive periods share a
+batch, since a batch per period per flush cost more to write and read than its few rows. Reading periods keeps a
+batch of each flush in memory (a period has rows in each), so larger batches would hold more for little."""
 
 FOLDER_PREFIX = "callmart-backfill-"
 """Name prefix of a run's folder of split extracts, in the system's temporary folder."""
@@ -71,7 +71,9 @@ FOLDER_PREFIX = "callmart-backfill-"
 OWNER_LOCK = "owner.lock"
 """A file in that folder which its run keeps locked while it lives: the system releases the lock of a killed run."""
 
-_WRITE_OPTIONS = pa.ipc.IpcWriteOptions(compression="lz4")  # written once, read once: fast, and far less disk
+# Uncompressed: the rows are read back once, soon, likely from the system's cache, and compressing them took longer
+# than the writing it saved; the files take about half as much again as the extract, and go as periods load.
+_WRITE_OPTIONS = pa.ipc.IpcWriteOptions(compression=None)
 _EPOCH = datetime(1970, 1, 1)
 
 
@@ -99,7 +101,7 @@ class PeriodSplit:
     def new_file(self) -> Path:
         """The path of a new file of the split."""
         self._files += 1
-        return self.folder / f"{self._files}.arrows"
+        return self.folder / f"{self._files}.arrow"
 
     def add_rows(self, index: int | None, where: Slice) -> None:
         """Rows of period `index` (None: rows without a date), after those it has."""
@@ -130,7 +132,7 @@ class PeriodSplit:
         """Remove the rows of periods now loaded: the disk they took goes back while the backfill goes on."""
         for period in periods:
             if period in self.periods:
-                for path, _, _ in self.parts.pop(self.periods.index(period), []):
+                for path, _, _, _ in self.parts.pop(self.periods.index(period), []):
                     self._uses[path] -= 1
                     if not self._uses[path]:
                         path.unlink(missing_ok=True)
@@ -221,26 +223,28 @@ class _SplitFiles:
             self._write(pa.RecordBatch.from_arrays(ordered, schema=schema), places[order])
         if undated:
             rows = _joined(undated)
-            self.split.add_rows(None, (self._file_of(rows), 0, rows.num_rows))
+            path = self.split.new_file()
+            with pa.ipc.new_file(str(path), rows.schema, options=_WRITE_OPTIONS) as writer:
+                writer.write_batch(rows)
+            self.split.add_rows(None, (path, 0, 0, rows.num_rows))
 
     def _write(self, rows: pa.RecordBatch, places: np.ndarray) -> None:
-        """Rows ordered by period, written in files of whole periods' rows, FILE_ROWS or more in each."""
+        """Rows ordered by period, written in one file, in batches of whole periods' rows, FILE_ROWS or more in
+        each: one file per flush, since a file costs more to create than a batch to write."""
         cuts = [0, *(np.flatnonzero(np.diff(places)) + 1).tolist(), len(places)]
-        first = 0
-        for at, cut in enumerate(cuts[1:], start=1):
-            if cut - cuts[first] < FILE_ROWS and cut < len(places):
-                continue
-            begin = cuts[first]
-            path = self._file_of(rows.slice(begin, cut - begin))
-            for low, high in zip(cuts[first:at], cuts[first + 1 : at + 1], strict=True):
-                self.split.add_rows(int(places[low]), (path, low - begin, high - low))
-            first = at
-
-    def _file_of(self, rows: pa.RecordBatch) -> Path:
         path = self.split.new_file()
-        with pa.ipc.new_stream(str(path), rows.schema, options=_WRITE_OPTIONS) as writer:
-            writer.write_batch(rows)
-        return path
+        with pa.ipc.new_file(str(path), rows.schema, options=_WRITE_OPTIONS) as writer:
+            first = 0
+            for at, cut in enumerate(cuts[1:], start=1):
+                if cut - cuts[first] < FILE_ROWS and cut < len(places):
+                    continue
+                begin = cuts[first]
+                writer.write_batch(rows.slice(begin, cut - begin))
+                for low, high in zip(cuts[first:at], cuts[first + 1 : at + 1], strict=True):
+                    self.split.add_rows(
+                        int(places[low]), (path, writer.stats.num_record_batches - 1, low - begin, high - low)
+                    )
+                first = at
 
     def _count(self, rows: pa.RecordBatch) -> None:
         self.bytes += rows.nbytes
@@ -249,22 +253,24 @@ class _SplitFiles:
 
 
 class _OpenFiles:
-    """The files holding the slices of rows one read goes through, each read once and kept until its last slice."""
+    """The batches of the files holding the slices of rows one read goes through, each batch read once and kept
+    until its last slice."""
 
     def __init__(self, slices: Iterable[Slice]) -> None:
-        self.uses = Counter(path for path, _, _ in slices)
-        self.open: dict[Path, pa.RecordBatch] = {}
+        self.uses = Counter((path, batch) for path, batch, _, _ in slices)
+        self.open: dict[tuple[Path, int], pa.RecordBatch] = {}
 
     def read(self, slices: Iterable[Slice]) -> Iterator[pa.RecordBatch]:
         """The rows of each slice, in turn."""
-        for path, offset, length in slices:
-            rows = self.open.get(path)
+        for path, batch, offset, length in slices:
+            where = (path, batch)
+            rows = self.open.get(where)
             if rows is None:
-                with pa.OSFile(str(path)) as handle, pa.ipc.open_stream(handle) as reader:
-                    rows = self.open[path] = reader.read_next_batch()
-            self.uses[path] -= 1
-            if not self.uses[path]:
-                del self.open[path]
+                with pa.OSFile(str(path)) as handle, pa.ipc.open_file(handle) as reader:
+                    rows = self.open[where] = reader.get_batch(batch)
+            self.uses[where] -= 1
+            if not self.uses[where]:
+                del self.open[where]
             yield rows.slice(offset, length)
 
 
