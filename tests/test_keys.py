@@ -36,24 +36,28 @@ def test_direct_and_scanned_lookups_agree(members: list[int], asked: list[int | 
     assert laid_out.map(batch).to_pylist() == expected
 
 
-@settings(max_examples=200, deadline=None)
+wide_id = st.integers(min_value=-(2**31), max_value=2**31 - 1)
+
+
+@settings(max_examples=300, deadline=None)
 @given(
-    members=st.lists(st.tuples(ids, st.integers(1, 100)), min_size=1, max_size=40),
-    added=st.lists(st.tuples(ids, st.integers(101, 200)), max_size=20),
+    members=st.lists(st.tuples(st.one_of(ids, wide_id), st.integers(1, 100)), min_size=1, max_size=40),
+    added=st.lists(st.tuples(st.one_of(ids, ids, wide_id), st.integers(101, 200)), max_size=20),
     asked=st.lists(any_id),
 )
 def test_a_lookup_given_new_members_finds_what_one_read_of_all_finds(
     members: list[tuple[int, int]], added: list[tuple[int, int]], asked: list[int | None]
 ) -> None:
-    # A run's cache appends the members a period inferred to the lookup it keeps, which holds no pairs of its own
-    # when laid out by id; an id listed twice keeps its first key either way.
+    # A run's cache gives the lookup it keeps the members a period inferred: laid out by id, its table is widened
+    # (or, the ids too sparse then, built again from its pairs); an id listed twice keeps its first key either way.
     def pairs(listed: list[tuple[int, int]]) -> pa.Table:
-        return pa.table({"value": pa.array([v for v, _ in listed], pa.int32()), "key": [k for _, k in listed]})
+        schema = pa.schema([("value", pa.int32()), ("key", pa.int32())])
+        return pa.table({"value": [v for v, _ in listed], "key": [k for _, k in listed]}).cast(schema)
 
-    kept = KeyLookup.of_pairs("id", "key", pairs(members).cast(pa.schema([("value", pa.int32()), ("key", pa.int32())])))
-    appended = KeyLookup.of_pairs("id", "key", pa.concat_tables([kept.pairs(), pairs(added).cast(kept.pairs().schema)]))
-    whole = KeyLookup("id", "key", pairs(members + added).cast(kept.pairs().schema))
-    batch = pa.record_batch({"id": pa.array(asked, pa.int32())})
+    kept = KeyLookup.of_pairs("id", "key", pairs(members))
+    appended = kept.with_members(pairs(added))
+    whole = KeyLookup("id", "key", pairs(members + added))
+    batch = pa.record_batch({"id": pa.array(asked + [v for v, _ in members + added], pa.int32())})
     assert appended.map(batch).to_pylist() == whole.map(batch).to_pylist()
 
 

@@ -4,6 +4,7 @@ written at the end."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -92,6 +93,16 @@ class KeyLookup:
         kept = pairs.slice(0, 0)
         return cls(value_column, key_column, kept, null_key=null_key, by_value=by_value, first_value=first_value)
 
+    def with_members(self, added: pa.Table) -> KeyLookup:
+        """This lookup of current keys with the (value, key) pairs of members added since; an id it knows keeps its
+        key. Laid out by id, its table is widened for them rather than built again from every pair."""
+        widened = None if self.by_value is None else _widened(self.by_value, self.first_value, added)
+        if widened is None:
+            pairs = pa.concat_tables([self.pairs(), added.cast(self.versions.schema)]).combine_chunks()
+            return KeyLookup.of_pairs(self.value_column, self.key_column, pairs, null_key=self.null_key)
+        by_value, first_value = widened
+        return dataclasses.replace(self, by_value=by_value, first_value=first_value)
+
     def pairs(self) -> pa.Table:
         """The (value, key) pairs the lookup finds, for a lookup of the current keys."""
         if self.by_value is None:
@@ -138,24 +149,59 @@ def _direct_table(versions: pa.Table) -> tuple[pa.Array, int] | None:
     """The keys laid out by id, and the first id, when ids are whole numbers spanning at most a few times the
     members (or 1M): each batch then finds its keys by position, at a cost that does not grow with the dimension.
     Sparse or textual ids keep the scan of `map`, whose cost per batch grows with the dimension's size."""
-    value = versions["value"]
+    bounds = _id_bounds(versions["value"])
+    if bounds is None or not _dense(bounds, len(versions)):
+        return None
+    lowest, highest = bounds
+    table = np.zeros(highest - lowest + 1, np.int32)
+    known = np.zeros(len(table), bool)
+    _place_first(table, known, versions, lowest)
+    return pa.array(table, pa.int32(), mask=~known), lowest
+
+
+def _widened(by_value: pa.Array, first_value: int, added: pa.Table) -> tuple[pa.Array, int] | None:
+    """A table laid out by id with the `added` pairs placed where their ids are not known yet, and its first id;
+    None where the ids would be too sparse to lay out."""
+    bounds = _id_bounds(added["value"])
+    if bounds is None:
+        return None if len(added) else (by_value, first_value)
+    lowest, highest = min(bounds[0], first_value), max(bounds[1], first_value + len(by_value) - 1)
+    if not _dense((lowest, highest), len(by_value) - by_value.null_count + len(added)):
+        return None
+    table = np.zeros(highest - lowest + 1, np.int32)
+    known = np.zeros(len(table), bool)
+    at = first_value - lowest
+    table[at : at + len(by_value)] = pc.fill_null(by_value, 0).to_numpy(zero_copy_only=False)
+    known[at : at + len(by_value)] = by_value.is_valid().to_numpy(zero_copy_only=False)
+    _place_first(table, known, added, lowest)
+    return pa.array(table, pa.int32(), mask=~known), lowest
+
+
+def _id_bounds(value: pa.Array | pa.ChunkedArray) -> tuple[int, int] | None:
+    """The lowest and highest of whole-number ids; None for other ids, or none."""
     if not pa.types.is_integer(value.type) or len(value) == 0:
         return None
     lowest, highest = pc.min(value).as_py(), pc.max(value).as_py()
-    if lowest is None:
-        return None
-    span = highest - lowest + 1
-    if span > min(DIRECT_TABLE_LIMIT, 4 * len(value) + (1 << 20)):
-        return None
+    return None if lowest is None else (lowest, highest)
+
+
+def _dense(bounds: tuple[int, int], members: int) -> bool:
+    """Whether ids within `bounds` are few enough gaps among `members` to lay out by id."""
+    return bounds[1] - bounds[0] + 1 <= min(DIRECT_TABLE_LIMIT, 4 * members + (1 << 20))
+
+
+def _place_first(table: np.ndarray, known: np.ndarray, pairs: pa.Table, lowest: int) -> None:
+    """Write the keys of `pairs` at their ids' places (id - lowest) not known yet; an id listed twice keeps its
+    first key, as a lookup by value finds."""
+    value = pairs["value"]
     valid = pc.is_valid(value).to_numpy(zero_copy_only=False)
     places = pc.fill_null(value, lowest).to_numpy(zero_copy_only=False).astype(np.int64)[valid] - lowest
-    keys = versions["key"].to_numpy().astype(np.int32)[valid]
-    table = np.zeros(span, np.int32)
-    known = np.zeros(span, bool)
-    # Written last to first, so that where an id appears twice its first key stays, as a lookup by value finds.
+    keys = pairs["key"].to_numpy().astype(np.int32)[valid]
+    fresh = ~known[places]
+    places, keys = places[fresh], keys[fresh]
+    # Written last to first, so that where an id appears twice its first key stays.
     table[places[::-1]] = keys[::-1]
     known[places] = True
-    return pa.array(table, pa.int32(), mask=~known), lowest
 
 
 _TIME_BITS = 34
@@ -288,10 +334,7 @@ class LookupCache:
             lookup = kept[1]
         elif kept is not None and not declared.keeps_history:
             # Members were only added (no history: no version of an old one changed): append them.
-            added = self._read(conn, schema, ref, kept[0]).pairs()
-            lookup = KeyLookup.of_pairs(
-                ref.value.name, ref.column, pa.concat_tables([kept[1].pairs(), added]).combine_chunks()
-            )
+            lookup = kept[1].with_members(self._read(conn, schema, ref, kept[0]).pairs())
         else:
             lookup = self._read(conn, schema, ref, None)
         self._kept[ref] = (largest, lookup)
