@@ -186,7 +186,7 @@ def _id_bounds(value: pa.Array | pa.ChunkedArray) -> tuple[int, int] | None:
 
 
 def _dense(bounds: tuple[int, int], members: int) -> bool:
-    """Whether ids within `bounds` are few enough gaps among `members` to lay out by id."""
+    """Whether `members` ids spanning `bounds` leave few enough gaps to be laid out by id."""
     return bounds[1] - bounds[0] + 1 <= min(DIRECT_TABLE_LIMIT, 4 * members + (1 << 20))
 
 
