@@ -16,9 +16,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .clean import clean_values
-from .declare import Fact
+from .declare import Column, Fact
 from .extract import read_source
 from .stage import RawRows, source_fields, staged_columns
+from .streams import prefetched
 
 try:
     import fcntl
@@ -156,10 +157,11 @@ def split_by_period(
     ends = np.array([_seconds(end) for _, end in split.periods], np.int64)
     time_column = next(c for c in staged_columns(fact) if c.name == fact.time_column)
     files = _SplitFiles(split)
-    for batch in read_source(source_dir, fact.source, source_fields(fact), split.problems):
+    batches = read_source(source_dir, fact.source, source_fields(fact), split.problems)
+    # Reading and dating the next rows (Arrow's work, without the GIL) overlaps the writing of these.
+    for batch, when in prefetched(_dated(batches, time_column)):
         if on_rows is not None:
             on_rows(batch.num_rows)
-        when = clean_values(batch.column(time_column.source or time_column.name), time_column)
         dated = pc.is_valid(when).to_numpy(zero_copy_only=False)
         latest = pc.max(when).as_py()
         if latest is not None and (split.latest is None or latest > split.latest):
@@ -173,6 +175,12 @@ def split_by_period(
             files.add_undated(batch.filter(pa.array(~dated)))
     files.flush()
     return split
+
+
+def _dated(batches: Iterable[pa.RecordBatch], time_column: Column) -> Iterator[tuple[pa.RecordBatch, pa.Array]]:
+    """Each batch with its rows' times, cleaned as the load cleans them (null where unreadable)."""
+    for batch in batches:
+        yield batch, clean_values(batch.column(time_column.source or time_column.name), time_column)
 
 
 class _SplitFiles:
