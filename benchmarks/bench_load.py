@@ -397,16 +397,18 @@ def machine(backends: list[str]) -> dict[str, Any]:
 
 
 def source_commit() -> str | None:
-    """The commit of the measured callmart source, marked '+dirty' when its src/ has uncommitted changes."""
+    """The commit of the callmart source measured (the one imported, which PYTHONPATH may choose), marked '+dirty'
+    when it has uncommitted changes; None outside a checkout."""
+    source = Path(allocator.__file__).resolve().parent
 
     def git(*args: str) -> str | None:
-        done = subprocess.run(["git", "-C", str(HERE), *args], capture_output=True, text=True, check=False)
+        done = subprocess.run(["git", "-C", str(source), *args], capture_output=True, text=True, check=False)
         return done.stdout.strip() if done.returncode == 0 else None
 
     commit = git("rev-parse", "--short", "HEAD")
     if commit is None:
         return None
-    return commit + ("+dirty" if git("status", "--porcelain", "--", "../src") else "")
+    return commit + ("+dirty" if git("status", "--porcelain", "--", ".") else "")
 
 
 def package_version(name: str) -> str | None:
