@@ -42,6 +42,8 @@ GOOD_CUSTOMERS = ["101,F,GEM", "102,M,REGULAR"]
 GOOD_AGENTS = ["1,ana.lopez,1,Ana,López", "2,beto.diaz,2,Beto,Díaz"]
 GOOD_CHANNELS = ["1,Whatsapp", "2,AppCallCore"]
 GOOD_LOGINS: list[dict[str, object]] = [{"callid": 1, "customerid": 101, "logindate": "3/4/2024 9:30:00", "channel": 1}]
+LATE_LATIN_1 = json.dumps([{**GOOD_LOGINS[0], "nota": "x" * (1 << 20) + "Peña"}], ensure_ascii=False).encode("latin-1")
+"""Logins whose first byte that is not UTF-8 lies past what is sampled to detect the encoding."""
 
 
 def csv_file(header: str, lines: list[str], encoding: str = "latin-1", newline: str = "\n", bom: bool = False) -> bytes:
@@ -63,6 +65,12 @@ def customers(*added: str) -> dict[str, bytes | None]:
 def agents(*added: str, **how: Any) -> dict[str, bytes | None]:
     """The good agent lines and more."""
     return {AGENTS: csv_file(AGENT_HEADER, [*GOOD_AGENTS, *added], **how)}
+
+
+LATE_LATIN_1_AGENTS = csv_file(
+    AGENT_HEADER, [*GOOD_AGENTS, *(f"{n},agente{n},1,Nombre,Apellido" for n in range(3, 40_000))], encoding="utf-8"
+) + "40000,carla.pena,1,Carla,Peña\n".encode("latin-1")
+"""Agents in UTF-8 but for a last line in latin-1, past what is sampled to detect the encoding."""
 
 
 def logins(*added: dict[str, object]) -> dict[str, bytes | None]:
@@ -585,6 +593,21 @@ FILE_CASES = [
         "JSON logins in latin-1",
         {LOGINS: json.dumps([{**GOOD_LOGINS[0], "nota": "Peña"}], ensure_ascii=False).encode("latin-1")},
         error="logins_t.json is not valid UTF-8 (byte 0xf1 at offset 92)",
+        failing="dim_logins",
+    ),
+    Case(
+        "agents in UTF-8, then latin-1 past the first megabyte",
+        {AGENTS: LATE_LATIN_1_AGENTS},
+        error=(
+            f"Agentes_t.csv is not valid UTF-8 (byte 0xf1 at offset {LATE_LATIN_1_AGENTS.index(0xF1)}); its start "
+            "reads as UTF-8: save the whole file in one encoding (UTF-8 or latin-1)"
+        ),
+        failing="dim_agentes",
+    ),
+    Case(
+        "JSON logins in latin-1 past the first megabyte",
+        {LOGINS: LATE_LATIN_1},
+        error=f"logins_t.json is not valid UTF-8 (byte 0xf1 at offset {LATE_LATIN_1.index(0xF1)})",
         failing="dim_logins",
     ),
 ]

@@ -69,12 +69,34 @@ def detect_encoding(path: Path, declared: str) -> str:
         codecs.getincrementaldecoder("utf-8")().decode(head, final=len(head) < SAMPLE_BYTES)
     except UnicodeDecodeError as error:
         if codecs.lookup(declared).name == "utf-8":
-            raise SourceError(
-                f"{path.name} is not valid UTF-8 (byte 0x{head[error.start]:02x} at offset {error.start}); "
-                "export it as UTF-8 or declare its encoding"
-            ) from None
+            raise _not_utf8(path, head[error.start], error.start, _DECLARE) from None
         return declared
     return "utf-8" if not head.isascii() else declared
+
+
+_DECLARE = "export it as UTF-8 or declare its encoding"
+_ONE_ENCODING = "its start reads as UTF-8: save the whole file in one encoding (UTF-8 or latin-1)"
+
+
+def _not_utf8(path: Path, byte: int, offset: int, advice: str) -> SourceError:
+    """The error of a file read as UTF-8, naming its first byte that is not, and what to do."""
+    return SourceError(f"{path.name} is not valid UTF-8 (byte 0x{byte:02x} at offset {offset}); {advice}")
+
+
+def _first_non_utf8(path: Path, advice: str) -> SourceError | None:
+    """The error naming the first byte of a file that is not UTF-8, where the sample read ahead missed it."""
+    with path.open("rb") as handle:
+        offset, pending = 0, b""
+        while True:
+            block = handle.read(BLOCK_SIZE * 4)
+            data = pending + block
+            try:
+                _, used = codecs.utf_8_decode(data, "strict", not block)
+            except UnicodeDecodeError as error:
+                return _not_utf8(path, data[error.start], offset + error.start, advice)
+            if not block:
+                return None
+            offset, pending = offset + used, data[used:]
 
 
 def _is_ascii(path: Path) -> bool:
@@ -172,6 +194,12 @@ def _read_csv(path: Path, encoding: str, fields: Sequence[str], problems: list[p
                 )
                 named = named.filter(pc.invert(blank))
             yield named
+    except pa.ArrowInvalid:
+        # Read as UTF-8 (by its sample), the file has a byte that is not, past the sample: named as it would be.
+        problem = _first_non_utf8(path, _ONE_ENCODING) if encoding == "utf-8" else None
+        if problem is None:
+            raise
+        raise problem from None
     finally:
         handle.close()
 
@@ -203,7 +231,10 @@ def _read_json_array(path: Path, fields: Sequence[str], block_size: int = BLOCK_
                 rows, row = _line_numbers(len(elements), row, set())
                 fields_read = _json_texts(elements, text, as_text).flatten()
                 yield _with_origin(pa.RecordBatch.from_arrays(fields_read, names=list(fields)), path, rows)
-    except (ValueError, OSError):  # a JSONDecodeError and a UnicodeDecodeError are ValueErrors
+    except UnicodeDecodeError:
+        # Past the sample detect_encoding read: named as it would have been.
+        raise _first_non_utf8(path, _DECLARE) or SourceError(f"{path.name} is not valid UTF-8") from None
+    except (ValueError, OSError):  # a JSONDecodeError is a ValueError
         raise SourceError(f"{path.name} is not a JSON array of objects: {_json_problem(path)}") from None
 
 
