@@ -3,10 +3,14 @@ bulk path read back as they were, and a loaded day has the statistics its querie
 
 from __future__ import annotations
 
+import errno
 import itertools
+import tempfile
+from collections import Counter
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pytest
@@ -14,7 +18,7 @@ import sqlalchemy as sa
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from callmart import Callmart, engines
+from callmart import Callmart, engines, rowhash
 from callmart.engines.postgres import copy
 from callmart.mart.sample import generate
 from callmart.rowhash import row_hashes
@@ -79,6 +83,57 @@ def test_row_hashes_tell_rows_apart_wherever_they_lie(data: list[tuple[object, .
     assert row_hashes(batch.slice(0, cut), TYPES.names).to_pylist() == hashes[:cut]
     backwards = batch.take(pa.array(range(len(data) - 1, -1, -1), pa.int64()))
     assert row_hashes(backwards, TYPES.names).to_pylist() == hashes[::-1]
+
+
+class _FullDisk:
+    """A temporary file that takes `room` bytes, then fails as a full disk does."""
+
+    OPEN = staticmethod(tempfile.TemporaryFile)
+
+    def __init__(self, room: int) -> None:
+        self.file, self.room = self.OPEN(), room
+
+    def write(self, data: bytes) -> int:
+        if self.file.tell() + len(data) > self.room:
+            self.file.write(data[: max(self.room - self.file.tell(), 0)])
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return self.file.write(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.file, name)
+
+    def __enter__(self) -> Any:
+        return self.file
+
+    def __exit__(self, *exc: object) -> None:
+        self.file.close()
+
+
+@FAST
+@given(
+    batches=st.lists(st.lists(st.integers(-(2**63), 2**63 - 1), max_size=12), max_size=12),
+    repeats=st.lists(st.tuples(st.integers(0, 11), st.integers(0, 11)), max_size=6),
+    held=st.integers(1, 20),
+    room=st.one_of(st.none(), st.integers(0, 120)),
+)
+def test_repeated_hashes_are_those_of_every_batch_however_many_wait_in_the_file(
+    batches: list[list[int]], repeats: list[tuple[int, int]], held: int, room: int | None
+) -> None:
+    # Some hashes of earlier batches come again in later ones, and some hashes share only their prefix.
+    seen = [h for hashes in batches for h in hashes]
+    for at, (batch, place) in enumerate(repeats):
+        if seen and batch < len(batches):
+            batches[batch].insert(place, seen[(at * 7) % len(seen)] ^ (at & 1))
+    expected = sorted(p for p, n in Counter(h >> 32 for b in batches for h in b).items() if n > 1)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(rowhash, "HELD_PREFIXES", held)
+        if room is not None:
+            patch.setattr(rowhash.tempfile, "TemporaryFile", lambda **_: _FullDisk(room))
+        repeated = rowhash.RepeatedHashes()
+        for hashes in batches:
+            batch = pa.RecordBatch.from_arrays([pa.array(hashes, pa.int64())], names=[rowhash.ROW_HASH])
+            assert repeated.add(batch) is batch
+        assert repeated.repeated() == expected
 
 
 @FAST

@@ -3,7 +3,10 @@ duplicate rows in the database is a group by one integer column instead of by ev
 
 from __future__ import annotations
 
+import contextlib
+import tempfile
 from collections.abc import Sequence
+from typing import IO
 
 import numpy as np
 import pyarrow as pa
@@ -17,6 +20,9 @@ ROW_HASH = "row_hash"
 PREFIX_BITS = 32
 """Bits of each hash kept in the client to find repeats: 4 bytes a row; the few prefixes shared by chance are
 sorted out by the exact comparison that follows."""
+
+HELD_PREFIXES = 1 << 18
+"""Prefixes RepeatedHashes holds (1 MB) before writing them to its file."""
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _BASE = 0x100000001B3  # odd, so it has an inverse modulo 2**64
@@ -136,26 +142,61 @@ def _finalized(x: np.ndarray) -> np.ndarray:
 
 class RepeatedHashes:
     """Keeps the first PREFIX_BITS of each row hash as batches stream by, to tell at the end which prefixes
-    occur more than once: a sort in the client instead of a group by of every staged row in the database."""
+    occur more than once: a sort in the client instead of a group by of every staged row in the database.
+
+    Beyond HELD_PREFIXES they wait in an unnamed temporary file, so that a load does not hold 4 bytes per row
+    while its rows stream; where no file can be written, they stay in memory."""
 
     def __init__(self) -> None:
         self._parts: list[np.ndarray] = []
+        self._held = 0
+        self._written: IO[bytes] | None = None
+        self._no_room = False
 
     def add(self, batch: pa.RecordBatch) -> pa.RecordBatch:
         """Keep the batch's hash prefixes; the batch passes through."""
         hashes = batch.column(ROW_HASH).to_numpy(zero_copy_only=False)
-        self._parts.append((hashes >> (64 - PREFIX_BITS)).astype(np.int32))
+        part = (hashes >> (64 - PREFIX_BITS)).astype(np.int32)
+        self._parts.append(part)
+        self._held += len(part)
+        if self._held >= HELD_PREFIXES and not self._no_room:
+            self._write()
         return batch
 
     def repeated(self) -> list[int]:
         """The prefixes seen more than once, ascending, as `prefix` computes them in SQL."""
-        if not self._parts:
+        parts, self._parts, self._held = self._parts, [], 0
+        if self._written is not None:
+            with self._written as written:
+                written.seek(0)
+                parts.insert(0, np.fromfile(written, np.int32))
+            self._written = None
+        if not parts:
             return []
-        prefixes = np.concatenate(self._parts)
-        self._parts = []
+        prefixes = np.concatenate(parts)
+        del parts
         prefixes.sort()
         same = prefixes[1:] == prefixes[:-1]
         return [int(p) for p in np.unique(prefixes[1:][same])]
+
+    def _write(self) -> None:
+        """Move the prefixes held to the file."""
+        at = 0
+        try:
+            if self._written is None:
+                self._written = tempfile.TemporaryFile(prefix="callmart-hashes-")  # noqa: SIM115 - read by repeated()
+            at = self._written.tell()
+            for part in self._parts:
+                self._written.write(part.tobytes())
+        except OSError:
+            # No room: they stay in memory. A part written in part is cut off; were it not, its prefixes would
+            # count twice, which only makes more rows compared exactly, never a row warned wrongly.
+            self._no_room = True
+            if self._written is not None:
+                with contextlib.suppress(OSError):
+                    self._written.truncate(at)
+            return
+        self._parts, self._held = [], 0
 
 
 def prefix(row_hash: sa.ColumnElement[int]) -> sa.ColumnElement[int]:
