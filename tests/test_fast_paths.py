@@ -86,18 +86,19 @@ def test_row_hashes_tell_rows_apart_wherever_they_lie(data: list[tuple[object, .
 
 
 class _FullDisk:
-    """A temporary file that takes `room` bytes, then fails as a full disk does."""
+    """An unbuffered temporary file that takes `room` bytes, then fails as a full disk does."""
 
     OPEN = staticmethod(tempfile.TemporaryFile)
 
     def __init__(self, room: int) -> None:
-        self.file, self.room = self.OPEN(), room
+        self.file, self.room = self.OPEN(buffering=0), room
 
     def write(self, data: bytes) -> int:
-        if self.file.tell() + len(data) > self.room:
-            self.file.write(data[: max(self.room - self.file.tell(), 0)])
+        # As write(2): what fits is written and counted; with no room left at all, the error.
+        room = self.room - self.file.tell()
+        if room <= 0 and data:
             raise OSError(errno.ENOSPC, "No space left on device")
-        return self.file.write(data)
+        return self.file.write(data[:room])
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.file, name)

@@ -184,10 +184,13 @@ class RepeatedHashes:
         at = 0
         try:
             if self._written is None:
-                self._written = tempfile.TemporaryFile(prefix="callmart-hashes-")  # noqa: SIM115 - read by repeated()
+                # Unbuffered: a full disk fails the write here, not a later flush.
+                self._written = tempfile.TemporaryFile(buffering=0, prefix="callmart-hashes-")  # noqa: SIM115
             at = self._written.tell()
             for part in self._parts:
-                self._written.write(part.tobytes())
+                left = part.data.cast("B")
+                while left:
+                    left = left[self._written.write(left) :]
         except OSError:
             # No room: they stay in memory. A part written in part is cut off; were it not, its prefixes would
             # count twice, which only makes more rows compared exactly, never a row warned wrongly.
