@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from callmart import Callmart, engines, rowhash
-from callmart.engines.postgres import copy
+from callmart.engines.postgres import copy, waiting
 from callmart.mart.sample import generate
 from callmart.rowhash import row_hashes
 
@@ -155,6 +155,59 @@ def test_bulk_rows_read_back_as_written(
         assert engines.of(conn).bulk_insert_routed(conn, [(WIDE, batch)]).get("wide", 0) == len(data)
         back = conn.execute(sa.select(WIDE)).all()
     assert sorted(map(tuple, back), key=repr) == sorted(data * 4, key=repr)
+
+
+ROUTED = [sa.Table(f"routed_{n}", sa.MetaData(), *(c._copy() for c in WIDE.columns)) for n in range(3)]
+
+
+def _batch(data: list[tuple[object, ...]]) -> pa.RecordBatch:
+    return pa.record_batch([pa.array([r[i] for r in data], f.type) for i, f in enumerate(TYPES)], schema=TYPES)
+
+
+@FAST
+@given(
+    parts=st.lists(st.tuples(st.integers(0, len(ROUTED) - 1), st.lists(rows, max_size=8)), max_size=12),
+    statement=st.integers(1, 2048),
+    file_bytes=st.integers(1, 4096),
+    room=st.one_of(st.none(), st.integers(0, 2048)),
+)
+# Parts of two tables between each other's, waiting until the end; then the file full at every part.
+@example(
+    parts=[(0, [(1, 1, "a", None, None, None)]), (1, [(2,) * 2 + (None,) * 4]), (0, [(3,) * 2 + (None,) * 4])],
+    statement=2048,
+    file_bytes=4096,
+    room=None,
+)
+@example(
+    parts=[(0, [(1, 1, "a", None, None, None)]), (1, [(2,) * 2 + (None,) * 4]), (0, [(3,) * 2 + (None,) * 4])],
+    statement=2048,
+    file_bytes=1,
+    room=None,
+)
+def test_routed_parts_reach_their_tables_however_many_wait_and_wherever_the_disk_fills(
+    engine: sa.Engine,
+    parts: list[tuple[int, list[tuple[object, ...]]]],
+    statement: int,
+    file_bytes: int,
+    room: int | None,
+) -> None:
+    # Small bounds make parts wait (PostgreSQL: in a file, until a table's rows make a statement or the file is
+    # full), and a disk that fills at any byte makes them go at once.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(copy, "STATEMENT_BYTES", statement)
+        patch.setattr(copy, "FILE_BYTES", file_bytes)
+        if room is not None:
+            patch.setattr(waiting.tempfile, "TemporaryFile", lambda **_: _FullDisk(room))
+        with engine.begin() as conn:
+            for table in ROUTED:
+                table.drop(conn, checkfirst=True)
+                table.create(conn)
+            written = engines.of(conn).bulk_insert_routed(conn, [(ROUTED[t], _batch(data)) for t, data in parts])
+            back = [conn.execute(sa.select(table)).all() for table in ROUTED]
+    for n, table in enumerate(ROUTED):
+        expected = [row for t, data in parts if t == n for row in data]
+        assert sorted(map(tuple, back[n]), key=repr) == sorted(expected, key=repr)
+        assert written.get(table.name, 0) == len(expected)
 
 
 START = datetime(2024, 3, 4)

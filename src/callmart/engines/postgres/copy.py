@@ -18,6 +18,7 @@ from psycopg import sql as pg_sql
 
 from ...streams import prefetched, prefetched_first
 from .names import identifier
+from .waiting import FILE_BYTES, STATEMENT_BYTES, WaitingParts
 
 __all__ = ["HEADER", "TRAILER", "BinaryRows", "CopyFormat", "binary_rows", "copy_out", "copy_parts", "copy_stream"]
 
@@ -100,8 +101,8 @@ def _pgpq_installed() -> bool:
 def copy_parts(
     conn: sa.Connection, parts: Iterable[tuple[sa.Table, pa.RecordBatch]], frozen: set[str]
 ) -> dict[str, int]:
-    """COPY each batch into its table, one statement per batch; return rows per table. `frozen`: tables emptied or
-    created in this transaction, whose rows may be written frozen."""
+    """COPY each batch into its table; return rows per table. `frozen`: tables emptied or created in this
+    transaction, whose rows may be written frozen."""
     raw = conn.connection.driver_connection
     assert raw is not None
     written: dict[str, int] = {}
@@ -113,12 +114,31 @@ def copy_parts(
 
     # Three threads in a pipeline: one reads and cleans, one derives the parts and encodes them, this one feeds
     # the server.
-    for table, count, form, payload in prefetched(encoded(t, b) for t, b in prefetched(parts)):
+    for table, count, form, payload in prefetched(itertools.starmap(encoded, _statements(prefetched(parts)))):
         with raw.cursor() as cursor, cursor.copy(form.statement(table, table.name in frozen)) as copy:
             for chunk in form.framed(payload):
                 copy.write(chunk)
         written[table.name] = written.get(table.name, 0) + count
     return written
+
+
+def _statements(parts: Iterable[tuple[sa.Table, pa.RecordBatch]]) -> Iterator[tuple[sa.Table, pa.RecordBatch]]:
+    """The parts as the batches to write in a statement each: a part smaller than a statement's worth waits
+    (`waiting.py`) until its table's waiting rows make one, or the parts end."""
+    tables: dict[str, sa.Table] = {}
+    with WaitingParts() as waiting:
+        for table, batch in parts:
+            if not batch.num_rows:
+                continue
+            tables[table.name] = table
+            kept = waiting.keep(table.name, batch) if batch.nbytes < STATEMENT_BYTES else None
+            if kept is None:
+                yield table, batch
+            elif kept >= STATEMENT_BYTES:
+                yield table, waiting.take(table.name)
+            if waiting.file_size >= FILE_BYTES:
+                yield from ((tables[name], rows) for name, rows in waiting.take_all())
+        yield from ((tables[name], rows) for name, rows in waiting.take_all())
 
 
 class CopyFormat:

@@ -53,17 +53,21 @@ class PartitionSwap(PeriodReplace):
 
     def parts(self, rows: pa.RecordBatch) -> list[tuple[sa.Table, pa.RecordBatch]]:
         time = rows.column(self.table.info[PARTITIONED_BY_DAY])
-        parts = []
-        for _, lower, upper, fresh in self._days:
-            part = rows
-            if len(self._days) > 1:
-                inside = pc.and_(
-                    pc.greater_equal(time, pa.scalar(lower, time.type)), pc.less(time, pa.scalar(upper, time.type))
-                )
-                part = rows.filter(inside)
-            if part.num_rows:
-                parts.append((fresh, part))
-                self.written += part.num_rows
+        if len(self._days) == 1 or not rows.num_rows:
+            parts = [(self._days[0][-1], rows)] if rows.num_rows else []
+        else:
+            # One sort by day, then a slice per day: a filter per day would read the whole batch once a day.
+            day = pc.days_between(pa.scalar(self._days[0][0], time.type), time)
+            order = pc.sort_indices(day)
+            tally = pc.value_counts(pc.take(day, order))
+            ordered, at, parts = rows.take(order), 0, []
+            for index, count in zip(tally.field("values").to_pylist(), tally.field("counts").to_pylist(), strict=True):
+                if not 0 <= index < len(self._days):
+                    raise ValueError(f"rows outside the period {self.start} to {self.end}")
+                parts.append((self._days[index][-1], ordered.slice(at, count)))
+                at += count
+        for _, part in parts:
+            self.written += part.num_rows
         return parts
 
     def finish(self, rows: RowsOf | None) -> tuple[int, int]:
