@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from callmart import Callmart
+from callmart import Callmart, analytics
 from callmart.aggregates import COMPUTED_AT
 from callmart.analytics import Touched, rebuild_aggregates
 from callmart.declare import Mart
@@ -170,6 +170,19 @@ def test_lift_of_a_drawn_extract(database_url: str, tmp_path: Path, table: str) 
     # 6 March has logins but no call: no row. Rates and lifts are NULL where a side counted nobody.
     assert lift_of(database_url, table, COUNTS) == drawn(EXPECTED_COUNTS[table])
     assert lift_of(database_url, table, LIFTS_OF) == drawn(EXPECTED_LIFTS[table])
+
+
+def test_the_lift_counted_a_few_days_at_a_time_is_that_of_the_whole_span(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A call's window reaches into the next statement's days, and a day without calls lies between two.
+    monkeypatch.setattr(analytics, "LIFT_DAYS", 2)
+    folder = write_extracts(
+        tmp_path / "src", drawn_calls(CALLS_DRAWN), CUSTOMERS, AGENTS, logins=drawn_logins(LOGINS_DRAWN)
+    )
+    load_days(database_url, folder, date(2024, 3, 4), date(2024, 3, 8))
+    for table in (AGG_LIFT_DAILY, AGG_LIFT_CAMPAIGN, AGG_LIFT_AGENT):
+        assert lift_of(database_url, table, COUNTS) == drawn(EXPECTED_COUNTS[table]), table
 
 
 def test_customers_keeping_history_count_once_and_match_by_business_id(database_url: str, tmp_path: Path) -> None:
