@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from callmart import Callmart, analytics
+from callmart import Callmart, engines
 from callmart.aggregates import COMPUTED_AT
 from callmart.analytics import Touched, rebuild_aggregates
 from callmart.declare import Mart
@@ -176,7 +176,7 @@ def test_the_lift_counted_a_few_days_at_a_time_is_that_of_the_whole_span(
     database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # A call's window reaches into the next statement's days, and a day without calls lies between two.
-    monkeypatch.setattr(analytics, "LIFT_DAYS", 2)
+    monkeypatch.setattr(engines.for_url(sa.make_url(database_url)), "COUNTED_DAYS", 2)
     folder = write_extracts(
         tmp_path / "src", drawn_calls(CALLS_DRAWN), CUSTOMERS, AGENTS, logins=drawn_logins(LOGINS_DRAWN)
     )

@@ -248,20 +248,11 @@ def _replace(conn: sa.Connection, schema: Schema, settings: Settings, start: dat
     return written
 
 
-LIFT_DAYS = 31
-"""Days whose lift one statement counts: the customers called per day of a year of millions of calls outgrow the
-memory the database gives a statement's hashes and sorts, which then spill to disk."""
-
-
 def write_lift(conn: sa.Connection, schema: Schema, settings: Settings, start: date, end: date, at: datetime) -> None:
     """Recompute the lift of the days [start, end) for these settings: delete their rows, insert those of the days
-    that have calls; LIFT_DAYS at a time."""
-    first = start
-    while first < end:
-        last = min(first + timedelta(days=LIFT_DAYS), end)
-        for table, rows in lift_of_days(conn, schema, settings, first, last, at):
-            write_days(conn, table, settings, first, last, rows)
-        first = last
+    that have calls."""
+    for table, rows in lift_of_days(conn, schema, settings, start, end, at):
+        write_days(conn, table, settings, start, end, rows)
 
 
 def rebase_lift(conn: sa.Connection, schema: Schema, settings: Settings, at: datetime) -> None:

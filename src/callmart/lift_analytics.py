@@ -10,6 +10,7 @@ from typing import Any
 import pyarrow as pa
 import sqlalchemy as sa
 
+from . import engines
 from .aggregates import (
     THRESHOLD,
     WINDOW,
@@ -167,16 +168,25 @@ def _not_called(schema: Schema, settings: Settings, start: date, end: date) -> s
 
 def lift_groups(conn: sa.Connection, schema: Schema, settings: Settings, start: date, end: date) -> pa.Table:
     """The counts of the days [start, end) that have calls, per day, campaign and agent, each row with its day's
-    customers not called."""
-    counted = conn.execute(_call_counts(schema, settings, start, end)).mappings().all()
-    if not counted:
-        return groups_table(counted, 0, {})
-    present = conn.execute(sa.select(customers(schema, settings))).scalar_one()
-    # Only the days with calls have rows: a load's last days usually have none yet.
-    days_with_calls = [row["dia"] for row in counted]
-    not_called = _not_called(schema, settings, min(days_with_calls), max(days_with_calls) + timedelta(days=1))
-    per_day = {dia: (int(called), int(converted)) for dia, called, converted in conn.execute(not_called)}
-    return groups_table(counted, present, per_day)
+    customers not called; as many days at a time as the engine counts at once (COUNTED_DAYS)."""
+    at_once = engines.of(conn).COUNTED_DAYS
+    present: int | None = None
+    found = []
+    first = start
+    while first < end:
+        last = end if at_once is None else min(first + timedelta(days=at_once), end)
+        counted = conn.execute(_call_counts(schema, settings, first, last)).mappings().all()
+        first = last
+        if not counted:
+            continue
+        if present is None:
+            present = conn.execute(sa.select(customers(schema, settings))).scalar_one()
+        # Only the days with calls have rows: a load's last days usually have none yet.
+        days_with_calls = [row["dia"] for row in counted]
+        not_called = _not_called(schema, settings, min(days_with_calls), max(days_with_calls) + timedelta(days=1))
+        per_day = {dia: (int(called), int(converted)) for dia, called, converted in conn.execute(not_called)}
+        found.append(groups_table(counted, present, per_day))
+    return pa.concat_tables(found) if found else groups_table([], 0, {})
 
 
 def lift_of_days(

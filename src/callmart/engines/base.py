@@ -94,6 +94,9 @@ class Engine:
     """Fact tables are partitioned by day, a period replaced by swapping partitions, its rows made in the client."""
     OWN_OPERATIONS: ClassVar[bool] = False
     """The engine runs the mart's operations itself (open_mart), not through a SQLAlchemy engine."""
+    COUNTED_DAYS: ClassVar[int | None] = None
+    """Most days of calls one statement counts the lift of, where a longer span outgrows the memory the engine
+    gives a statement; None: any span at once."""
 
     def open_mart(
         self,

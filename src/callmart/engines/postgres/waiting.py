@@ -95,10 +95,19 @@ class WaitingParts:
         more, the file is emptied."""
         waiting = self._waiting.pop(key)
         assert self._file is not None
-        batches: list[pa.RecordBatch] = []
+        # Read into Arrow's memory, which goes back to the system when freed; as Python bytes, into C's heap,
+        # where freed blocks under live ones stay resident.
+        read = pa.allocate_buffer(waiting.size)
+        into = memoryview(read)
         for start, end in zip(waiting.starts, waiting.ends, strict=True):
-            messages = pa.ipc.MessageReader.open_stream(pa.py_buffer(os.pread(self._file.fileno(), end - start, start)))
-            batches.extend(pa.ipc.read_record_batch(message, waiting.schema) for message in messages)
+            piece, into = into[: end - start], into[end - start :]
+            while piece:
+                count = os.preadv(self._file.fileno(), [piece], end - len(piece))
+                if not count:
+                    raise OSError(f"the file of waiting rows ends before byte {end}")
+                piece = piece[count:]
+        messages = pa.ipc.MessageReader.open_stream(read)
+        batches = [pa.ipc.read_record_batch(message, waiting.schema) for message in messages]
         if not self._waiting:
             self._file.truncate(0)
             self._file.seek(0)
