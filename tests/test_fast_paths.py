@@ -18,8 +18,8 @@ import sqlalchemy as sa
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from callmart import Callmart, engines, rowhash
-from callmart.engines.postgres import copy, waiting
+from callmart import Callmart, engines, rowhash, spill
+from callmart.engines.postgres import copy
 from callmart.mart.sample import generate
 from callmart.rowhash import row_hashes
 
@@ -129,7 +129,7 @@ def test_repeated_hashes_are_those_of_every_batch_however_many_wait_in_the_file(
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(rowhash, "HELD_PREFIXES", held)
         if room is not None:
-            patch.setattr(rowhash.tempfile, "TemporaryFile", lambda **_: _FullDisk(room))
+            patch.setattr(spill.tempfile, "TemporaryFile", lambda **_: _FullDisk(room))
         repeated = rowhash.RepeatedHashes()
         for hashes in batches:
             batch = pa.RecordBatch.from_arrays([pa.array(hashes, pa.int64())], names=[rowhash.ROW_HASH])
@@ -197,7 +197,7 @@ def test_routed_parts_reach_their_tables_however_many_wait_and_wherever_the_disk
         patch.setattr(copy, "STATEMENT_BYTES", statement)
         patch.setattr(copy, "FILE_BYTES", file_bytes)
         if room is not None:
-            patch.setattr(waiting.tempfile, "TemporaryFile", lambda **_: _FullDisk(room))
+            patch.setattr(spill.tempfile, "TemporaryFile", lambda **_: _FullDisk(room))
         with engine.begin() as conn:
             for table in ROUTED:
                 table.drop(conn, checkfirst=True)

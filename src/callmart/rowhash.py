@@ -3,15 +3,14 @@ duplicate rows in the database is a group by one integer column instead of by ev
 
 from __future__ import annotations
 
-import contextlib
-import tempfile
 from collections.abc import Sequence
-from typing import IO
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import sqlalchemy as sa
+
+from .spill import SpillFile
 
 __all__ = ["ROW_HASH", "RepeatedHashes", "RowHasher", "row_hashes"]
 
@@ -150,8 +149,7 @@ class RepeatedHashes:
     def __init__(self) -> None:
         self._parts: list[np.ndarray] = []
         self._held = 0
-        self._written: IO[bytes] | None = None
-        self._no_room = False
+        self._written = SpillFile("callmart-hashes-")
 
     def add(self, batch: pa.RecordBatch) -> pa.RecordBatch:
         """Keep the batch's hash prefixes; the batch passes through."""
@@ -159,18 +157,19 @@ class RepeatedHashes:
         part = (hashes >> (64 - PREFIX_BITS)).astype(np.int32)
         self._parts.append(part)
         self._held += len(part)
-        if self._held >= HELD_PREFIXES and not self._no_room:
-            self._write()
+        # Where no file can be written, they stay in memory.
+        if self._held >= HELD_PREFIXES and self._written.append(p.data for p in self._parts):
+            self._parts, self._held = [], 0
         return batch
 
     def repeated(self) -> list[int]:
         """The prefixes seen more than once, ascending, as `prefix` computes them in SQL."""
         parts, self._parts, self._held = self._parts, [], 0
-        if self._written is not None:
-            with self._written as written:
-                written.seek(0)
-                parts.insert(0, np.fromfile(written, np.int32))
-            self._written = None
+        if self._written.size:
+            written = np.empty(self._written.size // np.dtype(np.int32).itemsize, np.int32)
+            self._written.read_into(written.data, 0)
+            parts.insert(0, written)
+        self._written.close()
         if not parts:
             return []
         prefixes = np.concatenate(parts)
@@ -178,28 +177,6 @@ class RepeatedHashes:
         prefixes.sort()
         same = prefixes[1:] == prefixes[:-1]
         return [int(p) for p in np.unique(prefixes[1:][same])]
-
-    def _write(self) -> None:
-        """Move the prefixes held to the file."""
-        at = 0
-        try:
-            if self._written is None:
-                # Unbuffered: a full disk fails the write here, not a later flush.
-                self._written = tempfile.TemporaryFile(buffering=0, prefix="callmart-hashes-")  # noqa: SIM115
-            at = self._written.tell()
-            for part in self._parts:
-                left = part.data.cast("B")
-                while left:
-                    left = left[self._written.write(left) :]
-        except OSError:
-            # No room: they stay in memory. A part written in part is cut off; were it not, its prefixes would
-            # count twice, which only makes more rows compared exactly, never a row warned wrongly.
-            self._no_room = True
-            if self._written is not None:
-                with contextlib.suppress(OSError):
-                    self._written.truncate(at)
-            return
-        self._parts, self._held = [], 0
 
 
 def prefix(row_hash: sa.ColumnElement[int]) -> sa.ColumnElement[int]:

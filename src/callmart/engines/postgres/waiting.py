@@ -6,15 +6,13 @@ are encoded once, when taken."""
 
 from __future__ import annotations
 
-import contextlib
-import os
-import tempfile
 from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import IO
 
 import pyarrow as pa
+
+from ...spill import SpillFile
 
 __all__ = ["FILE_BYTES", "STATEMENT_BYTES", "WaitingParts"]
 
@@ -42,76 +40,51 @@ class WaitingParts:
     at once."""
 
     def __init__(self) -> None:
-        self._file: IO[bytes] | None = None
-        self._end = 0
-        self._no_room = False
+        self._file = SpillFile("callmart-copy-")
         self._waiting: dict[str, _Waiting] = {}
 
     def __enter__(self) -> WaitingParts:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        self._file.close()
 
     @property
     def file_size(self) -> int:
         """Bytes written to the file since it was last emptied."""
-        return self._end
+        return self._file.size
 
     def keep(self, key: str, batch: pa.RecordBatch) -> int | None:
         """Keep a batch under `key`; return the bytes now waiting under it, or None if the batch could not be kept
         (nothing of it is then kept)."""
-        if self._no_room:
+        start = self._file.size
+        if not self._file.append([memoryview(batch.serialize())]):
             return None
-        start = self._end
-        try:
-            if self._file is None:
-                # Unbuffered: a full disk fails the write here, not a later flush.
-                self._file = tempfile.TemporaryFile(buffering=0, prefix="callmart-copy-")  # noqa: SIM115
-            left = memoryview(batch.serialize())
-            while left:
-                left = left[self._file.write(left) :]
-        except OSError:
-            self._no_room = True
-            if self._file is not None:
-                with contextlib.suppress(OSError):
-                    self._file.truncate(start)
-                    self._file.seek(start)
-            return None
-        self._end = self._file.tell()
+        end = self._file.size
         waiting = self._waiting.setdefault(key, _Waiting(batch.schema))
         if waiting.ends and waiting.ends[-1] == start:
-            waiting.ends[-1] = self._end  # follows its previous batch: one read
+            waiting.ends[-1] = end  # follows its previous batch: one read
         else:
             waiting.starts.append(start)
-            waiting.ends.append(self._end)
-        waiting.size += self._end - start
+            waiting.ends.append(end)
+        waiting.size += end - start
         return waiting.size
 
     def take(self, key: str) -> pa.RecordBatch:
         """The rows waiting under `key` as one batch, in the order kept; they stop waiting. When nothing waits any
         more, the file is emptied."""
         waiting = self._waiting.pop(key)
-        assert self._file is not None
         # Read into Arrow's memory, which goes back to the system when freed; as Python bytes, into C's heap,
         # where freed blocks under live ones stay resident.
         read = pa.allocate_buffer(waiting.size)
         into = memoryview(read)
         for start, end in zip(waiting.starts, waiting.ends, strict=True):
-            piece, into = into[: end - start], into[end - start :]
-            while piece:
-                count = os.preadv(self._file.fileno(), [piece], end - len(piece))
-                if not count:
-                    raise OSError(f"the file of waiting rows ends before byte {end}")
-                piece = piece[count:]
+            self._file.read_into(into[: end - start], start)
+            into = into[end - start :]
         messages = pa.ipc.MessageReader.open_stream(read)
         batches = [pa.ipc.read_record_batch(message, waiting.schema) for message in messages]
         if not self._waiting:
-            self._file.truncate(0)
-            self._file.seek(0)
-            self._end = 0
+            self._file.empty()
         columns = pa.Table.from_batches(batches, waiting.schema).columns
         return pa.RecordBatch.from_arrays([c.combine_chunks() for c in columns], schema=waiting.schema)
 
