@@ -318,8 +318,8 @@ def run_child(phase: str, database: str, source: Path, days: int) -> dict[str, A
     command = [sys.executable, str(CHILD), phase, "--source", str(source), "--days", str(days)]
     env = {**(loopback_environment() if phase.startswith("spark") else os.environ), TARGET_ENV: database}
     if phase.startswith("callmart"):
-        # As the `callmart` command's process has it: Arrow's allocator named before Arrow loads.
-        env.setdefault(allocator.CHOICE_ENV, allocator.PROCESS_POOL)
+        # As the `callmart` command's process has it: Arrow's allocator and its settings named before Arrow loads.
+        env = {**allocator.process_settings(), **env}
     done = subprocess.run(command, stdout=subprocess.PIPE, text=True, env=env, check=False)
     lines = done.stdout.strip().splitlines()
     try:

@@ -453,6 +453,41 @@ def test_the_command_chooses_arrows_allocator_before_arrow_loads(monkeypatch: py
     assert process("command") == (allocator.PROCESS_POOL, 0)
 
 
+FREED_ARROW_PAGES = """
+import sys
+import callmart.__main__ as command
+
+if sys.argv[1] == "command":
+    sys.argv = ["callmart", "--help"]
+    try:
+        command.main()
+    except SystemExit:
+        pass
+import pyarrow as pa
+
+def resident_mb():
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) // 1024 for line in status if line.startswith("VmRSS"))
+
+pool = pa.jemalloc_memory_pool()
+before = resident_mb()
+batches = [pa.allocate_buffer(4 << 20, memory_pool=pool) for _ in range(16)]
+for batch in batches:
+    memoryview(batch).cast("B")[::4096] = b"x" * (len(batch) // 4096)  # a byte a page: every page resident
+del batches
+print(resident_mb() - before)
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="Arrow has no jemalloc on Windows")
+def test_the_command_hands_arrows_freed_pages_back_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    # 64 MB of batches written and freed: Arrow's own jemalloc settings keep the pages a while after the free.
+    monkeypatch.delenv(allocator.JEMALLOC_ENV, raising=False)
+
+    assert int(fresh_process(FREED_ARROW_PAGES, "library")) > 24  # Arrow's default: the test can tell
+    assert int(fresh_process(FREED_ARROW_PAGES, "command")) < 8
+
+
 ONE_RUN = """
 import sys
 from datetime import date

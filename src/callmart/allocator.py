@@ -14,10 +14,13 @@ from contextlib import contextmanager
 __all__ = [
     "ARENA_MAX",
     "CHOICE_ENV",
+    "JEMALLOC_CONF",
+    "JEMALLOC_ENV",
     "MMAP_THRESHOLD",
     "PROCESS_POOL",
     "TOP_PAD",
     "choose_for_process",
+    "process_settings",
     "returning_memory",
 ]
 
@@ -28,6 +31,14 @@ PROCESS_POOL = "jemalloc"
 """The allocator `choose_for_process` names in CHOICE_ENV. Arrow reads that setting once, as it loads, for its C++
 internals too (IPC compression, its thread pools' scratch), which `returning_memory` cannot reach: they would
 otherwise allocate from mimalloc, whose per-thread pages stay resident."""
+
+JEMALLOC_ENV = "JE_ARROW_MALLOC_CONF"
+"""Arrow's jemalloc reads its settings here as Arrow loads, after its own (where a setting is in both, this one)."""
+
+JEMALLOC_CONF = "dirty_decay_ms:0,muzzy_decay_ms:0"
+"""What `choose_for_process` sets in JEMALLOC_ENV: freed pages go back to the system at once. Arrow's own setting
+keeps them a second, for a background thread to hand back; a streamed load frees batches many times a second,
+and its peak held tens of MB of pages already freed."""
 
 MMAP_THRESHOLD = 1 << 20
 """Blocks this large and larger are mapped apart, and unmapped when freed. glibc starts at 128 KB: a load peaks as
@@ -54,13 +65,19 @@ _ARENA_ENV = "MALLOC_ARENA_MAX"
 
 
 def choose_for_process() -> None:
-    """Name PROCESS_POOL as Arrow's allocator for the whole process, unless CHOICE_ENV names one already.
+    """Name PROCESS_POOL as Arrow's allocator for the whole process, unless CHOICE_ENV names one already, and
+    give it JEMALLOC_CONF, unless JEMALLOC_ENV holds settings already.
 
     For the program that owns the process (the `callmart` command), before anything imports pyarrow: Arrow reads
     the setting as it loads, and the setting passes to the process's children. Where Arrow has no jemalloc
     (Windows), nothing changes."""
-    if sys.platform != "win32":
-        os.environ.setdefault(CHOICE_ENV, PROCESS_POOL)
+    for name, value in process_settings().items():
+        os.environ.setdefault(name, value)
+
+
+def process_settings() -> dict[str, str]:
+    """The environment settings `choose_for_process` gives a process where it has none of its own."""
+    return {} if sys.platform == "win32" else {CHOICE_ENV: PROCESS_POOL, JEMALLOC_ENV: JEMALLOC_CONF}
 
 
 def _tune_malloc() -> None:
