@@ -455,6 +455,7 @@ def test_the_command_chooses_arrows_allocator_before_arrow_loads(monkeypatch: py
 
 FREED_ARROW_PAGES = """
 import sys
+import time
 import callmart.__main__ as command
 
 if sys.argv[1] == "command":
@@ -475,17 +476,22 @@ batches = [pa.allocate_buffer(4 << 20, memory_pool=pool) for _ in range(16)]
 for batch in batches:
     memoryview(batch).cast("B")[::4096] = b"x" * (len(batch) // 4096)  # a byte a page: every page resident
 del batches
+began = time.monotonic()
+while time.monotonic() - began < 0.5:  # a load goes on allocating: jemalloc hands pages back as it does
+    pa.allocate_buffer(1 << 16, memory_pool=pool)
+    time.sleep(0.001)
 print(resident_mb() - before)
 """
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="Arrow has no jemalloc on Windows")
-def test_the_command_hands_arrows_freed_pages_back_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
-    # 64 MB of batches written and freed: Arrow's own jemalloc settings keep the pages a while after the free.
+def test_the_command_hands_arrows_freed_pages_back_within_a_tenth_of_a_second(monkeypatch: pytest.MonkeyPatch) -> None:
+    # 64 MB of batches written and freed, then half a second of small allocations: Arrow's own jemalloc settings
+    # keep the freed pages longer.
     monkeypatch.delenv(allocator.JEMALLOC_ENV, raising=False)
 
-    assert int(fresh_process(FREED_ARROW_PAGES, "library")) > 24  # Arrow's default: the test can tell
-    assert int(fresh_process(FREED_ARROW_PAGES, "command")) < 8
+    assert int(fresh_process(FREED_ARROW_PAGES, "library")) > 16  # Arrow's default: the test can tell
+    assert int(fresh_process(FREED_ARROW_PAGES, "command")) < 10
 
 
 ONE_RUN = """
