@@ -418,17 +418,22 @@ def test_a_run_reuses_the_top_of_the_heap_for_each_batch_scratch(monkeypatch: py
     assert faults(None) < 2_000
 
 
-COMMAND_PROCESS = """
-import os, sys
+AS_THE_COMMAND = """
+import sys
 import callmart.__main__ as command
 
 assert "pyarrow" not in sys.modules, "importing callmart loaded Arrow"
-if sys.argv[1] == "command":
+if sys.argv[1] == "command":  # the process set up as the `callmart` command sets up its own
     sys.argv = ["callmart", "--help"]
     try:
         command.main()
     except SystemExit:
         pass
+"""
+
+COMMAND_PROCESS = (
+    AS_THE_COMMAND
+    + """
 import pyarrow as pa
 
 table = pa.table({"n": list(range(200_000))})
@@ -437,6 +442,7 @@ with pa.ipc.new_stream(sink, table.schema, options=pa.ipc.IpcWriteOptions(compre
     writer.write_table(table)
 print(pa.default_memory_pool().backend_name, pa.mimalloc_memory_pool().max_memory())
 """
+)
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="Arrow has no jemalloc on Windows")
@@ -453,17 +459,10 @@ def test_the_command_chooses_arrows_allocator_before_arrow_loads(monkeypatch: py
     assert process("command") == (allocator.PROCESS_POOL, 0)
 
 
-FREED_ARROW_PAGES = """
-import sys
+FREED_ARROW_PAGES = (
+    AS_THE_COMMAND
+    + """
 import time
-import callmart.__main__ as command
-
-if sys.argv[1] == "command":
-    sys.argv = ["callmart", "--help"]
-    try:
-        command.main()
-    except SystemExit:
-        pass
 import pyarrow as pa
 
 def resident_mb():
@@ -482,6 +481,7 @@ while time.monotonic() - began < 0.5:  # a load goes on allocating: jemalloc han
     time.sleep(0.001)
 print(resident_mb() - before)
 """
+)
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="Arrow has no jemalloc on Windows")
