@@ -62,6 +62,7 @@ class SpillFile:
         self.size = 0
 
     def close(self) -> None:
+        """Close the file, dropping its bytes; a later append starts a new one."""
         if self._file is not None:
             self._file.close()
             self._file = None
