@@ -52,6 +52,8 @@ def _durations(draw: st.DrawFn) -> str:
     return f"{hour}:{_padded(minute, draw(st.booleans()))}:{_padded(second, draw(st.booleans()))}"
 
 
+_SPECIAL = ["infinity", "-Infinity", "INFINITY", "epoch", " epoch"]
+"""Words DuckDB's strptime reads as times whatever the format."""
 _NUMBERS = st.one_of(
     st.integers(-(2**63), 2**63).map(str),
     st.integers(0, 10**20).map(lambda n: "+" + str(n)),
@@ -61,7 +63,7 @@ _VALUES = st.one_of(
     _dates(),
     _durations(),
     _NUMBERS,
-    st.sampled_from(["", "NA", "N/A", "NULL", "na", "unknown", "ß", "İstanbul", "a\x00b", "0:00:00"]),
+    st.sampled_from(["", "NA", "N/A", "NULL", "na", "unknown", "ß", "İstanbul", "a\x00b", "0:00:00", *_SPECIAL]),
     st.text(max_size=12),
 )
 
@@ -110,6 +112,17 @@ def test_duckdb_sql_cleans_as_arrow_does(
     rows = data.draw(st.lists(st.lists(_raw(), min_size=width, max_size=width), min_size=1, max_size=12))
     batch = _batch(table, rows)
     assert _by_duckdb(duckdb_conn, table, batch) == _by_arrow(table, batch)
+
+
+@pytest.mark.parametrize("word", _SPECIAL)
+def test_words_duckdb_reads_as_times_are_no_dates_or_durations(duckdb_conn: sa.Connection, word: str) -> None:
+    """'infinity' or 'epoch' as a call's date and its durations: a bad row and its rejects, as Arrow has them."""
+    fact = MART.facts[0]
+    row: list[str | None] = [word, "c", "555", word, word, "7", "12"]
+    batch = _batch(fact, [row])
+    rows, rejects = _by_duckdb(duckdb_conn, fact, batch)
+    assert (rows, rejects) == _by_arrow(fact, batch)
+    assert rows[0][BAD] and len(rejects) == 3
 
 
 def test_a_leading_plus_reads_as_the_number() -> None:

@@ -133,7 +133,7 @@ def _integer(text: _Expr, fmt: str) -> tuple[_Expr, _Expr]:
 def _datetime(text: _Expr, fmt: str) -> tuple[_Expr, _Expr]:
     # DuckDB refuses a day its month lacks (2/30), which Arrow's strptime rolls over and clean.py then refuses.
     value = sa.func.try_strptime(text, fmt)
-    wrong: _Expr = sa.func.coalesce(sa.func.year(value) < 1000, sa.false())
+    wrong: _Expr = sa.or_(sa.func.coalesce(sa.func.year(value) < 1000, sa.false()), _without_digits(text))
     if fmt.endswith("%S"):
         wrong = sa.or_(wrong, _leap_second(text))
     checked = sa.case((wrong, sa.null()), else_=value)
@@ -141,9 +141,16 @@ def _datetime(text: _Expr, fmt: str) -> tuple[_Expr, _Expr]:
 
 
 def _duration(text: _Expr, fmt: str) -> tuple[_Expr, _Expr]:
-    clock = sa.case((_leap_second(text), sa.null()), else_=sa.func.try_strptime(text, "%H:%M:%S"))
+    wrong = sa.or_(_leap_second(text), _without_digits(text))
+    clock = sa.case((wrong, sa.null()), else_=sa.func.try_strptime(text, "%H:%M:%S"))
     seconds = sa.func.hour(clock) * 3600 + sa.func.minute(clock) * 60 + sa.func.second(clock)
     return sa.cast(seconds, sa.BigInteger), clock.is_(None)
+
+
+def _without_digits(text: _Expr) -> _Expr:
+    """Text with no digit: DuckDB's strptime takes 'infinity', '-infinity' and 'epoch' whatever the format, which
+    Arrow's refuses as every format here has digits."""
+    return sa.not_(sa.func.coalesce(sa.func.regexp_matches(text, "[0-9]"), sa.false()))
 
 
 def _leap_second(text: _Expr) -> _Expr:
