@@ -157,6 +157,11 @@ def spark_url(tmp_path_factory: pytest.TempPathFactory, connect_port: int) -> Sp
         # A laptop's worth of data: Spark's 200 shuffle partitions and Delta's 50 snapshot ones only cost time.
         "spark.sql.shuffle.partitions": "2",
         "spark.databricks.delta.snapshotPartitions": "2",
+        # The tests' queries are many and their rows few: compiling each plan to Java (whole-stage and expression
+        # code generation) and re-planning it between stages (adaptive execution) cost more than they save here.
+        "spark.sql.codegen.wholeStage": "false",
+        "spark.sql.codegen.factoryMode": "NO_CODEGEN",
+        "spark.sql.adaptive.enabled": "false",
         # The session also serves Spark Connect, for the test of the sc:// form.
         "spark.plugins": "org.apache.spark.sql.connect.SparkConnectPlugin",
         "spark.connect.grpc.binding.address": "127.0.0.1",
