@@ -312,3 +312,24 @@ def test_lift_ranks_groups_large_enough_to_tell_and_flags_the_others(database_ur
     html = render_report(figures(database_url), "mart")
     assert "Does the call move clients?" in html and "too small to tell" in html
     assert all(escape(caveat) in html for caveat in CAVEATS)
+
+
+def test_lift_groups_come_largest_first_then_by_label_whatever_order_the_engine_groups_in(
+    database_url: str, tmp_path: Path
+) -> None:
+    # Eight campaigns of one effective call each, and one of two: ties an engine's grouping would order at random.
+    names = ["H", "G", "F", "E", "D", "C", "B", "A"]
+    customers = [(i, "F", "REGULAR") for i in range(301, 310)]
+    calls = [
+        *(
+            (f"3/4/2024 9:{n:02d}", 301 + n, name, PHONE, "ana.lopez", "0:01:00", "0:01:10")
+            for n, name in enumerate(names)
+        ),
+        ("3/4/2024 11:00", 309, "Z", PHONE, "beto.diaz", "0:01:00", "0:01:10"),
+        ("3/4/2024 11:30", 308, "Z", PHONE, "beto.diaz", "0:01:00", "0:01:10"),
+    ]
+    write_extracts(tmp_path / "src", calls, customers, AGENTS)
+    load(database_url, tmp_path / "src", date(2024, 3, 4), date(2024, 3, 5))
+    lift = figures(database_url).lift
+    assert [g.label for g in lift.campaigns] == ["Z", *sorted(names)]
+    assert [g.label for g in lift.agents] == ["Ana López (ana.lopez)", "Beto Díaz (beto.diaz)"]

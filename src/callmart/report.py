@@ -4,7 +4,7 @@ the rows they read (`tables_read`), which an in-memory DuckDB then holds (`repor
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -425,18 +425,23 @@ def _lift(conn: sa.Connection, schema: Schema, settings: Settings, first: date, 
     dimension = schema.mart.dimension(agent.dimension)
     agents = schema[dimension.name]
     login = agents.c[agent.by]
-    by_login = conn.execute(
+    per_agent = (
         sa.select(login.label("login"), sa.func.max(_label(agents, dimension)).label("name"), *_count_sums(by_agent))
         .select_from(by_agent.join(agents, agents.c[dimension.key] == by_agent.c[AGENT]))
         .where(*where(by_agent))
         .group_by(login)
-    ).mappings()
+    )
     return LiftData(
         total=LiftGroup.of("all calls", total),
         days=tuple((day, LiftGroup.of(f"{day:%Y-%m-%d}", found.get(day, {}))) for day in days),
-        campaigns=tuple(campaigns),
-        agents=tuple(LiftGroup.of(_agent_label(row), row) for row in by_login),
+        campaigns=_largest_first(campaigns),
+        agents=_largest_first(LiftGroup.of(_agent_label(row), row) for row in conn.execute(per_agent).mappings()),
     )
+
+
+def _largest_first(groups: Iterable[LiftGroup]) -> tuple[LiftGroup, ...]:
+    """The groups by effective calls, largest first, then by label: one order whatever order the engine groups in."""
+    return tuple(sorted(groups, key=lambda g: (-g.effective, g.label)))
 
 
 def _latest_steps(schema: Schema, first: date, last: date) -> sa.Subquery:
