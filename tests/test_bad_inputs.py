@@ -15,7 +15,9 @@ from click.testing import CliRunner, Result
 
 from callmart import Callmart, RunSummary, SourceError
 from callmart.cli import cli
-from conftest import ON_SPARK
+from callmart.fingerprint import fingerprint
+from callmart.mart import MART
+from conftest import ON_SPARK, WITH_SPARK
 from marts import AGENT_HEADER, CALL_HEADER, CHANNEL_HEADER, CUSTOMER_HEADER, full_dump, query
 
 FIRST, LAST = date(2024, 3, 4), date(2024, 3, 6)
@@ -847,6 +849,19 @@ def test_last_run_is_the_run_that_failed(database_url: str, tmp_path: Path) -> N
         load(database_url, broken)
     with Callmart(database_url, broken) as mart:
         assert mart.last_run() == []
+
+
+@pytest.mark.parametrize("new_database", WITH_SPARK, indirect=True)
+def test_a_run_stopped_by_a_dimension_keeps_what_those_before_it_were_merged_from(
+    database_url: str, tmp_path: Path
+) -> None:
+    # No agents' extract: the customers merge, then the run stops at the agents. The customers' digest is kept, so
+    # that the next run skips their unchanged extract (as the failed periods' case shows).
+    folder = write_folder(tmp_path / "src", {AGENTS: None})
+    with pytest.raises(SourceError):
+        load(database_url, folder)
+    customers = fingerprint(folder, MART.dimension("dim_clientes"))
+    assert query(database_url, "SELECT table_name, fingerprint FROM dm_sources") == [("dim_clientes", customers)]
 
 
 SPARK_CASES = [

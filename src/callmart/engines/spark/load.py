@@ -57,7 +57,7 @@ from .lift import rebase_lift, refresh_lift
 from .metrics import changed_since, event_span, refresh_metric, table_version
 from .reading import Period, ReadSource, SourceReading, StagedFrames, read_staged, source_errors
 from .runs import abandon_dead_runs, finish_run, record_steps, run_alive, start_run
-from .sources import is_current, remember
+from .sources import merged_from, remember
 from .sql import qualified
 from .tables import fact_day_column
 from .url import SparkUrl
@@ -141,6 +141,11 @@ class SparkRun:
     """The days whose lift a period's load wrote."""
     unrecorded: list[tuple[int, StepResult]] = field(default_factory=list)
     """Steps not yet written to the run log: a dimension's wait for the next period's, or the run's end."""
+    last_sources: dict[str, str] = field(default_factory=dict)
+    """The digest of the sources each dimension was last merged from, read once when the run starts its
+    dimensions, and updated by their merges."""
+    unremembered: dict[str, str] = field(default_factory=dict)
+    """Digests of the dimensions merged and not yet recorded in dm_sources: written once, after the last."""
 
     @property
     def ok(self) -> bool:
@@ -225,9 +230,12 @@ class SparkLoad:
 
     def _steps(self, done: SparkRun, started: datetime, options: RunOptions) -> None:
         steps = done.steps
+        if options.fingerprint is not None and not options.reload_dimensions:
+            done.last_sources = merged_from(self.spark, self.name(SOURCES))
         for dim in self.mart.dimensions:
             options.stop.check()
             steps.append(self._dimension_step(dim, done, len(steps) + 1, options))
+        self._remember(done)
         while True:
             options.stop.check()
             claimed = claim_next(self.spark, *self._named(PROCESSES), done.id_run, started)
@@ -262,16 +270,16 @@ class SparkLoad:
         began = time.perf_counter()
         # Hashed before the merge: a file replaced during it then differs from the digest kept, and loads next time.
         digest = options.fingerprint(dim) if options.fingerprint is not None else None
-        sources = self.name(SOURCES)
-        if digest is not None and not options.reload_dimensions and is_current(self.spark, sources, dim.name, digest):
+        if digest is not None and not options.reload_dimensions and done.last_sources.get(dim.name) == digest:
             result = StepResult(table=dim.name, note="source unchanged since its last merge")
         else:
             result = self._merge(dim, done)
         result.seconds = time.perf_counter() - began
-        # Written with the next period's step (or at the run's end): one commit of the run log, not one a dimension.
+        # Written with the next period's step (or at the run's end): one commit of the run log, not one a dimension;
+        # and the sources after the last dimension, one commit for all.
         done.unrecorded.append((step, result))
         if digest is not None and result.note is None:
-            remember(self.spark, self.tables[SOURCES], sources, dim.name, digest, done.id_run)
+            done.unremembered[dim.name] = digest
         options.reporter.step_finished(result)
         return result
 
@@ -502,13 +510,20 @@ class SparkLoad:
         record_steps(self.spark, self._named(RUN_STEPS), self._named(REJECTS), done.id_run, done.unrecorded)
         done.unrecorded.clear()
 
+    def _remember(self, done: SparkRun) -> None:
+        """Record the sources of the dimensions merged since the last record, in one commit."""
+        remember(self.spark, self.tables[SOURCES], self.name(SOURCES), done.unremembered, done.id_run)
+        done.last_sources.update(done.unremembered)
+        done.unremembered.clear()
+
     def _flush_after_failure(self, done: SparkRun) -> None:
-        """Write the steps waiting for a write, if the failure that ends the run leaves it possible: the run's
-        outcome is recorded either way."""
-        try:
-            self._flush(done)
-        except Exception:  # noqa: BLE001 - the run's own error is the one to raise
-            log.warning("run %d could not record its last steps", done.id_run, exc_info=True)
+        """Write the steps waiting for a write, and the sources of the dimensions merged, if the failure that ends
+        the run leaves it possible: the run's outcome is recorded either way."""
+        for record, what in ((self._remember, "the sources of its dimensions"), (self._flush, "its last steps")):
+            try:
+                record(done)
+            except Exception:  # noqa: BLE001 - the run's own error is the one to raise
+                log.warning("run %d could not record %s", done.id_run, what, exc_info=True)
 
 
 def side_by_side(chains: list[Callable[[], None]]) -> None:

@@ -3,6 +3,7 @@ have not changed, as fingerprint.py does on SQL engines. The digest itself is th
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -14,22 +15,27 @@ from .sql import insert_clause, quote, sql, temporary_view
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
-__all__ = ["is_current", "remember"]
+__all__ = ["merged_from", "remember"]
 
 
-def is_current(spark: SparkSession, name: str, table_name: str, digest: str) -> bool:
-    """Whether the dimension `table_name` was last merged from exactly the sources of `digest`."""
-    from pyspark.sql.functions import col, lit
+def merged_from(spark: SparkSession, name: str) -> dict[str, str]:
+    """The digest of the sources each dimension was last merged from, by table name: one read for a run."""
+    return {
+        row["table_name"]: row["fingerprint"] for row in spark.table(name).select("table_name", "fingerprint").collect()
+    }
 
-    found = spark.table(name).where(col("table_name") == lit(table_name)).select("fingerprint").collect()
-    return [row["fingerprint"] for row in found] == [digest]
 
-
-def remember(spark: SparkSession, table: sa.Table, name: str, table_name: str, digest: str, id_run: int) -> None:
-    """Record what the dimension was merged from, in one commit (after the merge's: a crash between them merges
-    the same extract again next time, which changes nothing)."""
-    row = {"table_name": table_name, "fingerprint": digest, "id_run": id_run, "loaded_at": datetime.now()}
-    frame = rows_frame(spark, table, [row])
+def remember(spark: SparkSession, table: sa.Table, name: str, digests: Mapping[str, str], id_run: int) -> None:
+    """Record what the dimensions were merged from (digests by table name), in one commit after their merges' (a
+    crash between them merges the same extracts again next time, which changes nothing)."""
+    if not digests:
+        return
+    loaded_at = datetime.now()
+    rows = [
+        {"table_name": table_name, "fingerprint": digest, "id_run": id_run, "loaded_at": loaded_at}
+        for table_name, digest in digests.items()
+    ]
+    frame = rows_frame(spark, table, rows)
     columns = [c.name for c in table.columns]
     assignments = ", ".join(f"{quote(c)} = s.{quote(c)}" for c in columns if c != "table_name")
 
@@ -41,4 +47,4 @@ def remember(spark: SparkSession, table: sa.Table, name: str, table_name: str, d
                 f"WHEN MATCHED THEN UPDATE SET {assignments} WHEN NOT MATCHED THEN INSERT {insert_clause(columns)}",
             ).collect()
 
-    with_retries(attempt, f"recording the sources of {table_name}")
+    with_retries(attempt, f"recording the sources of {', '.join(digests)}")
