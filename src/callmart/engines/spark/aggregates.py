@@ -37,6 +37,7 @@ from ...aggregates import (
 )
 from ...declare import UNKNOWN, Mart
 from ...lift import affected_days
+from .chains import side_by_side
 from .control import rows_frame, with_retries
 from .replace import span, wall_clock
 from .sql import qualified
@@ -97,11 +98,15 @@ def refresh_aggregates(
         return days
     ranges = day_ranges(days)
     calls = _calls(spark, mart, url, tables, ranges)
-    for aggregate in AGGREGATES:
+
+    def refresh(aggregate: Aggregate) -> None:
         groups = [row.asDict() for row in _parts(calls, aggregate, settings).collect()]
         rows = aggregate_rows(aggregate, settings, groups, at)
         name = qualified(url.catalog, url.database, aggregate.name)
         write_days(spark, tables[aggregate.name], name, settings, ranges, rows)
+
+    # One table's job and commit beside the other's.
+    side_by_side([functools.partial(refresh, aggregate) for aggregate in AGGREGATES])
     return days
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable, Mapping
 from datetime import date, datetime, timedelta
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
@@ -27,6 +28,7 @@ from ...lift import (
     short_call_metric,
 )
 from .aggregates import fact_days, of_settings, write_days
+from .chains import side_by_side
 from .facts import entity_dimension, entity_events, fact_entities, later, with_metric
 from .replace import span, wall_clock
 from .sql import qualified
@@ -88,8 +90,7 @@ def refresh_lift(
     present = _customers(lift) if counted else 0
     per_day = {day: found for start, end in with_calls for day, found in _not_called(lift, start, end).items()}
     rows = lift_rows_of(groups_table(counted, present, per_day), settings, at)
-    for aggregate, of_table in zip(LIFTS, rows, strict=True):
-        _write(lift, aggregate.name, ranges, of_table)
+    side_by_side([partial(_write, lift, a.name, ranges, of_table) for a, of_table in zip(LIFTS, rows, strict=True)])
     return chosen
 
 
@@ -106,12 +107,15 @@ def rebase_lift(
     # The three tables are written together, among the same customers: the daily table tells for all.
     if lift.table(AGG_LIFT_DAILY).where(stale_of).isEmpty():
         return
-    for aggregate in LIFTS:
-        stale = [row.asDict() for row in lift.table(aggregate.name).where(stale_of).orderBy("dia").collect()]
-        found = lift_rebased_days(aggregate.name, settings, stale, present, at)
-        if not found:
-            continue
-        _write(lift, aggregate.name, [(start, end) for start, end, _ in found], [r for *_, rows in found for r in rows])
+
+    def rebase(name: str) -> None:
+        stale = [row.asDict() for row in lift.table(name).where(stale_of).orderBy("dia").collect()]
+        found = lift_rebased_days(name, settings, stale, present, at)
+        if found:
+            _write(lift, name, [(start, end) for start, end, _ in found], [r for *_, rows in found for r in rows])
+
+    # Three tables, one commit each: side by side, each its own read and write.
+    side_by_side([partial(rebase, aggregate.name) for aggregate in LIFTS])
 
 
 def _write(lift: _Lift, name: str, ranges: list[tuple[date, date]], rows: list[dict[str, Any]]) -> None:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -41,6 +40,7 @@ from ...status import Status
 from ...stopping import RunStopped, StopRequest, reason_of
 from . import Spark
 from .aggregates import AggregateDays, refresh_aggregates
+from .chains import side_by_side
 from .control import (
     Claimed,
     claim_next,
@@ -524,21 +524,6 @@ class SparkLoad:
                 record(done)
             except Exception:  # noqa: BLE001 - the run's own error is the one to raise
                 log.warning("run %d could not record %s", done.id_run, what, exc_info=True)
-
-
-def side_by_side(chains: list[Callable[[], None]]) -> None:
-    """Run the chains of Spark jobs and commits in threads of their own, side by side, and return when all are
-    done; the first error, if any, is raised then."""
-    # A Delta commit is mostly waiting (planning, listing the log, writing it), a second or more each: chains of
-    # commits to different tables overlap well in one session.
-    if len(chains) <= 1:
-        for chain in chains:
-            chain()
-        return
-    with ThreadPoolExecutor(max_workers=len(chains), thread_name_prefix="callmart-chain") as pool:
-        running = [pool.submit(chain) for chain in chains]
-    for finished in running:
-        finished.result()
 
 
 def staged_columns(table: Dimension | Fact) -> tuple[Column, ...]:
