@@ -409,6 +409,7 @@ SPARK_LAPPED = (
     "mark",
     "finish_run",
     "is_current",
+    "merged_from",
     "remember",
     "refresh_metric",
 )
