@@ -6,7 +6,7 @@ every load runs, here on one thread), and DuckDB's own read_csv with the rules c
     python benchmarks/bench_cleaning.py /tmp/extract [--repeat 2] [--memory-limit 1GB]
 
 DuckDB runs with two threads in a file of a temporary folder; `--memory-limit` is its buffers' cap (callmart caps
-them at 128 MB; the rules' query needs more at 1M calls). Each round prints both; the rows and rejects counted by
+them at 128 MB, where the rules' query fits, a little slower). Each round prints both; the rows and rejects counted by
 each must agree.
 """
 

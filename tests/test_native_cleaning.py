@@ -91,7 +91,8 @@ def _by_duckdb(conn: sa.Connection, table: Dimension | Fact, batch: pa.RecordBat
     conn.connection.driver_connection.register("raw_rows", pa.Table.from_batches([batch]))  # type: ignore[union-attr]
     raw = sa.table("raw_rows", *[sa.column(name) for name in batch.schema.names])
     columns = staged_columns(table)
-    rows = [dict(r) for r in conn.execute(cleaned_rows(raw, columns).order_by(raw.c[SOURCE_ROW])).mappings()]
+    cleaned = cleaned_rows(raw, columns)
+    rows = [dict(r) for r in conn.execute(cleaned.order_by(cleaned.selected_columns[SOURCE_ROW])).mappings()]
     found = sorted(tuple(r) for r in conn.execute(reject_rows(raw, columns)))
     return rows, found
 
