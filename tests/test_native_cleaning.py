@@ -21,7 +21,7 @@ from callmart.rejects import SOURCE_FILE, SOURCE_ROW
 from callmart.stage import source_fields, staged_columns
 
 TABLES: list[Dimension | Fact] = [*MART.dimensions, *MART.facts]
-SPACES = [" ", "\t", "\u00a0", "\u2003", "\u3000", "\x1c", "\u200b", "\n"]
+SPACES = [" ", "\t", "\u00a0", "\u2003", "\u3000", "\x1c", "\x85", "\x84", "\u200b", "\n"]
 
 
 @pytest.fixture(scope="module")
