@@ -17,6 +17,7 @@ from .aggregates import (
     Settings,
     conversion_fact,
     conversion_metric,
+    grain_columns,
     grain_values,
     midnight,
 )
@@ -76,22 +77,44 @@ def _call_counts(schema: Schema, settings: Settings, start: date, end: date) -> 
     effective = sa.and_(known, talk >= metric.threshold)
     short = sa.and_(known, talk > 0, talk < metric.threshold)
     # A short call converts by the metric's own rule, with no threshold: the first login's search is not written
-    # twice.
-    shorts = sa.select(fact).where(*in_days, short).subquery("short_calls")
-    firsts = first_events(schema, short_call_metric(metric), shorts, declared.key, midnight(start), midnight(end))
+    # twice. Its conversions are counted apart, by the groups its search carries: joining every call to them cost as
+    # much as the rest of the counting.
     grain = grain_values(fact, metric.fact_time)
-    return (
+    shorts = sa.select(fact).where(*in_days, short).subquery("short_calls")
+    firsts = first_events(
+        schema,
+        short_call_metric(metric),
+        shorts,
+        declared.key,
+        midnight(start),
+        midnight(end),
+        grain_columns(metric.fact_time),
+    )
+    calls = (
         sa.select(
             *(grain[name].label(name) for name in FINEST_GRAIN),
             _count_if(effective).label(EFFECTIVE_CALLS.counted),
             _count_if(sa.and_(effective, fact.c[metric.column].is_not(None))).label(EFFECTIVE_CALLS.converted),
             _count_if(short).label(SHORT_CALLS.share.counted),
-            sa.func.count(firsts.c.fact_key).label(SHORT_CALLS.share.converted),
         )
-        .select_from(fact.outerjoin(firsts, firsts.c.fact_key == fact.c[declared.key]))
         .where(*in_days)
         .group_by(*(grain[name] for name in FINEST_GRAIN))
+        .subquery("calls")
     )
+    short_grain = grain_values(firsts, metric.fact_time)
+    converted = (
+        sa.select(*(short_grain[name].label(name) for name in FINEST_GRAIN), sa.func.count().label("converted"))
+        .group_by(*(short_grain[name] for name in FINEST_GRAIN))
+        .subquery("short_converted")
+    )
+    same_group = [calls.c[name].is_not_distinct_from(converted.c[name]) for name in FINEST_GRAIN]
+    return sa.select(
+        *(calls.c[name] for name in FINEST_GRAIN),
+        calls.c[EFFECTIVE_CALLS.counted],
+        calls.c[EFFECTIVE_CALLS.converted],
+        calls.c[SHORT_CALLS.share.counted],
+        sa.cast(sa.func.coalesce(converted.c.converted, 0), sa.BigInteger).label(SHORT_CALLS.share.converted),
+    ).select_from(calls.outerjoin(converted, sa.and_(*same_group)))
 
 
 def _offsets(first: int, last: int) -> sa.Values:

@@ -124,9 +124,16 @@ def first_event_key(schema: Schema, metric: FirstEventWithin, facts: sa.FromClau
 
 
 def first_events(
-    schema: Schema, metric: FirstEventWithin, facts: sa.FromClause, fact_key: str, start: datetime, end: datetime
+    schema: Schema,
+    metric: FirstEventWithin,
+    facts: sa.FromClause,
+    fact_key: str,
+    start: datetime,
+    end: datetime,
+    carry: Sequence[str] = (),
 ) -> sa.Subquery:
-    """(fact_key, event_key) of every qualifying fact row of [start, end) that has an event in its window.
+    """(fact_key, event_key) of every qualifying fact row of [start, end) that has an event in its window, with the
+    fact row's columns named in `carry`.
 
     Set-based: one hash join of the facts with the events of the period's window, then the first per fact row.
     For a whole period this is far cheaper than looking each row's first event up on its own."""
@@ -139,7 +146,12 @@ def first_events(
     )
     source, fact_entity = fact_entities(schema, metric, facts)
     matches = (
-        sa.select(facts.c[fact_key].label("fact_key"), events.c[declared.key].label("event_key"), place.label("place"))
+        sa.select(
+            facts.c[fact_key].label("fact_key"),
+            events.c[declared.key].label("event_key"),
+            *(facts.c[name] for name in carry),
+            place.label("place"),
+        )
         .select_from(
             source.join(
                 events,
@@ -154,7 +166,8 @@ def first_events(
         )
         .subquery("matches")
     )
-    return sa.select(matches.c.fact_key, matches.c.event_key).where(matches.c.place == 1).subquery(metric.column)
+    firsts = sa.select(matches.c.fact_key, matches.c.event_key, *(matches.c[name] for name in carry))
+    return firsts.where(matches.c.place == 1).subquery(metric.column)
 
 
 def refresh_after_events(conn: sa.Connection, schema: Schema, fact: Fact, metric: FirstEventWithin) -> int:
