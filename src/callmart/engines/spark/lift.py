@@ -6,9 +6,10 @@ and each lift table's days replaced in one commit."""
 from __future__ import annotations
 
 import dataclasses
+import operator
 from collections.abc import Iterable, Mapping
 from datetime import date, datetime, timedelta
-from functools import partial
+from functools import partial, reduce
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
@@ -40,7 +41,8 @@ if TYPE_CHECKING:
 
 __all__ = ["rebase_lift", "refresh_lift"]
 
-_SHORT_KEY, _SHORT_LOGIN = "callmart_short_key", "callmart_short_login"
+_SHORT = "callmart_short_"
+"""Prefix of the short calls' grain columns while their conversions are joined to the other counts."""
 _DAYS, _CALLED, _LOGGED = "callmart_days", "callmart_called", "callmart_logged"
 
 
@@ -149,21 +151,30 @@ def _call_counts(lift: _Lift, start: date, end: date) -> DataFrame:
     effective = known & (talk >= F.lit(metric.threshold))
     short = known & (talk > F.lit(0)) & (talk < F.lit(metric.threshold))
     # A short call converts by the metric's own rule, with no threshold: the first login's search is not written
-    # twice.
+    # twice. Its conversions are counted by group apart and joined to the groups' other counts: joining every call
+    # to the searched ones shuffled them all.
     shorts = calls.where(short).drop(metric.column)
-    firsts = with_metric(
+    searched = with_metric(
         lift.spark, lift.mart, lift.url, shorts, fact, short_call_metric(metric), midnight(start), midnight(end)
-    ).select(F.col(fact.key).alias(_SHORT_KEY), F.col(metric.column).alias(_SHORT_LOGIN))
-    joined = calls.join(firsts, F.col(fact.key) == F.col(_SHORT_KEY), "left")
-    return joined.groupBy(
-        F.to_date(metric.fact_time).alias("dia"),
-        F.coalesce(F.col(CAMPAIGN), F.lit(UNKNOWN)).alias(CAMPAIGN),
-        F.col(AGENT).alias(AGENT),
-    ).agg(
+    )
+    grain = {
+        "dia": F.to_date(metric.fact_time),
+        CAMPAIGN: F.coalesce(F.col(CAMPAIGN), F.lit(UNKNOWN)),
+        AGENT: F.col(AGENT),
+    }
+    counted = calls.groupBy(*(value.alias(name) for name, value in grain.items())).agg(
         _count_if(effective).alias(EFFECTIVE_CALLS.counted),
         _count_if(effective & F.col(metric.column).isNotNull()).alias(EFFECTIVE_CALLS.converted),
         _count_if(short).alias(SHORT_CALLS.share.counted),
-        F.count(_SHORT_LOGIN).cast("bigint").alias(SHORT_CALLS.share.converted),
+    )
+    converted = searched.groupBy(*(value.alias(f"{_SHORT}{name}") for name, value in grain.items())).agg(
+        F.count(metric.column).cast("bigint").alias(SHORT_CALLS.share.converted)
+    )
+    same_group = [F.col(name).eqNullSafe(F.col(f"{_SHORT}{name}")) for name in grain]
+    return (
+        counted.join(converted, reduce(operator.and_, same_group), "left")
+        .drop(*(f"{_SHORT}{name}" for name in grain))
+        .fillna(0, subset=[SHORT_CALLS.share.converted])
     )
 
 
