@@ -44,7 +44,6 @@ __all__ = [
     "conversion_metric",
     "aggregate_rows",
     "day_ranges",
-    "grain_columns",
     "grain_values",
     "midnight",
     "settings_of",
@@ -120,11 +119,6 @@ def day_ranges(days: Iterable[date]) -> list[tuple[date, date]]:
         else:
             ranges.append((day, day + timedelta(days=1)))
     return ranges
-
-
-def grain_columns(time_column: str) -> tuple[str, ...]:
-    """The fact table's columns that grain_values reads."""
-    return (time_column, CAMPAIGN, AGENT)
 
 
 def grain_values(fact: sa.FromClause, time_column: str) -> dict[str, sa.ColumnElement[Any]]:

@@ -4,7 +4,6 @@ the interval of each difference; and how every engine makes the tables' rows fro
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -25,7 +24,6 @@ from .aggregates import (
     aggregate_table,
     day_ranges,
 )
-from .declare import FirstEventWithin
 from .stats import newcombe, proportion
 
 __all__ = [
@@ -53,7 +51,6 @@ __all__ = [
     "lift_values",
     "rebased",
     "Share",
-    "short_call_metric",
 ]
 
 AGG_LIFT_DAILY = "agg_lift_diaria"
@@ -140,12 +137,6 @@ CUSTOMERS = "clientes"
 """Column of the customers the day's not called are counted among (`rebased` brings it to the present number)."""
 COUNTS = tuple(name for s in (EFFECTIVE_CALLS, *(b.share for b in BASELINES)) for name in (s.counted, s.converted))
 """The counts every lift row is computed from."""
-
-
-def short_call_metric(metric: FirstEventWithin) -> FirstEventWithin:
-    """The conversion metric for calls of any talk time: same events, window and matching of customers. The short
-    calls' baseline keeps the calls under the metric's threshold."""
-    return dataclasses.replace(metric, threshold=0)
 
 
 def _picked(name: str) -> Callable[[Mapping[str, Any]], Any]:

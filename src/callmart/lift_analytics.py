@@ -17,7 +17,6 @@ from .aggregates import (
     Settings,
     conversion_fact,
     conversion_metric,
-    grain_columns,
     grain_values,
     midnight,
 )
@@ -34,9 +33,8 @@ from .lift import (
     lift_rebased_days,
     lift_rows_of,
     lift_tables,
-    short_call_metric,
 )
-from .metric import entities, entity_events, fact_entities, first_events
+from .metric import entities, entity_events, fact_entities, has_event
 from .schema import Schema
 
 __all__ = ["customers", "lift_groups", "lift_of_days", "lift_rebased", "lift_tables_of"]
@@ -76,19 +74,16 @@ def _call_counts(schema: Schema, settings: Settings, start: date, end: date) -> 
     known = fact.c[metric.fact_entity] != DEFAULT_MEMBER_ID
     effective = sa.and_(known, talk >= metric.threshold)
     short = sa.and_(known, talk > 0, talk < metric.threshold)
-    # A short call converts by the metric's own rule, with no threshold: the first login's search is not written
-    # twice. Its conversions are counted apart, by the groups its search carries: joining every call to them cost as
-    # much as the rest of the counting.
     grain = grain_values(fact, metric.fact_time)
-    shorts = sa.select(fact).where(*in_days, short).subquery("short_calls")
-    firsts = first_events(
-        schema,
-        short_call_metric(metric),
-        shorts,
-        declared.key,
-        midnight(start),
-        midnight(end),
-        grain_columns(metric.fact_time),
+    # A short call converts by the metric's own pairing, whatever its talk: whether a login pairs with it, not
+    # which is first, so a semi-join, counted apart and joined to the groups' other counts by their grain.
+    source, entity = fact_entities(schema, metric, fact)
+    converted = (
+        sa.select(*(grain[name].label(name) for name in FINEST_GRAIN), sa.func.count().label("converted"))
+        .select_from(source)
+        .where(*in_days, short, has_event(schema, metric, fact, entity, midnight(start), midnight(end)))
+        .group_by(*(grain[name] for name in FINEST_GRAIN))
+        .subquery("short_converted")
     )
     calls = (
         sa.select(
@@ -100,12 +95,6 @@ def _call_counts(schema: Schema, settings: Settings, start: date, end: date) -> 
         .where(*in_days)
         .group_by(*(grain[name] for name in FINEST_GRAIN))
         .subquery("calls")
-    )
-    short_grain = grain_values(firsts, metric.fact_time)
-    converted = (
-        sa.select(*(short_grain[name].label(name) for name in FINEST_GRAIN), sa.func.count().label("converted"))
-        .group_by(*(short_grain[name] for name in FINEST_GRAIN))
-        .subquery("short_converted")
     )
     same_group = [calls.c[name].is_not_distinct_from(converted.c[name]) for name in FINEST_GRAIN]
     return sa.select(

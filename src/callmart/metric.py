@@ -26,7 +26,9 @@ __all__ = [
     "fact_entities",
     "first_event_key",
     "first_events",
+    "has_event",
     "refresh_after_events",
+    "within_window",
 ]
 
 SECONDS_TO_EVENT = "seconds_to_event"
@@ -99,6 +101,37 @@ def entities(schema: Schema, metric: FirstEventWithin) -> sa.Subquery:
     return sa.select(dim.c[entity_dim.business_key].label("entity")).where(members).distinct().subquery("entities")
 
 
+def within_window(
+    metric: FirstEventWithin,
+    event_entity: sa.ColumnElement[Any],
+    event_time: sa.ColumnElement[Any],
+    fact_entity: sa.ColumnElement[Any],
+    fact_time: sa.ColumnElement[Any],
+) -> sa.ColumnElement[bool]:
+    """The metric's pairing of an event with a fact row: the same entity, at or after the row's time, within the
+    window."""
+    return sa.and_(event_entity == fact_entity, event_time >= fact_time, event_time < fact_time + metric.window)
+
+
+def has_event(
+    schema: Schema,
+    metric: FirstEventWithin,
+    facts: sa.FromClause,
+    fact_entity: sa.ColumnElement[Any],
+    start: datetime,
+    end: datetime,
+) -> sa.Exists:
+    """Whether the fact row of [start, end) has an event in its window, whatever its time talked: a semi-join, for
+    counts that ask whether a row converted, not by which event. `fact_entity`: from `fact_entities`."""
+    events = entity_events(schema, metric)
+    event_time = events.c[metric.event_time]
+    return sa.exists().where(
+        within_window(metric, events.c.entity, event_time, fact_entity, facts.c[metric.fact_time]),
+        event_time >= start,
+        event_time < end + metric.window,
+    )
+
+
 def first_event_key(schema: Schema, metric: FirstEventWithin, facts: sa.FromClause) -> sa.ColumnElement[object]:
     """The key of the first event of the fact row's entity at or after its time and within the window."""
     events = entity_events(schema, metric)
@@ -107,11 +140,7 @@ def first_event_key(schema: Schema, metric: FirstEventWithin, facts: sa.FromClau
     event_time = events.c[metric.event_time]
     first = (
         sa.select(events.c[declared.key])
-        .where(
-            events.c.entity == _fact_entity(schema, metric, facts),
-            event_time >= time,
-            event_time < time + metric.window,
-        )
+        .where(within_window(metric, events.c.entity, event_time, _fact_entity(schema, metric, facts), time))
         .order_by(event_time, events.c[declared.business_key])
         .limit(1)
         .scalar_subquery()
@@ -124,16 +153,9 @@ def first_event_key(schema: Schema, metric: FirstEventWithin, facts: sa.FromClau
 
 
 def first_events(
-    schema: Schema,
-    metric: FirstEventWithin,
-    facts: sa.FromClause,
-    fact_key: str,
-    start: datetime,
-    end: datetime,
-    carry: Sequence[str] = (),
+    schema: Schema, metric: FirstEventWithin, facts: sa.FromClause, fact_key: str, start: datetime, end: datetime
 ) -> sa.Subquery:
-    """(fact_key, event_key) of every qualifying fact row of [start, end) that has an event in its window, with the
-    fact row's columns named in `carry`.
+    """(fact_key, event_key) of every qualifying fact row of [start, end) that has an event in its window.
 
     Set-based: one hash join of the facts with the events of the period's window, then the first per fact row.
     For a whole period this is far cheaper than looking each row's first event up on its own."""
@@ -146,18 +168,8 @@ def first_events(
     )
     source, fact_entity = fact_entities(schema, metric, facts)
     matches = (
-        sa.select(
-            facts.c[fact_key].label("fact_key"),
-            events.c[declared.key].label("event_key"),
-            *(facts.c[name] for name in carry),
-            place.label("place"),
-        )
-        .select_from(
-            source.join(
-                events,
-                sa.and_(events.c.entity == fact_entity, event_time >= time, event_time < time + metric.window),
-            )
-        )
+        sa.select(facts.c[fact_key].label("fact_key"), events.c[declared.key].label("event_key"), place.label("place"))
+        .select_from(source.join(events, within_window(metric, events.c.entity, event_time, fact_entity, time)))
         .where(
             facts.c[metric.threshold_column] >= metric.threshold,
             entity != DEFAULT_MEMBER_ID,
@@ -166,8 +178,7 @@ def first_events(
         )
         .subquery("matches")
     )
-    firsts = sa.select(matches.c.fact_key, matches.c.event_key, *(matches.c[name] for name in carry))
-    return firsts.where(matches.c.place == 1).subquery(metric.column)
+    return sa.select(matches.c.fact_key, matches.c.event_key).where(matches.c.place == 1).subquery(metric.column)
 
 
 def refresh_after_events(conn: sa.Connection, schema: Schema, fact: Fact, metric: FirstEventWithin) -> int:
@@ -192,10 +203,7 @@ def refresh_after_events(conn: sa.Connection, schema: Schema, fact: Fact, metric
         else staged.c[metric.event_entity]
     )
     in_window = sa.exists().where(
-        landed,
-        staged_entity == _fact_entity(schema, metric, table),
-        event_time >= time,
-        event_time < time + metric.window,
+        landed, within_window(metric, staged_entity, event_time, _fact_entity(schema, metric, table), time)
     )
     bounds = (time > first - metric.window, time <= last)
     updated = conn.execute(sa.update(table).values(recompute).where(qualifies, *bounds, in_window)).rowcount

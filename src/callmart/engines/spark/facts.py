@@ -66,6 +66,7 @@ __all__ = [
     "later",
     "period_rows",
     "with_key",
+    "with_event",
     "with_metric",
 ]
 
@@ -241,11 +242,8 @@ def with_metric(
     from pyspark.sql import functions as F
 
     events = mart.dimension(metric.events)
-    window = int(metric.window.total_seconds() * 1_000_000)
     event_time = F.col(metric.event_time)
-    found = entity_events(spark, mart, url, metric).where(
-        (event_time >= wall_clock(start)) & (event_time < later(wall_clock(end), window))
-    )
+    found = _events_of(spark, mart, url, metric, start, end)
     qualifying = rows.where(
         (F.col(metric.threshold_column) >= F.lit(metric.threshold))
         & (F.col(metric.fact_entity) != F.lit(DEFAULT_MEMBER_ID))
@@ -253,13 +251,7 @@ def with_metric(
     facts = fact_entities(spark, mart, url, metric, qualifying).select(
         F.col(fact.key).alias("callmart_fact_key"), F.col(metric.fact_time).alias("callmart_fact_time"), "entity"
     )
-    fact_time = F.col("callmart_fact_time")
-    matches = facts.join(
-        found,
-        (F.col("callmart_entity") == F.col("entity"))
-        & (event_time >= fact_time)
-        & (event_time < later(fact_time, window)),
-    )
+    matches = facts.join(found, _within_window(metric, F.col("callmart_fact_time")))
     order = Window.partitionBy("callmart_fact_key").orderBy(event_time, F.col(events.business_key))
     firsts = (
         matches.withColumn(_PLACE, F.row_number().over(order))
@@ -298,6 +290,53 @@ def entity_events(spark: SparkSession, mart: Mart, url: SparkUrl, metric: FirstE
         F.col(entity.key).alias(_KEY), F.col(entity.business_key).alias("callmart_entity")
     )
     return table.join(members, F.col(metric.event_entity) == F.col(_KEY)).select(*columns, "callmart_entity")
+
+
+def with_event(
+    spark: SparkSession,
+    mart: Mart,
+    url: SparkUrl,
+    rows: DataFrame,
+    metric: FirstEventWithin,
+    start: datetime,
+    end: datetime,
+) -> DataFrame:
+    """The rows of [start, end) that have an event in their window, whatever their time talked: a semi-join, for
+    counts that ask whether a row converted, not by which event (metric.has_event)."""
+    from pyspark.sql import functions as F
+
+    found = _events_of(spark, mart, url, metric, start, end)
+    paired = fact_entities(spark, mart, url, metric, rows).join(
+        found, _within_window(metric, F.col(metric.fact_time)), "left_semi"
+    )
+    return paired.drop("entity")
+
+
+def _events_of(
+    spark: SparkSession, mart: Mart, url: SparkUrl, metric: FirstEventWithin, start: datetime, end: datetime
+) -> DataFrame:
+    """The events that can pair with a fact row of [start, end)."""
+    from pyspark.sql import functions as F
+
+    event_time = F.col(metric.event_time)
+    window = int(metric.window.total_seconds() * 1_000_000)
+    return entity_events(spark, mart, url, metric).where(
+        (event_time >= wall_clock(start)) & (event_time < later(wall_clock(end), window))
+    )
+
+
+def _within_window(metric: FirstEventWithin, fact_time: Column) -> Column:
+    """The metric's pairing of an event with a fact row (`entity` from fact_entities): the same entity, at or after
+    the row's time, within the window (metric.within_window)."""
+    from pyspark.sql import functions as F
+
+    event_time = F.col(metric.event_time)
+    window = int(metric.window.total_seconds() * 1_000_000)
+    return (
+        (F.col("callmart_entity") == F.col("entity"))
+        & (event_time >= fact_time)
+        & (event_time < later(fact_time, window))
+    )
 
 
 def fact_entities(

@@ -26,11 +26,10 @@ from ...lift import (
     groups_table,
     lift_rebased_days,
     lift_rows_of,
-    short_call_metric,
 )
 from .aggregates import fact_days, of_settings, write_days
 from .chains import side_by_side
-from .facts import entity_dimension, entity_events, fact_entities, later, with_metric
+from .facts import entity_dimension, entity_events, fact_entities, later, with_event
 from .replace import span, wall_clock
 from .sql import qualified
 from .tables import fact_day_column
@@ -150,12 +149,10 @@ def _call_counts(lift: _Lift, start: date, end: date) -> DataFrame:
     known = F.col(metric.fact_entity) != F.lit(DEFAULT_MEMBER_ID)
     effective = known & (talk >= F.lit(metric.threshold))
     short = known & (talk > F.lit(0)) & (talk < F.lit(metric.threshold))
-    # A short call converts by the metric's own rule, with no threshold: the first login's search is not written
-    # twice. Its conversions are counted by group apart and joined to the groups' other counts: joining every call
-    # to the searched ones shuffled them all.
-    shorts = calls.where(short).drop(metric.column)
-    searched = with_metric(
-        lift.spark, lift.mart, lift.url, shorts, fact, short_call_metric(metric), midnight(start), midnight(end)
+    # A short call converts by the metric's own pairing, whatever its talk: whether a login pairs with it, not
+    # which is first, so a semi-join; counted by group apart and joined to the groups' other counts.
+    converted_shorts = with_event(
+        lift.spark, lift.mart, lift.url, calls.where(short), metric, midnight(start), midnight(end)
     )
     grain = {
         "dia": F.to_date(metric.fact_time),
@@ -167,8 +164,8 @@ def _call_counts(lift: _Lift, start: date, end: date) -> DataFrame:
         _count_if(effective & F.col(metric.column).isNotNull()).alias(EFFECTIVE_CALLS.converted),
         _count_if(short).alias(SHORT_CALLS.share.counted),
     )
-    converted = searched.groupBy(*(value.alias(f"{_SHORT}{name}") for name, value in grain.items())).agg(
-        F.count(metric.column).cast("bigint").alias(SHORT_CALLS.share.converted)
+    converted = converted_shorts.groupBy(*(value.alias(f"{_SHORT}{name}") for name, value in grain.items())).agg(
+        F.count(F.lit(1)).cast("bigint").alias(SHORT_CALLS.share.converted)
     )
     same_group = [F.col(name).eqNullSafe(F.col(f"{_SHORT}{name}")) for name in grain]
     return (
