@@ -1,11 +1,13 @@
 """The fast paths of a period load give what the plain ones give: row hashes tell rows apart, rows written by the
-bulk path read back as they were, and a loaded day has the statistics its queries need."""
+bulk path read back as they were, a loaded day has the statistics its queries need, and a day's run reads only the
+days its windows reach."""
 
 from __future__ import annotations
 
 import errno
 import itertools
 import tempfile
+import time
 from collections import Counter
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -232,3 +234,50 @@ def test_a_loaded_day_has_the_statistics_its_joins_and_filters_need(
             ).scalars()
             assert rows.scalar_one() == counted > 2000
             assert set(analyzed) >= {"key_llamada", "fecha_llamada", "key_cliente_llamada", "key_login_post_llamada"}
+
+
+def test_a_days_run_reads_no_day_its_windows_do_not_reach(
+    new_postgres_database: Callable[[], str], tmp_path: Path
+) -> None:
+    """A daily run's cost must not grow with the mart: the days before the metric's and the lift's windows are
+    not read (PostgreSQL's own counts of the scans of each day's partition)."""
+    url = new_postgres_database()
+    generate(tmp_path / "src", calls=3000, days=6, customers=300, start=START.date())
+    last = START + timedelta(days=5)
+    with Callmart(url, tmp_path / "src") as mart:
+        mart.init()
+        mart.enqueue(START.date(), last.date())
+        assert mart.run().ok
+    before = _scans_once_flushed(url, Counter(), "fact_llamadas_20240308")
+    with Callmart(url, tmp_path / "src") as mart:
+        mart.enqueue(last.date(), (last + timedelta(days=1)).date())
+        assert mart.run().ok
+    after = _scans_once_flushed(url, before, "fact_llamadas_20240309")
+    assert after["fact_llamadas_20240304"] == before["fact_llamadas_20240304"]
+    assert after["fact_llamadas_20240305"] == before["fact_llamadas_20240305"]
+
+
+def _scans(engine: sa.Engine) -> Counter[str]:
+    """Sequential and index scans so far, per day partition of the fact table."""
+    with engine.connect() as conn:
+        found = conn.execute(
+            sa.text(
+                "SELECT relname, seq_scan + coalesce(idx_scan, 0) FROM pg_stat_user_tables "
+                "WHERE relname LIKE 'fact_llamadas_2%'"
+            )
+        ).all()
+    return Counter({name: int(scans) for name, scans in found})
+
+
+def _scans_once_flushed(url: str, before: Counter[str], read: str) -> Counter[str]:
+    """The scans once a run's connections have ended and their counts arrived: those of `read`, a partition the run
+    surely reads, grew, and all stayed the same for a second."""
+    with Callmart(url, Path()) as mart:
+        for _ in range(100):
+            seen = _scans(mart.engine)
+            if seen[read] > before[read]:
+                time.sleep(1)
+                if _scans(mart.engine) == seen:
+                    return seen
+            time.sleep(0.1)
+    raise AssertionError(f"the run's scans of {read} never reached PostgreSQL's statistics")

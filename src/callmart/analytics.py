@@ -301,9 +301,10 @@ def refresh_aggregates(
     written = sum(
         _replace(conn, schema, settings, start, end, at) for start, end in day_ranges(touched.days(settings.window))
     )
-    span = _fact_days(conn, schema)
-    if not has_lift(conn, schema, settings) and span is not None:
-        # A mart that had aggregates before it had the lift tables.
+    # Only a mart that had aggregates before it had the lift tables needs the fact table's days: finding them reads
+    # every day of it.
+    span = None if has_lift(conn, schema, settings) else _fact_days(conn, schema)
+    if span is not None:
         write_lift(conn, schema, settings, span[0], span[1] + timedelta(days=1), at)
     else:
         for start, end in day_ranges(touched.lift_days(settings.window)):
