@@ -130,9 +130,11 @@ class PostgreSQL(Engine):
         return cancel
 
     def tune_for_bulk(self, conn: sa.Connection) -> None:
-        """Room for this transaction's sorts and hashes (the default 4 MB of work_mem spills a million-row sort),
-        and no JIT: compiling each big statement costs more than it saves on a load's simple plans."""
+        """Room for this transaction's sorts and hashes (the default 4 MB of work_mem spills a million-row sort) and
+        for a day's primary key (the default 64 MB, shared by the build's parallel workers, sorts a million-row day
+        on disk), and no JIT: compiling each big statement costs more than it saves on a load's simple plans."""
         conn.execute(sa.text("SET LOCAL work_mem = '256MB'"))
+        conn.execute(sa.text("SET LOCAL maintenance_work_mem = '256MB'"))
         conn.execute(sa.text("SET LOCAL jit = off"))
 
     @contextmanager
