@@ -121,7 +121,7 @@ def has_event(
     start: datetime,
     end: datetime,
 ) -> sa.Exists:
-    """Whether the fact row of [start, end) has an event in its window, whatever its time talked: a semi-join, for
+    """Whether the fact row of [start, end) has an event in its window, whatever its talk time: a semi-join, for
     counts that ask whether a row converted, not by which event. `fact_entity`: from `fact_entities`."""
     events = entity_events(schema, metric)
     event_time = events.c[metric.event_time]

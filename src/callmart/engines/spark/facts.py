@@ -301,7 +301,7 @@ def with_event(
     start: datetime,
     end: datetime,
 ) -> DataFrame:
-    """The rows of [start, end) that have an event in their window, whatever their time talked: a semi-join, for
+    """The rows of [start, end) that have an event in their window, whatever their talk time: a semi-join, for
     counts that ask whether a row converted, not by which event (metric.has_event)."""
     from pyspark.sql import functions as F
 
