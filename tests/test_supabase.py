@@ -39,6 +39,8 @@ def supabase_like(new_postgres_database: object) -> Iterator[str]:
     url = new_postgres_database()  # type: ignore[operator]
     database = str(sa.make_url(url).database)
     with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
+        # Roles belong to the whole server: tests running side by side (pytest -n) make them one at a time.
+        admin.execute("SELECT pg_advisory_lock(hashtext('callmart tests: roles'))")
         for role, login in [("anon", False), ("authenticated", False), (OWNER, True), (READER, True)]:
             exists = admin.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [role]).fetchone()
             if not exists:
