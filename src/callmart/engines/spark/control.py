@@ -338,25 +338,33 @@ def lives(now: datetime, stale_after: timedelta) -> Column:
 def _update(
     spark: SparkSession, table: sa.Table, name: str, changes: dict[str, object], expected: dict[str, object]
 ) -> bool:
-    """Set `changes` on the row of changes["id_process"] if its columns hold `expected`; whether it did."""
+    """Set `changes` on the row of changes["id_process"] if its columns hold `expected`; whether it did. The caller
+    has just read the row so (a claim) or holds it (a mark): the MERGE is written without a read first."""
     kept = {c: v for c, v in changes.items() if c != "id_process"}
-    return _set(spark, table, name, kept, {"id_process": changes["id_process"], **expected}) > 0
+    where = {"id_process": changes["id_process"], **expected}
+    return _set(spark, table, name, kept, where, read_first=False) > 0
 
 
 def _set(
-    spark: SparkSession, table: sa.Table, name: str, changes: Mapping[str, object], where: Mapping[str, object]
+    spark: SparkSession,
+    table: sa.Table,
+    name: str,
+    changes: Mapping[str, object],
+    where: Mapping[str, object],
+    read_first: bool = True,
 ) -> int:
     """Set `changes` on the rows whose columns hold the values of `where`, as UPDATE … SET … WHERE would; how many
     rows changed. The source of the MERGE is one row: the values of `where` in columns named `where_<column>`.
-    When no row matches, nothing is written: a read costs less than a MERGE's commit, and most runs find no
-    waiting, failed or abandoned period."""
+    With `read_first`, nothing is written when no row matches: a read costs less than a MERGE's commit, and most
+    runs find no waiting, failed or abandoned period."""
     from pyspark.sql.functions import col, lit
 
-    matching = spark.table(name)
-    for column, value in where.items():
-        matching = matching.where(col(column).eqNullSafe(lit(value)))
-    if matching.isEmpty():
-        return 0
+    if read_first:
+        matching = spark.table(name)
+        for column, value in where.items():
+            matching = matching.where(col(column).eqNullSafe(lit(value)))
+        if matching.isEmpty():
+            return 0
     row = {**changes, **{f"where_{c}": v for c, v in where.items()}}
     types = {f"where_{c}": spark_type_name(table.c[c].type) for c in where}
     frame = rows_frame(spark, table, [row], columns=list(changes), extra=types)
